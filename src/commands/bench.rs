@@ -1,0 +1,53 @@
+//! `bench`: per-layer timings.
+
+use crate::backend::cpu::CpuAlgo;
+use crate::cli::BenchArgs;
+use crate::vgg16::weights::Vgg16Weights;
+use anyhow::Result;
+use std::sync::Arc;
+
+/// `bench`: per-layer timings on the CPU.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let weights = match &args.weights {
+        Some(path) => Vgg16Weights::load(path)?,
+        None => crate::vgg16::synthetic::vgg16(1),
+    };
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        args.threads
+    };
+    let algos = parse_algos(&args.algo)?;
+    let weights = Arc::new(weights);
+    let (h, w) = (args.height, args.width);
+    let passes = crate::bench::time_cpu_algos(weights, threads, &algos, h, w, args.repeat.max(1))?;
+    for (a, p) in algos.iter().zip(&passes) {
+        print!("{}", crate::bench::report_algo(p, h, w, threads, a.name()));
+        println!();
+    }
+    if algos.len() > 1 {
+        print!("{}", crate::bench::compare(&algos, &passes, h, w, threads));
+    }
+    if let Some(rss) = passes.first().and_then(|p| p.first()).and_then(|p| p.rss_after_image) {
+        println!("peak RSS after the first image (extraction path): {rss:.0} MiB (weights and the prepared weights of {} included)", args.algo);
+    }
+    if let Some(rss) = crate::bench::peak_rss_mib() {
+        println!("peak RSS: {rss:.0} MiB (weights and every algorithm's prepared weights included)");
+    }
+    Ok(())
+}
+
+/// `--algo auto,im2col` → the algorithms in that order; `all` → every one.
+fn parse_algos(spec: &str) -> Result<Vec<CpuAlgo>> {
+    if spec == "all" {
+        return Ok(CpuAlgo::ALL.to_vec());
+    }
+    spec.split(',')
+        .map(|name| {
+            CpuAlgo::parse(name.trim()).ok_or_else(|| {
+                let known: Vec<&str> = CpuAlgo::ALL.iter().map(|a| a.name()).collect();
+                anyhow::anyhow!("unknown --algo {name:?}: use one or more of {} (comma-separated) or all", known.join(", "))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,227 @@
+//! `search INDEX --image IMG | --path P | --vector V`: the top-k most similar
+//! images by inner product, from a vectors file (exact, SIMD, all cores) or a
+//! PostgreSQL table (pgvector SQL), with optional query expansion.
+
+use crate::backend::select::open_backend;
+use crate::cli::SearchArgs;
+use crate::extractor::{ExtractConfig, Extractor};
+use crate::image::decode::DecodeLimits;
+use crate::search::html::{SheetRow, write_contact_sheet};
+use crate::search::{Vectors, expand_query, open_vectors, search_qe};
+use crate::sink::OutputKind;
+use crate::sink::postgres::{Db, DbSearch};
+use crate::vgg16::weights::{PcaWeights, Vgg16Weights};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One query, however it was given.
+struct Query {
+    /// `image`, `path` or `vector`.
+    kind: &'static str,
+    label: String,
+    /// An image file to show in the contact sheet.
+    image: Option<String>,
+    vector: Vec<f32>,
+    /// The path to leave out of the results (`--exclude-query`).
+    own_path: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Hit<'a> {
+    rank: usize,
+    path: &'a str,
+    score: f32,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    query: &'a str,
+    query_kind: &'a str,
+    k: usize,
+    qe: usize,
+    alpha: f32,
+    results: Vec<Hit<'a>>,
+}
+
+fn parse_vector(arg: &str) -> Result<Vec<f32>> {
+    let text = match arg.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read the query vector file {file}"))?,
+        None => arg.to_owned(),
+    };
+    let v: serde_json::Value = serde_json::from_str(text.trim()).context("--vector wants a JSON array of numbers, or @FILE holding one")?;
+    let arr = v.get("vector").unwrap_or(&v);
+    serde_json::from_value(arr.clone()).context("--vector wants a JSON array of numbers (or a {\"vector\": […]} record)")
+}
+
+fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
+    if args.image.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pca = if args.pca == "none" {
+        None
+    } else {
+        let p = Path::new(&args.pca);
+        if !p.exists() {
+            bail!("no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)", args.pca);
+        }
+        Some(PcaWeights::load(p)?)
+    };
+    let weights = Arc::new(Vgg16Weights::load(&args.weights)?);
+    let backend = open_backend(args.backend, weights, args.threads)?;
+    let config = ExtractConfig {
+        max_size: args.max_size,
+        levels: args.levels as usize,
+        preprocess: args.preprocess,
+        limits: DecodeLimits::default(),
+    };
+    let mut ex = Extractor::new(backend, pca, config);
+    args.image
+        .iter()
+        .map(|p| ex.describe_path(p).with_context(|| format!("cannot describe the query image {}", p.display())))
+        .collect()
+}
+
+fn gather_queries(args: &SearchArgs, file: Option<&Vectors>, db: Option<&mut Db>) -> Result<Vec<Query>> {
+    let mut qs = Vec::new();
+    for (p, v) in args.image.iter().zip(image_vectors(args)?) {
+        let s = p.to_string_lossy().into_owned();
+        qs.push(Query { kind: "image", label: s.clone(), image: Some(s.clone()), vector: v, own_path: Some(s) });
+    }
+    let mut db = db;
+    for p in &args.path {
+        let v = match (file, db.as_deref_mut()) {
+            (Some(f), _) => f.find(p).map(|i| f.row(i).to_vec()),
+            (None, Some(db)) => db.vector_of(p)?,
+            _ => None,
+        };
+        let v = v.with_context(|| format!("--path {p}: no such path in {}", crate::sink::postgres::redact(&args.index)))?;
+        qs.push(Query { kind: "path", label: p.clone(), image: Some(p.clone()), vector: v, own_path: Some(p.clone()) });
+    }
+    for (i, v) in args.vector.iter().enumerate() {
+        let label = if args.vector.len() > 1 { format!("vector #{}", i + 1) } else { "vector".to_owned() };
+        qs.push(Query { kind: "vector", label, image: None, vector: parse_vector(v)?, own_path: None });
+    }
+    if qs.is_empty() {
+        bail!("search: give a query: --image IMG, --path P (a path in the index) or --vector '[…]'");
+    }
+    Ok(qs)
+}
+
+/// Results per query: (path, score), best first.
+type Results = Vec<Vec<(String, f32)>>;
+
+fn search_file(args: &SearchArgs, set: &Vectors, qs: &[Query]) -> Result<Results> {
+    let dim = set.dim();
+    for q in qs {
+        if q.vector.len() != dim {
+            bail!("the query {} has {} numbers; {} holds {dim}-float vectors", q.label, q.vector.len(), args.index);
+        }
+    }
+    let exclude: Vec<Option<usize>> = qs
+        .iter()
+        .map(|q| if args.exclude_query { q.own_path.as_deref().and_then(|p| set.find(p)) } else { None })
+        .collect();
+    let refs: Vec<&[f32]> = qs.iter().map(|q| q.vector.as_slice()).collect();
+    let mut times = Vec::new();
+    let mut hits = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        hits = search_qe(set.data(), dim, &refs, args.k, &exclude, args.qe, args.alpha).0;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    report_times(&times, set.len(), qs.len());
+    Ok(hits.into_iter().map(|h| h.into_iter().map(|(i, s)| (set.paths()[i].clone(), s)).collect()).collect())
+}
+
+fn report_times(times: &[f64], rows: usize, queries: usize) {
+    if times.len() > 1 {
+        let mut t = times.to_vec();
+        t.sort_by(f64::total_cmp);
+        eprintln!(
+            "search: {rows} vectors, {queries} queries, {} runs: best {:.1} ms, median {:.1} ms, worst {:.1} ms ({} threads)",
+            t.len(),
+            t[0] * 1e3,
+            t[t.len() / 2] * 1e3,
+            t[t.len() - 1] * 1e3,
+            rayon::current_num_threads()
+        );
+    }
+}
+
+fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
+    let opts = DbSearch { exact: args.exact, ef_search: args.ef_search, probes: args.probes };
+    let exclude: Vec<Option<String>> = qs.iter().map(|q| if args.exclude_query { q.own_path.clone() } else { None }).collect();
+    let mut times = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        let mut vectors: Vec<Vec<f32>> = qs.iter().map(|q| q.vector.clone()).collect();
+        if args.qe > 0 {
+            let first = db.search(&vectors, args.qe, &exclude, &opts)?;
+            for (v, hits) in vectors.iter_mut().zip(&first) {
+                let mut rows = Vec::new();
+                for (p, _) in hits {
+                    rows.push(db.vector_of(p)?.with_context(|| format!("{p} vanished from the table during the search"))?);
+                }
+                let idx: Vec<(usize, f32)> = hits.iter().enumerate().map(|(i, h)| (i, h.1)).collect();
+                *v = expand_query(v, &idx, |i| rows[i].clone(), args.qe, args.alpha);
+            }
+        }
+        out = db.search(&vectors, args.k, &exclude, &opts)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    report_times(&times, db.count()? as usize, qs.len());
+    Ok(out)
+}
+
+pub fn search(args: &SearchArgs) -> Result<()> {
+    if args.alpha < 0.0 || !args.alpha.is_finite() {
+        bail!("--alpha must be ≥ 0 (0: average query expansion; 3 is the usual αQE)");
+    }
+    let results: Results;
+    let qs;
+    if OutputKind::of(&args.index) == OutputKind::Postgres {
+        let mut db = Db::connect(&args.index)?;
+        qs = gather_queries(args, None, Some(&mut db))?;
+        results = search_db(args, &mut db, &qs)?;
+    } else {
+        let set = open_vectors(&args.index)?;
+        qs = gather_queries(args, Some(&set), None)?;
+        results = search_file(args, &set, &qs)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    use std::io::Write;
+    for (q, hits) in qs.iter().zip(&results) {
+        if args.json {
+            let answer = Answer {
+                query: &q.label,
+                query_kind: q.kind,
+                k: args.k,
+                qe: args.qe,
+                alpha: args.alpha,
+                results: hits.iter().enumerate().map(|(i, (p, s))| Hit { rank: i + 1, path: p, score: *s }).collect(),
+            };
+            serde_json::to_writer(&mut out, &answer)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "query ({}): {}", q.kind, q.label)?;
+            writeln!(out, "{:>5}  {:>8}  path", "rank", "score")?;
+            for (i, (p, s)) in hits.iter().enumerate() {
+                writeln!(out, "{:>5}  {:>8.5}  {p}", i + 1, s)?;
+            }
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    if let Some(html) = &args.html {
+        let rows: Vec<SheetRow> =
+            qs.iter().zip(&results).map(|(q, h)| SheetRow { label: q.label.clone(), image: q.image.clone(), hits: h.clone() }).collect();
+        write_contact_sheet(html, &rows, args.thumb_size)?;
+        eprintln!("rmac-native: contact sheet → {}", html.display());
+    }
+    Ok(())
+}

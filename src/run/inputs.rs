@@ -1,0 +1,126 @@
+//! The image list: a text file with one path per line, or a folder searched
+//! recursively (contract: "Command line").
+
+use anyhow::{Context, Result, bail};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// File name endings picked up from a folder (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// The input paths, each exactly as listed (or as found under the folder),
+/// duplicates removed (first occurrence kept).
+#[derive(Debug)]
+pub struct InputList {
+    pub paths: Vec<String>,
+    /// How many repeated lines were dropped.
+    pub duplicates: usize,
+}
+
+/// Reads `--input`: a folder is scanned, anything else is read as a list file.
+pub fn read_inputs(input: &Path) -> Result<InputList> {
+    let meta = std::fs::metadata(input).with_context(|| {
+        format!("cannot read the input {}: it does not exist or is not readable (pass a list file with one image path per line, or a folder)", input.display())
+    })?;
+    let paths = if meta.is_dir() { scan_folder(input)? } else { read_list(input)? };
+    let mut seen = HashSet::with_capacity(paths.len());
+    let mut unique = Vec::with_capacity(paths.len());
+    let mut duplicates = 0;
+    for p in paths {
+        if seen.insert(p.clone()) {
+            unique.push(p);
+        } else {
+            duplicates += 1;
+        }
+    }
+    Ok(InputList { paths: unique, duplicates })
+}
+
+/// One path per line; blank lines skipped, one trailing CR stripped, nothing
+/// else trimmed (paths may start or end with spaces).
+fn read_list(list: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(list).with_context(|| format!("cannot read the image list {}", list.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        anyhow::anyhow!("the image list {} is not UTF-8 text (line {line}); write the paths as UTF-8", list.display())
+    })?;
+    Ok(text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Every image file under `root` (recursively), in byte order of the paths.
+/// Symlinked files are followed; symlinked folders are not (no cycles).
+fn scan_folder(root: &Path) -> Result<Vec<String>> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list the folder {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list the folder {}", dir.display()))?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if has_image_extension(&path) && (kind.is_file() || path.is_file()) {
+                found.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::with_capacity(found.len());
+    for p in found {
+        match p.into_os_string().into_string() {
+            Ok(s) => paths.push(s),
+            Err(os) => bail!("the file name {} is not UTF-8; rename it or list it in a UTF-8 list file", Path::new(&os).display()),
+        }
+    }
+    paths.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_keeps_spaces_strips_one_cr_and_skips_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "a.jpg\r\n\n b.png \n\r\nc.jpg\r\r\na.jpg\n").unwrap();
+        let inputs = read_inputs(&list).unwrap();
+        assert_eq!(inputs.paths, vec!["a.jpg", " b.png ", "c.jpg\r"]);
+        assert_eq!(inputs.duplicates, 1);
+    }
+
+    #[test]
+    fn folder_scan_is_recursive_case_insensitive_and_byte_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        for f in ["b.JPG", "a.png", "sub/deeper/z.webp", "sub/c.TiF", "notes.txt", "Z.jpeg", "x.jpgx"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let inputs = read_inputs(root).unwrap();
+        let rel: Vec<String> = inputs
+            .paths
+            .iter()
+            .map(|p| Path::new(p).strip_prefix(root).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(rel, vec!["Z.jpeg", "a.png", "b.JPG", "sub/c.TiF", "sub/deeper/z.webp"]);
+    }
+
+    #[test]
+    fn missing_input_says_what_to_pass() {
+        let err = read_inputs(Path::new("/nonexistent/list.txt")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/list.txt") && err.contains("list file"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Running a batch: the input list, the pipeline loop, progress, and the
+//! distribution over MPI ranks (scheduling, streaming, resume settings).
+pub mod inputs;
+pub mod job;
+pub mod local;
+pub mod mpi;
+pub mod protocol;
+pub mod schedule;
+pub mod settings;

@@ -1,0 +1,131 @@
+//! The settings a vectors file was made with, kept beside it
+//! (`vectors.jsonl` → `vectors.settings.json`), so that a resumed run cannot
+//! silently mix vectors from different weights or recipes in one file; and the
+//! run summary beside it (`vectors.summary.json`).
+
+use crate::vgg16::weights::sha256_hex;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `vectors.jsonl` → `vectors.<what>.json`.
+pub fn beside(out: &Path, what: &str) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    out.with_file_name(format!("{stem}.{what}.json"))
+}
+
+/// What decides the numbers in OUT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub weights_sha256: String,
+    pub weights_bytes: u64,
+    /// sha256 of the PCA file, or `none`.
+    pub pca_sha256: String,
+    pub max_size: u32,
+    pub levels: u64,
+    pub preprocess: String,
+}
+
+/// sha256 and size of a file (memory-mapped; the page cache serves the later load).
+pub fn file_digest(path: &Path) -> Result<(String, u64)> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // SAFETY: read-only map of a file we only read; a concurrent writer could change the digest, nothing worse.
+    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((sha256_hex(&map), map.len() as u64))
+}
+
+impl RunSettings {
+    /// Human-readable differences (`what: before → now`).
+    pub fn differences(&self, now: &RunSettings) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut cmp = |what: &str, a: String, b: String| {
+            if a != b {
+                d.push(format!("{what}: {a} before, {b} now"));
+            }
+        };
+        cmp("weights (sha256)", self.weights_sha256.clone(), now.weights_sha256.clone());
+        cmp("weights (bytes)", self.weights_bytes.to_string(), now.weights_bytes.to_string());
+        cmp("pca (sha256)", self.pca_sha256.clone(), now.pca_sha256.clone());
+        cmp("--max-size", self.max_size.to_string(), now.max_size.to_string());
+        cmp("--levels", self.levels.to_string(), now.levels.to_string());
+        cmp("--preprocess", self.preprocess.clone(), now.preprocess.clone());
+        d
+    }
+
+    /// Compares with the settings file beside `out` (when OUT already holds
+    /// `done` records) and then writes ours there.
+    pub fn check_and_write(&self, out: &Path, done: usize, restart: bool) -> Result<()> {
+        let file = beside(out, "settings");
+        if done > 0 && !restart {
+            match std::fs::read(&file) {
+                Ok(bytes) => {
+                    let before: RunSettings = serde_json::from_slice(&bytes).with_context(|| {
+                        format!("{} is damaged; delete it to resume anyway, or start over with --restart", file.display())
+                    })?;
+                    let diff = before.differences(self);
+                    if !diff.is_empty() {
+                        bail!(
+                            "{} already holds {done} images made with other settings ({}); resuming would mix them in one file. \
+                             Use the same settings, another --output, or --restart to start over",
+                            out.display(),
+                            diff.join("; ")
+                        );
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "note: {} holds {done} images but there is no {} beside it; assuming they were made with these settings",
+                        out.display(),
+                        file.display()
+                    );
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+            }
+        }
+        write_atomically(&file, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename (never half a file).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RunSettings {
+        RunSettings {
+            weights_sha256: "ab".into(),
+            weights_bytes: 10,
+            pca_sha256: "none".into(),
+            max_size: 1024,
+            levels: 3,
+            preprocess: "keras".into(),
+        }
+    }
+
+    #[test]
+    fn files_sit_beside_out() {
+        assert_eq!(beside(Path::new("/d/vectors.jsonl"), "settings"), Path::new("/d/vectors.settings.json"));
+        assert_eq!(beside(Path::new("out"), "summary"), Path::new("out.summary.json"));
+    }
+
+    #[test]
+    fn resuming_with_other_settings_is_refused_unless_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("v.jsonl");
+        let a = settings();
+        a.check_and_write(&out, 0, false).unwrap();
+        a.check_and_write(&out, 5, false).unwrap();
+        let b = RunSettings { max_size: 512, ..settings() };
+        let err = b.check_and_write(&out, 5, false).unwrap_err().to_string();
+        assert!(err.contains("--max-size: 1024 before, 512 now") && err.contains("--restart"), "{err}");
+        b.check_and_write(&out, 5, true).unwrap();
+        b.check_and_write(&out, 5, false).unwrap();
+    }
+}

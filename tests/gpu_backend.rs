@@ -1,0 +1,265 @@
+//! The wgpu backend against the naive f64 reference (single layers) and against the
+//! CPU backend (whole network), on tiny shapes so that it runs on Mesa's lavapipe
+//! in CI (~2 GFLOP/s). No adapter at all is a FAILURE, not a skip: CI installs
+//! lavapipe (`apt-get install mesa-vulkan-drivers libvulkan1`).
+//!
+//! Metric: `max |gpu − ref| / max |ref|` over all components of a map (the error
+//! relative to the map's scale; a per-component relative error is meaningless for
+//! ReLU outputs near 0).
+//!
+//! Also here, `#[ignore]`d, the real-size checks that `benches/gpu-check.sh` runs on
+//! a real GPU: `real_size_parity` and `real_size_report`.
+#![cfg(feature = "gpu")]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmac_native::backend::cpu::reference::{conv3x3_relu_f64, maxpool2_f64};
+use rmac_native::backend::gpu::{GpuBackend, GpuOptions, NO_ADAPTER_HINT, list_adapters};
+use rmac_native::backend::{Backend, BackendError, CpuBackend};
+use rmac_native::tensor::Tensor3;
+use rmac_native::vgg16::synthetic;
+
+/// Deterministic values in [-1, 1).
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn backend(max_binding_bytes: Option<u64>) -> GpuBackend {
+    assert!(!list_adapters().is_empty(), "{NO_ADAPTER_HINT}");
+    GpuBackend::without_weights(GpuOptions { max_binding_bytes, ..Default::default() })
+        .unwrap_or_else(|e| panic!("cannot open a GPU adapter: {e}; adapters: {:?}", list_adapters()))
+}
+
+/// `max |a − b| / max |b|`.
+fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((f64::from(*x) - y).abs())) / scale
+}
+
+/// (h, w, cin, cout, pool)
+const SHAPES: [(usize, usize, usize, usize, bool); 8] = [
+    (5, 7, 3, 16, false),
+    (5, 7, 3, 16, true),
+    (9, 13, 8, 64, false),
+    (9, 13, 8, 64, true),
+    (13, 9, 64, 16, true),
+    (11, 17, 64, 64, false),
+    (1, 1, 3, 16, false),
+    (16, 16, 3, 128, true),
+];
+
+struct Case {
+    input: Tensor3,
+    kernel: Vec<f32>,
+    bias: Vec<f32>,
+    cout: usize,
+    pool: bool,
+}
+
+fn case(i: usize, (h, w, cin, cout, pool): (usize, usize, usize, usize, bool)) -> Case {
+    let scale = (3.0 / (9 * cin) as f32).sqrt();
+    Case {
+        input: Tensor3::from_vec(h, w, cin, noise(3 * i as u64 + 1, h * w * cin)),
+        kernel: noise(3 * i as u64 + 2, 9 * cin * cout).iter().map(|v| v * scale).collect(),
+        bias: noise(3 * i as u64 + 3, cout).iter().map(|v| v * 0.1).collect(),
+        cout,
+        pool,
+    }
+}
+
+fn reference(c: &Case) -> Vec<f64> {
+    let full = conv3x3_relu_f64(&c.input, &c.kernel, &c.bias, c.cout);
+    if c.pool { maxpool2_f64(&full, c.input.h, c.input.w, c.cout) } else { full }
+}
+
+#[test]
+fn an_adapter_exists() {
+    let found = list_adapters();
+    eprintln!("adapters: {found:#?}");
+    assert!(!found.is_empty(), "{NO_ADAPTER_HINT}");
+}
+
+#[test]
+fn conv_shader_matches_f64_reference() {
+    let mut gpu = backend(None);
+    // The same shader with wgpu's run-time bounds checks kept must agree bit for bit.
+    let mut checked = GpuBackend::without_weights(GpuOptions { checked_shaders: true, ..Default::default() }).unwrap();
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let c = case(i, shape);
+        let got = gpu.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
+        let safe = checked.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
+        assert_eq!(got, safe, "{shape:?}: trusted and checked shader differ");
+        let (ho, wo) = if c.pool { (shape.0 / 2, shape.1 / 2) } else { (shape.0, shape.1) };
+        assert_eq!((got.h, got.w, got.c), (ho, wo, c.cout), "shape {shape:?}");
+        let want = reference(&c);
+        let e = rel_err(&got.data, &want);
+        eprintln!("{shape:?}: rel err {e:.2e}");
+        assert!(e <= 1e-5, "{shape:?}: max |gpu − f64| / max |f64| = {e:.3e}");
+    }
+}
+
+#[test]
+fn row_band_tiling_gives_identical_results() {
+    let mut whole = backend(None);
+    for limit in [1500u64, 4096, 20_000] {
+        let mut tiled = backend(Some(limit));
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let c = case(i, shape);
+            let a = whole.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
+            match tiled.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool) {
+                Ok(b) => assert_eq!(a, b, "limit {limit}, shape {shape:?}"),
+                // A band of 1–2 rows does not fit: must be a clear error, checked below.
+                Err(BackendError::Device(msg)) => {
+                    assert!(msg.contains("storage-binding limit"), "{msg}");
+                    let row = (shape.1 * shape.2.max(shape.3) * 4) as u64;
+                    assert!(3 * row + 256 > limit, "limit {limit}, {shape:?}: unexpected error {msg}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+fn vgg_input(h: usize, w: usize) -> Tensor3 {
+    // Roughly the range of mean-subtracted pixels, with structure and noise.
+    let n = noise(99, h * w * 3);
+    let mut data = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let smooth = 80.0 * ((x as f32 * 0.3 + c as f32).sin() * (y as f32 * 0.2).cos());
+                data.push(smooth + 40.0 * n[(y * w + x) * 3 + c]);
+            }
+        }
+    }
+    Tensor3::from_vec(h, w, 3, data)
+}
+
+fn max_rel(a: &Tensor3, b: &Tensor3) -> f64 {
+    assert_eq!((a.h, a.w, a.c), (b.h, b.w, b.c));
+    let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    f64::from(a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale)
+}
+
+#[test]
+fn pool5_matches_cpu_backend() {
+    let weights = Arc::new(synthetic::vgg16(1));
+    let mut gpu = GpuBackend::new(weights.clone(), GpuOptions::default())
+        .unwrap_or_else(|e| panic!("{e}; adapters: {:?}", list_adapters()));
+    let mut tiled =
+        GpuBackend::new(weights.clone(), GpuOptions { max_binding_bytes: Some(65_536), ..Default::default() }).unwrap();
+    let mut cpu = CpuBackend::new(weights, 1).unwrap();
+    let name = gpu.name();
+    assert!(name.starts_with("gpu (") && name.contains(", "), "{name}");
+    eprintln!("{name}");
+    // Bigger image first, then smaller ones: buffers are reused (and would grow).
+    for (h, w) in [(64, 40), (33, 45), (37, 64)] {
+        let x = vgg_input(h, w);
+        let t = Instant::now();
+        let g = gpu.pool5(&x).unwrap();
+        let dt = t.elapsed();
+        let c = cpu.pool5(&x).unwrap();
+        assert_eq!((g.h, g.w, g.c), (h / 32, w / 32, 512));
+        let e = max_rel(&g, &c);
+        eprintln!("{h}×{w}: gpu {dt:.2?}, max |gpu − cpu| / max |cpu| = {e:.2e}");
+        assert!(e <= 1e-4, "{h}×{w}: {e:.3e}");
+        assert!(c.data.iter().any(|&v| v > 0.0), "degenerate test: pool5 all zero");
+        if (h, w) == (64, 40) {
+            let b = tiled.pool5(&x).unwrap();
+            assert_eq!(g, b, "{h}×{w}: tiled pool5 differs from untiled");
+        }
+    }
+}
+
+#[test]
+fn bad_images_are_errors_not_crashes() {
+    let weights = Arc::new(synthetic::vgg16(1));
+    let mut gpu = GpuBackend::new(weights, GpuOptions { max_binding_bytes: Some(1000), ..Default::default() }).unwrap();
+    assert!(matches!(gpu.pool5(&Tensor3::zeros(31, 64, 3)), Err(BackendError::TooSmall { h: 31, w: 64 })));
+    // A binding limit below one band of rows: a clear per-image error.
+    match gpu.pool5(&Tensor3::zeros(64, 64, 3)) {
+        Err(BackendError::Device(m)) => assert!(m.contains("--max-size"), "{m}"),
+        other => panic!("expected a Device error, got {other:?}"),
+    }
+}
+
+// ---- real-size checks for a real GPU (benches/gpu-check.sh) --------------------------
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// GPU vs CPU pool5 at RMAC_CHECK_H × RMAC_CHECK_W (default 768×1024), synthetic weights.
+#[test]
+#[ignore]
+fn real_size_parity() {
+    let (h, w) = (env_usize("RMAC_CHECK_H", 768), env_usize("RMAC_CHECK_W", 1024));
+    let weights = Arc::new(synthetic::vgg16(1));
+    let mut gpu = GpuBackend::new(weights.clone(), GpuOptions::default()).unwrap();
+    let mut cpu = CpuBackend::new(weights, 0).unwrap();
+    for (h, w) in [(h, w), (w * 3 / 4 + 1, h * 3 / 4 + 3)] {
+        let x = vgg_input(h, w);
+        let t = Instant::now();
+        let g = gpu.pool5(&x).unwrap();
+        let tg = t.elapsed();
+        let t = Instant::now();
+        let c = cpu.pool5(&x).unwrap();
+        let tc = t.elapsed();
+        let e = max_rel(&g, &c);
+        println!("parity {h}×{w}: gpu {tg:.2?}, cpu {tc:.2?}, max |gpu − cpu| / max |cpu| = {e:.2e}");
+        assert!(e <= 1e-4, "{h}×{w}: {e:.3e}");
+    }
+}
+
+/// Per-layer GFLOP/s and images/s at RMAC_CHECK_H × RMAC_CHECK_W (default 768×1024).
+/// RMAC_PEAK_TFLOPS (default 67, H100 SXM fp32) for the fraction of peak.
+#[test]
+#[ignore]
+fn real_size_report() {
+    let (h, w) = (env_usize("RMAC_CHECK_H", 768), env_usize("RMAC_CHECK_W", 1024));
+    let peak: f64 = std::env::var("RMAC_PEAK_TFLOPS").ok().and_then(|v| v.parse().ok()).unwrap_or(67.0);
+    let weights = Arc::new(synthetic::vgg16(1));
+    let mut gpu = GpuBackend::new(weights, GpuOptions::default()).unwrap();
+    println!("{} — binding limit {} MB", gpu.name(), gpu.binding_limit() / 1_000_000);
+    let x = vgg_input(h, w);
+    gpu.pool5(&x).unwrap(); // warm-up
+    let (_, timings) = gpu.pool5_timed(&x).unwrap();
+    let mut total_f = 0.0;
+    let mut total_t = 0.0;
+    for t in &timings {
+        println!(
+            "{:<14} {:>5}×{:<5} {:>8.2} ms {:>9.1} GFLOP/s {:>5.1}% of peak",
+            t.name,
+            t.h,
+            t.w,
+            t.seconds * 1e3,
+            t.flops / t.seconds / 1e9,
+            100.0 * t.flops / t.seconds / (peak * 1e12)
+        );
+        total_f += t.flops;
+        total_t += t.seconds;
+    }
+    println!(
+        "all convs: {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s",
+        total_f / 1e9,
+        total_t * 1e3,
+        total_f / total_t / 1e9
+    );
+    let n = env_usize("RMAC_CHECK_IMAGES", 10);
+    let t = Instant::now();
+    for _ in 0..n {
+        gpu.pool5(&x).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!("pool5 {h}×{w}: {:.2} images/s ({n} images, upload + read-back included)", n as f64 / dt);
+}

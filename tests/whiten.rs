@@ -1,0 +1,140 @@
+//! `pca fit`'s whitening against numpy's on the same data
+//! (tests/reference/make_issue6_fixtures.py → tests/fixtures/issue6/pca_numpy.safetensors).
+
+use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator, fit_whitening};
+use rmac_native::vgg16::synthetic::uniform;
+use std::path::Path;
+
+const N: usize = 2000;
+const D: usize = 512;
+
+/// The script's `pca_data()`: v_ij = u³ / (1 + j/32), rows L2-normalised (sequential f64), f32.
+fn pca_data() -> Vec<Vec<f32>> {
+    (0..N)
+        .map(|i| {
+            let v: Vec<f64> = (0..D)
+                .map(|j| {
+                    let u = uniform(6, 600, (i * D + j) as u64);
+                    u * u * u * (1.0 / (1.0 + j as f64 / 32.0))
+                })
+                .collect();
+            let mut ss = 0.0f64;
+            for x in &v {
+                ss += x * x;
+            }
+            let n = ss.sqrt();
+            v.iter().map(|x| (x / n) as f32).collect()
+        })
+        .collect()
+}
+
+fn read_f64(file: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F64);
+    (t.shape().to_vec(), t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
+fn apply64(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f64> {
+    w.chunks_exact(x.len())
+        .zip(b)
+        .map(|(row, &bb)| row.iter().zip(x).map(|(&a, &v)| f64::from(a) * f64::from(v)).sum::<f64>() + f64::from(bb))
+        .collect()
+}
+
+#[test]
+fn whitening_matches_numpy() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/issue6/pca_numpy.safetensors");
+    let data = pca_data();
+    // The generator is the script's, bit for bit.
+    let (_, head) = read_f64(&fixture, "x_head");
+    for (k, &v) in head.iter().enumerate() {
+        assert_eq!(v as f32, data[k / D][k % D], "input {k}");
+    }
+    let fit = fit_whitening(&data).unwrap();
+    assert_eq!(fit.count, N as u64);
+    assert_eq!(fit.clamped, 0);
+
+    let (_, lam) = read_f64(&fixture, "eigenvalues");
+    for (k, (a, b)) in fit.eigenvalues.iter().zip(&lam).enumerate() {
+        assert!((a - b).abs() <= 1e-9 * lam[0], "eigenvalue {k}: {a} vs numpy {b}");
+    }
+    let (_, mean) = read_f64(&fixture, "mean");
+    for (a, b) in fit.mean.iter().zip(&mean) {
+        assert!((a - b).abs() < 1e-12, "mean {a} vs {b}");
+    }
+    // W and b: whitened probes, row sums and bias (W to f32 rounding: relative ~1e-7 of |W| ~ 1/sqrt(λ_min)).
+    let (_, bias) = read_f64(&fixture, "bias");
+    let scale = bias.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let bdiff = fit.pca.bias.iter().zip(&bias).map(|(&a, b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
+    assert!(bdiff < 1e-5 * scale, "bias differs by {bdiff} (|b| up to {scale})");
+    let (_, probes) = read_f64(&fixture, "probes");
+    let mut worst = 0.0f64;
+    for p in 0..4 {
+        let y = apply64(&fit.pca.weight, &fit.pca.bias, &data[p]);
+        for (a, b) in y.iter().zip(&probes[p * D..(p + 1) * D]) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst < 1e-3, "whitened probes differ from numpy's by {worst}");
+    let (_, rowsum) = read_f64(&fixture, "rowsum");
+    for (r, want) in rowsum.iter().enumerate() {
+        let got: f64 = fit.pca.weight[r * D..(r + 1) * D].iter().map(|&v| f64::from(v)).sum();
+        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "row {r}: Σ W = {got}, numpy {want}");
+    }
+    eprintln!("max |y − y_numpy| over 4 probes: {worst:.2e}; max |b − b_numpy|: {bdiff:.2e}");
+
+    // W·C·Wᵀ = I on the data: whiten every vector, covariance of the outputs.
+    let ys: Vec<Vec<f64>> = data.iter().map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x)).collect();
+    let mut worst_c = 0.0f64;
+    for a in 0..D {
+        for b in (0..D).step_by(37).chain([a]) {
+            let c: f64 = ys.iter().map(|y| y[a] * y[b]).sum::<f64>() / (N as f64 - 1.0);
+            let want = if a == b { 1.0 } else { 0.0 };
+            worst_c = worst_c.max((c - want).abs());
+        }
+    }
+    assert!(worst_c < 1e-3, "whitened covariance off identity by {worst_c}");
+    let m0: f64 = ys.iter().map(|y| y[0]).sum::<f64>() / N as f64;
+    assert!(m0.abs() < 1e-4, "whitened mean {m0}");
+}
+
+#[test]
+fn streaming_in_any_block_split_gives_the_same() {
+    let data: Vec<Vec<f32>> = pca_data().into_iter().take(700).map(|v| v[..64].to_vec()).collect();
+    let a = fit_whitening(&data).unwrap();
+    let mut acc = WhiteningAccumulator::new();
+    for v in &data {
+        acc.add(v).unwrap();
+    }
+    let b = acc.finish().unwrap();
+    assert_eq!(a.pca.weight, b.pca.weight);
+    // A different order changes only rounding.
+    let rev: Vec<Vec<f32>> = data.iter().rev().cloned().collect();
+    let c = fit_whitening(&rev).unwrap();
+    let d = a.pca.weight.iter().zip(&c.pca.weight).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let m = a.pca.weight.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(d < 1e-4 * m, "order changed W by {d} (|W| ≤ {m})");
+}
+
+#[test]
+fn rank_deficient_data_is_clamped_not_infinite() {
+    // 100 vectors in 512 dimensions, and channel 5 always zero: rank ≤ 99.
+    let data: Vec<Vec<f32>> = pca_data()
+        .into_iter()
+        .take(100)
+        .map(|mut v| {
+            v[5] = 0.0;
+            v
+        })
+        .collect();
+    let fit = fit_whitening(&data).unwrap();
+    assert!(fit.clamped >= D - 99, "clamped {}", fit.clamped);
+    assert!((fit.floor - fit.eigenvalues[0] * EIGEN_FLOOR_REL).abs() <= 1e-30);
+    assert!(fit.pca.weight.iter().chain(&fit.pca.bias).all(|v| v.is_finite()));
+    // The data's own directions are still whitened: first component has unit variance.
+    let ys: Vec<f64> = data.iter().map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x)[0]).collect();
+    let var = ys.iter().map(|y| y * y).sum::<f64>() / 99.0;
+    assert!((var - 1.0).abs() < 1e-3, "{var}");
+}
