@@ -17,7 +17,7 @@ if [ ! -f "$("$PGBIN/pg_config" --pkglibdir 2>/dev/null || echo /usr/lib/postgre
   echo "start-pg.sh: pgvector is not installed for PostgreSQL 15; run ci/setup-deps.sh" >&2
   exit 1
 fi
-if [ "$(id -u)" -eq 0 ]; then AS=(runuser -u postgres --); OWNER=postgres; else AS=(); OWNER=$(id -un); fi
+if [ "$(id -u)" -eq 0 ]; then AS=(runuser -u postgres --); else AS=(); fi
 if [ -f "$BASE/data/PG_VERSION" ] && "${AS[@]}" "$PGBIN/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1; then
   :
 else
@@ -31,5 +31,4 @@ else
 fi
 "${AS[@]}" env PGOPTIONS=--client-min-messages=warning "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qAt \
   -c "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null
-: "$OWNER"
 echo "host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres"

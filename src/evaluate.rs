@@ -95,8 +95,10 @@ pub fn compute_ap(ranks: &[usize], npos: usize) -> f64 {
 
 /// The database indices ordered by decreasing inner product with `query`.
 pub fn rank(db: &VectorSet, db_rows: &[usize], query: &[f32]) -> Vec<usize> {
-    let scores: Vec<f32> =
-        db_rows.iter().map(|&r| db.row(r).iter().zip(query).map(|(a, b)| a * b).sum()).collect();
+    let scores: Vec<f32> = db_rows
+        .iter()
+        .map(|&r| db.row(r).iter().zip(query).map(|(a, b)| a * b).sum())
+        .collect();
     let mut order: Vec<usize> = (0..db_rows.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     order
@@ -120,7 +122,11 @@ fn positive_positions(ranking: &[usize], gnd: &QueryGnd, skip: Option<usize>) ->
 
 /// Evaluates all protocols from precomputed rankings (`rankings[q]`: database
 /// indices, best first).
-pub fn evaluate_rankings(rankings: &[Vec<usize>], resolved: &Resolved, ks: &[usize]) -> Vec<ProtocolResult> {
+pub fn evaluate_rankings(
+    rankings: &[Vec<usize>],
+    resolved: &Resolved,
+    ks: &[usize],
+) -> Vec<ProtocolResult> {
     resolved
         .protocols
         .iter()
@@ -157,7 +163,11 @@ pub fn evaluate_rankings(rankings: &[Vec<usize>], resolved: &Resolved, ks: &[usi
                     hit[j] += if found > 0 { 1.0 } else { 0.0 };
                 }
             }
-            let div = |v: Vec<f64>| v.into_iter().map(|x| if n > 0 { x / n as f64 } else { f64::NAN }).collect();
+            let div = |v: Vec<f64>| {
+                v.into_iter()
+                    .map(|x| if n > 0 { x / n as f64 } else { f64::NAN })
+                    .collect()
+            };
             ProtocolResult {
                 protocol: p.name.clone(),
                 queries: n,
@@ -173,9 +183,17 @@ pub fn evaluate_rankings(rankings: &[Vec<usize>], resolved: &Resolved, ks: &[usi
 }
 
 /// Ranks every query and evaluates all protocols.
-pub fn evaluate(queries: &VectorSet, db: &VectorSet, resolved: &Resolved, ks: &[usize]) -> Vec<ProtocolResult> {
-    let rankings: Vec<Vec<usize>> =
-        resolved.query_rows.iter().map(|&q| rank(db, &resolved.db_rows, queries.row(q))).collect();
+pub fn evaluate(
+    queries: &VectorSet,
+    db: &VectorSet,
+    resolved: &Resolved,
+    ks: &[usize],
+) -> Vec<ProtocolResult> {
+    let rankings: Vec<Vec<usize>> = resolved
+        .query_rows
+        .iter()
+        .map(|&q| rank(db, &resolved.db_rows, queries.row(q)))
+        .collect();
     evaluate_rankings(&rankings, resolved, ks)
 }
 
@@ -212,7 +230,10 @@ impl PathIndex {
         match self.stem.get(&stem_of(name)).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([i]) => Ok(Some(*i)),
-            Some(many) => bail!("`{name}` matches {} vectors by file name (stem); use full paths", many.len()),
+            Some(many) => bail!(
+                "`{name}` matches {} vectors by file name (stem); use full paths",
+                many.len()
+            ),
         }
     }
 }
@@ -267,23 +288,38 @@ fn pickle_index(v: &serde_pickle::Value) -> Option<usize> {
 fn dict_get<'a>(d: &'a serde_pickle::Value, key: &str) -> Option<&'a serde_pickle::Value> {
     use serde_pickle::{HashableValue, Value};
     let Value::Dict(m) = d else { return None };
-    m.get(&HashableValue::String(key.to_owned())).or_else(|| m.get(&HashableValue::Bytes(key.as_bytes().to_vec())))
+    m.get(&HashableValue::String(key.to_owned()))
+        .or_else(|| m.get(&HashableValue::Bytes(key.as_bytes().to_vec())))
 }
 
 /// Reads a revisitop `gnd_*.pkl`.
 pub fn read_revisitop(bytes: &[u8], origin: &Path) -> Result<RevisitopGnd> {
-    let bad = |what: &str| anyhow::anyhow!("{}: not a revisitop ground truth: {what}", origin.display());
-    let v = serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new().replace_unresolved_globals())
-        .with_context(|| format!("{}: cannot read the Python pickle", origin.display()))?;
+    let bad =
+        |what: &str| anyhow::anyhow!("{}: not a revisitop ground truth: {what}", origin.display());
+    let v = serde_pickle::value_from_slice(
+        bytes,
+        serde_pickle::DeOptions::new().replace_unresolved_globals(),
+    )
+    .with_context(|| format!("{}: cannot read the Python pickle", origin.display()))?;
     let names = |key: &str| -> Result<Vec<String>> {
-        let l = dict_get(&v, key).and_then(pickle_list).ok_or_else(|| bad(&format!("no list `{key}`")))?;
-        l.iter().map(|x| pickle_str(x).ok_or_else(|| bad(&format!("`{key}` holds a non-string")))).collect()
+        let l = dict_get(&v, key)
+            .and_then(pickle_list)
+            .ok_or_else(|| bad(&format!("no list `{key}`")))?;
+        l.iter()
+            .map(|x| pickle_str(x).ok_or_else(|| bad(&format!("`{key}` holds a non-string"))))
+            .collect()
     };
     let imlist = names("imlist")?;
     let qimlist = names("qimlist")?;
-    let gl = dict_get(&v, "gnd").and_then(pickle_list).ok_or_else(|| bad("no list `gnd`"))?;
+    let gl = dict_get(&v, "gnd")
+        .and_then(pickle_list)
+        .ok_or_else(|| bad("no list `gnd`"))?;
     if gl.len() != qimlist.len() {
-        bail!(bad(&format!("{} `gnd` entries for {} queries", gl.len(), qimlist.len())));
+        bail!(bad(&format!(
+            "{} `gnd` entries for {} queries",
+            gl.len(),
+            qimlist.len()
+        )));
     }
     let mut gnd = Vec::with_capacity(gl.len());
     for (q, g) in gl.iter().enumerate() {
@@ -301,9 +337,13 @@ pub fn read_revisitop(bytes: &[u8], origin: &Path) -> Result<RevisitopGnd> {
             lists[slot] = l
                 .iter()
                 .map(|i| {
-                    let i = pickle_index(i).ok_or_else(|| bad(&format!("query {q}: `{key}` holds a non-index")))?;
+                    let i = pickle_index(i)
+                        .ok_or_else(|| bad(&format!("query {q}: `{key}` holds a non-index")))?;
                     if i >= imlist.len() {
-                        bail!(bad(&format!("query {q}: index {i} in `{key}` ≥ {} images", imlist.len())));
+                        bail!(bad(&format!(
+                            "query {q}: index {i} in `{key}` ≥ {} images",
+                            imlist.len()
+                        )));
                     }
                     Ok(i)
                 })
@@ -311,11 +351,21 @@ pub fn read_revisitop(bytes: &[u8], origin: &Path) -> Result<RevisitopGnd> {
         }
         gnd.push(lists);
     }
-    Ok(RevisitopGnd { imlist, qimlist, gnd })
+    Ok(RevisitopGnd {
+        imlist,
+        qimlist,
+        gnd,
+    })
 }
 
 /// Resolves a revisitop ground truth against the vectors (easy, medium, hard).
-pub fn resolve_revisitop(g: &RevisitopGnd, queries: &VectorSet, db: &VectorSet, qfile: &Path, dbfile: &Path) -> Result<Resolved> {
+pub fn resolve_revisitop(
+    g: &RevisitopGnd,
+    queries: &VectorSet,
+    db: &VectorSet,
+    qfile: &Path,
+    dbfile: &Path,
+) -> Result<Resolved> {
     let dbi = PathIndex::new(db);
     let qi = PathIndex::new(queries);
     let mut db_rows = Vec::with_capacity(g.imlist.len());
@@ -327,7 +377,12 @@ pub fn resolve_revisitop(g: &RevisitopGnd, queries: &VectorSet, db: &VectorSet, 
         }
     }
     if !missing.is_empty() {
-        return Err(missing_error("database images", &missing, g.imlist.len(), dbfile));
+        return Err(missing_error(
+            "database images",
+            &missing,
+            g.imlist.len(),
+            dbfile,
+        ));
     }
     let mut query_rows = Vec::with_capacity(g.qimlist.len());
     for n in &g.qimlist {
@@ -339,26 +394,59 @@ pub fn resolve_revisitop(g: &RevisitopGnd, queries: &VectorSet, db: &VectorSet, 
     if !missing.is_empty() {
         return Err(missing_error("queries", &missing, g.qimlist.len(), qfile));
     }
-    let by_name: HashMap<&str, usize> = g.imlist.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-    let query_self: Vec<Option<usize>> = g.qimlist.iter().map(|q| by_name.get(q.as_str()).copied()).collect();
+    let by_name: HashMap<&str, usize> = g
+        .imlist
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let query_self: Vec<Option<usize>> = g
+        .qimlist
+        .iter()
+        .map(|q| by_name.get(q.as_str()).copied())
+        .collect();
     let cat = |a: &[usize], b: &[usize]| -> Vec<usize> { a.iter().chain(b).copied().collect() };
     let proto = |name: &str, f: &dyn Fn(&[Vec<usize>; 3]) -> QueryGnd| Protocol {
         name: name.to_owned(),
         queries: g.gnd.iter().map(f).collect(),
     };
     let protocols = vec![
-        proto("easy", &|l| QueryGnd { positives: l[0].clone(), junk: cat(&l[2], &l[1]) }),
-        proto("medium", &|l| QueryGnd { positives: cat(&l[0], &l[1]), junk: l[2].clone() }),
-        proto("hard", &|l| QueryGnd { positives: l[1].clone(), junk: cat(&l[2], &l[0]) }),
+        proto("easy", &|l| QueryGnd {
+            positives: l[0].clone(),
+            junk: cat(&l[2], &l[1]),
+        }),
+        proto("medium", &|l| QueryGnd {
+            positives: cat(&l[0], &l[1]),
+            junk: l[2].clone(),
+        }),
+        proto("hard", &|l| QueryGnd {
+            positives: l[1].clone(),
+            junk: cat(&l[2], &l[0]),
+        }),
     ];
-    Ok(Resolved { query_rows, db_rows, query_self, protocols })
+    Ok(Resolved {
+        query_rows,
+        db_rows,
+        query_self,
+        protocols,
+    })
 }
 
 /// Resolves a simple JSON ground truth (`{"query": ["relevant", …]}`): the
 /// database is every vector of `db`, in file order.
-pub fn resolve_json(text: &str, origin: &Path, queries: &VectorSet, db: &VectorSet, qfile: &Path, dbfile: &Path) -> Result<Resolved> {
+pub fn resolve_json(
+    text: &str,
+    origin: &Path,
+    queries: &VectorSet,
+    db: &VectorSet,
+    qfile: &Path,
+    dbfile: &Path,
+) -> Result<Resolved> {
     let map: BTreeMap<String, Vec<String>> = serde_json::from_str(text).with_context(|| {
-        format!("{}: expected a JSON object {{\"query path\": [\"relevant path\", …]}}", origin.display())
+        format!(
+            "{}: expected a JSON object {{\"query path\": [\"relevant path\", …]}}",
+            origin.display()
+        )
     })?;
     // Queries in sorted order (per-query results follow it).
     let order: Vec<String> = map.keys().cloned().collect();
@@ -381,7 +469,10 @@ pub fn resolve_json(text: &str, origin: &Path, queries: &VectorSet, db: &VectorS
                 None => missing_r.push(rel.clone()),
             }
         }
-        gq.push(QueryGnd { positives, junk: Vec::new() });
+        gq.push(QueryGnd {
+            positives,
+            junk: Vec::new(),
+        });
     }
     if !missing_q.is_empty() {
         return Err(missing_error("queries", &missing_q, order.len(), qfile));
@@ -394,20 +485,33 @@ pub fn resolve_json(text: &str, origin: &Path, queries: &VectorSet, db: &VectorS
         query_rows,
         db_rows: (0..db.paths.len()).collect(),
         query_self,
-        protocols: vec![Protocol { name: "all".into(), queries: gq }],
+        protocols: vec![Protocol {
+            name: "all".into(),
+            queries: gq,
+        }],
     })
 }
 
 /// Reads a ground-truth file (pickle by magic/extension, else JSON) and resolves it.
-pub fn load_ground_truth(gnd: &Path, queries: &VectorSet, db: &VectorSet, qfile: &Path, dbfile: &Path) -> Result<Resolved> {
-    let bytes = std::fs::read(gnd).with_context(|| format!("cannot read the ground truth {}", gnd.display()))?;
+pub fn load_ground_truth(
+    gnd: &Path,
+    queries: &VectorSet,
+    db: &VectorSet,
+    qfile: &Path,
+    dbfile: &Path,
+) -> Result<Resolved> {
+    let bytes = std::fs::read(gnd)
+        .with_context(|| format!("cannot read the ground truth {}", gnd.display()))?;
     let is_pickle = bytes.first() == Some(&0x80)
-        || gnd.extension().is_some_and(|e| e.eq_ignore_ascii_case("pkl") || e.eq_ignore_ascii_case("pickle"));
+        || gnd
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pkl") || e.eq_ignore_ascii_case("pickle"));
     if is_pickle {
         let g = read_revisitop(&bytes, gnd)?;
         resolve_revisitop(&g, queries, db, qfile, dbfile)
     } else {
-        let text = String::from_utf8(bytes).with_context(|| format!("{} is neither a pickle nor UTF-8 JSON", gnd.display()))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("{} is neither a pickle nor UTF-8 JSON", gnd.display()))?;
         resolve_json(&text, gnd, queries, db, qfile, dbfile)
     }
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use rmac_native::evaluate::{Protocol, QueryGnd, Resolved, compute_ap, evaluate, evaluate_rankings, load_ground_truth};
+use rmac_native::evaluate::{
+    Protocol, QueryGnd, Resolved, compute_ap, evaluate, evaluate_rankings, load_ground_truth,
+};
 use rmac_native::search::{VectorSet, read_jsonl};
 use std::path::PathBuf;
 
@@ -20,7 +22,13 @@ fn hand_computed_map() {
         query_rows: vec![0],
         db_rows: (0..6).collect(),
         query_self: vec![None],
-        protocols: vec![Protocol { name: "p".into(), queries: vec![QueryGnd { positives: vec![0, 2], junk: vec![5] }] }],
+        protocols: vec![Protocol {
+            name: "p".into(),
+            queries: vec![QueryGnd {
+                positives: vec![0, 2],
+                junk: vec![5],
+            }],
+        }],
     };
     let r = &evaluate_rankings(&[vec![3, 0, 5, 1, 2, 4]], &resolved, &[1, 2, 4])[0];
     assert!((r.map - 1.0 / 3.0).abs() < 1e-12, "{}", r.map);
@@ -37,7 +45,11 @@ fn hand_computed_map() {
         data: angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect(),
         dim: 2,
     };
-    let q = VectorSet { paths: vec!["q.jpg".into()], data: vec![1.2f32.cos(), 1.2f32.sin()], dim: 2 };
+    let q = VectorSet {
+        paths: vec!["q.jpg".into()],
+        data: vec![1.2f32.cos(), 1.2f32.sin()],
+        dim: 2,
+    };
     let r = &evaluate(&q, &db, &resolved, &[1])[0];
     // Ranking 3, 0, 1, 5(junk), 2, 4 → positives 0, 2 at ranks 1 and 3 → AP 1/3 again.
     assert!((r.map - 1.0 / 3.0).abs() < 1e-12, "{}", r.map);
@@ -53,11 +65,23 @@ fn matches_revisitop_compute_map() {
         serde_json::from_str(&std::fs::read_to_string(fx("eval_expected.json")).unwrap()).unwrap();
     let db = read_jsonl(&fx("eval_db.jsonl")).unwrap();
     let q = read_jsonl(&fx("eval_queries.jsonl")).unwrap();
-    let check = |results: &[rmac_native::evaluate::ProtocolResult], key_of: &dyn Fn(&str) -> String| {
+    let check = |results: &[rmac_native::evaluate::ProtocolResult],
+                 key_of: &dyn Fn(&str) -> String| {
         for r in results {
             let e = &expected[key_of(&r.protocol)];
-            assert!(close(r.map, e["map"].as_f64().unwrap()), "{}: mAP {} vs {}", r.protocol, r.map, e["map"]);
-            let aps: Vec<Option<f64>> = e["aps"].as_array().unwrap().iter().map(|v| v.as_f64()).collect();
+            assert!(
+                close(r.map, e["map"].as_f64().unwrap()),
+                "{}: mAP {} vs {}",
+                r.protocol,
+                r.map,
+                e["map"]
+            );
+            let aps: Vec<Option<f64>> = e["aps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64())
+                .collect();
             assert_eq!(aps.len(), r.aps.len());
             for (a, b) in r.aps.iter().zip(&aps) {
                 match (a, b) {
@@ -66,22 +90,56 @@ fn matches_revisitop_compute_map() {
                     _ => panic!("{}: AP {a:?} vs {b:?}", r.protocol),
                 }
             }
-            for (name, got) in [("mp_at_k", &r.mp_at_k), ("recall_at_k", &r.recall_at_k), ("hit_at_k", &r.hit_at_k)] {
-                let want: Vec<f64> = e[name].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-                assert!(got.iter().zip(&want).all(|(a, b)| close(*a, *b)), "{} {name}: {got:?} vs {want:?}", r.protocol);
+            for (name, got) in [
+                ("mp_at_k", &r.mp_at_k),
+                ("recall_at_k", &r.recall_at_k),
+                ("hit_at_k", &r.hit_at_k),
+            ] {
+                let want: Vec<f64> = e[name]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| close(*a, *b)),
+                    "{} {name}: {got:?} vs {want:?}",
+                    r.protocol
+                );
             }
         }
     };
     // revisitop pickle: easy / medium / hard, separate query vectors.
-    let resolved =
-        load_ground_truth(&fx("gnd_eval.pkl"), &q, &db, &fx("eval_queries.jsonl"), &fx("eval_db.jsonl")).unwrap();
+    let resolved = load_ground_truth(
+        &fx("gnd_eval.pkl"),
+        &q,
+        &db,
+        &fx("eval_queries.jsonl"),
+        &fx("eval_db.jsonl"),
+    )
+    .unwrap();
     let results = evaluate(&q, &db, &resolved, &[1, 5, 10]);
-    assert_eq!(results.iter().map(|r| r.protocol.as_str()).collect::<Vec<_>>(), ["easy", "medium", "hard"]);
-    assert_eq!(results[2].queries, 4, "query 2 has no hard positives and is left out");
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| r.protocol.as_str())
+            .collect::<Vec<_>>(),
+        ["easy", "medium", "hard"]
+    );
+    assert_eq!(
+        results[2].queries, 4,
+        "query 2 has no hard positives and is left out"
+    );
     check(&results, &|p| p.to_owned());
     // Simple JSON: queries are database images, left out of their own ranking.
-    let resolved =
-        load_ground_truth(&fx("gnd_eval.json"), &db, &db, &fx("eval_db.jsonl"), &fx("eval_db.jsonl")).unwrap();
+    let resolved = load_ground_truth(
+        &fx("gnd_eval.json"),
+        &db,
+        &db,
+        &fx("eval_db.jsonl"),
+        &fx("eval_db.jsonl"),
+    )
+    .unwrap();
     let results = evaluate(&db, &db, &resolved, &[1, 5, 10]);
     check(&results, &|_| "simple".to_owned());
 }
@@ -98,7 +156,11 @@ fn command_prints_a_table_and_json() {
         .arg(fx("gnd_eval.pkl"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("medium") && text.contains("mAP"), "{text}");
     let out = std::process::Command::new(exe)
@@ -108,7 +170,11 @@ fn command_prints_a_table_and_json() {
         .arg(fx("gnd_eval.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["protocol"], "all");
     assert_eq!(v[0]["k"], serde_json::json!([1, 5]));

@@ -83,23 +83,3 @@ fn same_size_is_a_copy() {
     let src = load_png("resize/shrink_123x77_41x29.png");
     assert_eq!(resize_bicubic(&src, 123, 77), src);
 }
-
-/// Timing, not correctness: `cargo test --release --test image_resize -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn resize_speed_4000x3000_to_1024x768() {
-    let mut state = 0x1234_5678u32;
-    let src = RgbImage::from_fn(4000, 3000, |x, y| {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        image::Rgb([(x / 16) as u8, (y / 12) as u8, (state >> 24) as u8])
-    });
-    let _ = resize_bicubic(&src, 1024, 768); // warm-up (thread pool)
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        let out = resize_bicubic(&src, 1024, 768);
-        best = best.min(t.elapsed().as_secs_f64());
-        assert_eq!(out.dimensions(), (1024, 768));
-    }
-    println!("4000x3000 -> 1024x768: best of 5 {:.1} ms ({} rayon threads)", best * 1e3, rayon::current_num_threads());
-}

@@ -5,7 +5,9 @@ mod common;
 
 use rmac_native::backend::{Backend, CpuBackend};
 use rmac_native::tensor::Tensor3;
-use rmac_native::vgg16::import_h5::{Convention, Layout, import_h5, read_keras_h5, write_keras_h5};
+use rmac_native::vgg16::import_h5::{
+    ConvToWrite, Convention, Layout, import_h5, read_keras_h5, write_keras_h5,
+};
 use rmac_native::vgg16::synthetic;
 use rmac_native::vgg16::weights::Vgg16Weights;
 use std::path::PathBuf;
@@ -24,12 +26,21 @@ fn keras_tf_file_and_theano_file_give_the_same_kernels() {
     assert!(tf_report.reason.contains("backend"), "{}", tf_report.reason);
     assert_eq!(tf.len(), 13);
     assert!(tf.iter().all(|c| c.layout == Layout::Hwio));
-    assert_eq!(tf_report.skipped.len(), 6, "input + 5 pools: {:?}", tf_report.skipped);
+    assert_eq!(
+        tf_report.skipped.len(),
+        6,
+        "input + 5 pools: {:?}",
+        tf_report.skipped
+    );
     // Written with h5py in keras_rmac's Keras 1 Theano layout: fixed strings, OIHW, flipped;
     // no backend attribute, so the file name decides.
     let (th, th_report) = read_keras_h5(&fx("mini_th_dim_ordering_th_kernels.h5"), None).unwrap();
     assert_eq!(th_report.convention, Convention::Th, "{th_report}");
-    assert!(th_report.reason.contains("file name"), "{}", th_report.reason);
+    assert!(
+        th_report.reason.contains("file name"),
+        "{}",
+        th_report.reason
+    );
     assert!(th.iter().all(|c| c.layout == Layout::Oihw));
     assert_eq!(tf.len(), th.len());
     for (a, b) in tf.iter().zip(&th) {
@@ -39,6 +50,17 @@ fn keras_tf_file_and_theano_file_give_the_same_kernels() {
         assert_eq!(a.bias, b.bias, "{}", a.name);
     }
     assert_eq!(tf[0].shape, [3, 3, 3, 4]);
+    // Keras 3's own format (model.save_weights): names from the `vars` groups, HWIO → tf.
+    let (k3, r3) = read_keras_h5(&fx("mini_keras3.weights.h5"), None).unwrap();
+    assert_eq!(r3.convention, Convention::Tf, "{r3}");
+    assert_eq!(k3.len(), 13);
+    for a in &tf {
+        let b = k3
+            .iter()
+            .find(|b| b.name == a.name)
+            .unwrap_or_else(|| panic!("{} missing: {r3}", a.name));
+        assert_eq!((&a.kernel, &a.bias), (&b.kernel, &b.bias), "{}", a.name);
+    }
     assert_eq!(tf[1].shape, [3, 3, 4, 3]);
 
     // Under a neutral name the OIHW layout decides (Keras 1 Theano) …
@@ -80,7 +102,8 @@ fn imported_kernels_reproduce_keras_conv() {
                                 continue;
                             }
                             for i in 0..cin {
-                                let k = c.kernel[((dh as usize * 3 + dw as usize) * cin + i) * cout + o];
+                                let k = c.kernel
+                                    [((dh as usize * 3 + dw as usize) * cin + i) * cout + o];
                                 s += f64::from(k) * f64::from(x[((yy * 6 + xx) as usize) * 3 + i]);
                             }
                         }
@@ -90,7 +113,10 @@ fn imported_kernels_reproduce_keras_conv() {
             }
         }
         let d = common::max_abs_diff(&out, &y);
-        assert!(d < 1e-5, "cross-correlation with the imported kernel differs from Keras by {d}");
+        assert!(
+            d < 1e-5,
+            "cross-correlation with the imported kernel differs from Keras by {d}"
+        );
     }
 }
 
@@ -105,14 +131,25 @@ fn pool5(weights: Vgg16Weights, input: &Tensor3) -> Tensor3 {
 #[test]
 fn both_conventions_through_the_network() {
     let w = synthetic::vgg16(3);
-    let convs: Vec<(String, [usize; 4], Vec<f32>, Vec<f32>)> = w
+    let convs: Vec<ConvToWrite> = w
         .layers
         .iter()
-        .map(|l| (l.spec.name.to_owned(), [3, 3, l.spec.cin, l.spec.cout], l.kernel.clone(), l.bias.clone()))
+        .map(|l| {
+            (
+                l.spec.name.to_owned(),
+                [3, 3, l.spec.cin, l.spec.cout],
+                l.kernel.clone(),
+                l.bias.clone(),
+            )
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let tf_path = dir.path().join("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5");
-    let th_path = dir.path().join("vgg16_weights_th_dim_ordering_th_kernels.h5");
+    let tf_path = dir
+        .path()
+        .join("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5");
+    let th_path = dir
+        .path()
+        .join("vgg16_weights_th_dim_ordering_th_kernels.h5");
     write_keras_h5(&tf_path, &convs, Layout::Hwio, Convention::Tf).unwrap();
     write_keras_h5(&th_path, &convs, Layout::Oihw, Convention::Th).unwrap();
 
@@ -128,20 +165,29 @@ fn both_conventions_through_the_network() {
     // The stored th kernel really is flipped: its [0][0] tap is HWIO's [2][2].
     let (raw, _) = read_keras_h5(&th_path, Some(Convention::Tf)).unwrap();
     let l0 = &w.layers[0];
-    let hwio = |k: &[f32], h: usize, ww: usize, i: usize, o: usize| k[((h * 3 + ww) * 3 + i) * 64 + o];
-    assert_eq!(hwio(&raw[0].kernel, 0, 0, 1, 5), hwio(&l0.kernel, 2, 2, 1, 5));
+    let hwio =
+        |k: &[f32], h: usize, ww: usize, i: usize, o: usize| k[((h * 3 + ww) * 3 + i) * 64 + o];
+    assert_eq!(
+        hwio(&raw[0].kernel, 0, 0, 1, 5),
+        hwio(&l0.kernel, 2, 2, 1, 5)
+    );
 
     let input = Tensor3::from_vec(
         64,
         64,
         3,
-        (0..64 * 64 * 3).map(|i| ((synthetic::uniform(9, 1, i as u64) - 0.5) * 200.0) as f32).collect(),
+        (0..64 * 64 * 3)
+            .map(|i| ((synthetic::uniform(9, 1, i as u64) - 0.5) * 200.0) as f32)
+            .collect(),
     );
     let p_tf = pool5(from_tf, &input);
     let p_th = pool5(from_th, &input);
     assert_eq!((p_tf.h, p_tf.w, p_tf.c), (2, 2, 512));
     assert!(p_tf.data.iter().any(|&v| v > 0.0));
-    assert_eq!(p_tf.data, p_th.data, "th and tf imports give different pool5");
+    assert_eq!(
+        p_tf.data, p_th.data,
+        "th and tf imports give different pool5"
+    );
 
     // Importing the th file without the flip changes the network's output.
     let (unflipped, _) = import_h5(&th_path, Some(Convention::Tf)).unwrap();
@@ -157,9 +203,16 @@ fn both_conventions_through_the_network() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let stderr = String::from_utf8_lossy(&st.stderr);
-    assert!(stderr.contains("th kernels") && stderr.contains("flipped"), "{stderr}");
+    assert!(
+        stderr.contains("th kernels") && stderr.contains("flipped"),
+        "{stderr}"
+    );
     let loaded = Vgg16Weights::load(&out).unwrap();
     assert_eq!(loaded.layers[12].kernel, w.layers[12].kernel);
 }
@@ -167,8 +220,13 @@ fn both_conventions_through_the_network() {
 #[test]
 fn errors_name_the_problem() {
     // The mini file is not VGG16-sized: the error names the layer and both shapes.
-    let e = import_h5(&fx("mini_tf_kernels.h5"), None).unwrap_err().to_string();
-    assert!(e.contains("block1_conv1") && e.contains("[3, 3, 3, 64]"), "{e}");
+    let e = import_h5(&fx("mini_tf_kernels.h5"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("block1_conv1") && e.contains("[3, 3, 3, 64]"),
+        "{e}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("x.h5");
     std::fs::write(&bad, b"not hdf5 at all").unwrap();

@@ -2,7 +2,7 @@
 //! (tests/reference/make_issue6_fixtures.py → tests/fixtures/issue6/pca_numpy.safetensors).
 
 use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator, fit_whitening};
-use rmac_native::vgg16::synthetic::uniform;
+use rmac_native::vgg16::synthetic::{self, uniform};
 use std::path::Path;
 
 const N: usize = 2000;
@@ -33,19 +33,32 @@ fn read_f64(file: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(name).unwrap();
     assert_eq!(t.dtype(), safetensors::Dtype::F64);
-    (t.shape().to_vec(), t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect())
+    (
+        t.shape().to_vec(),
+        t.data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+    )
 }
 
 fn apply64(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f64> {
     w.chunks_exact(x.len())
         .zip(b)
-        .map(|(row, &bb)| row.iter().zip(x).map(|(&a, &v)| f64::from(a) * f64::from(v)).sum::<f64>() + f64::from(bb))
+        .map(|(row, &bb)| {
+            row.iter()
+                .zip(x)
+                .map(|(&a, &v)| f64::from(a) * f64::from(v))
+                .sum::<f64>()
+                + f64::from(bb)
+        })
         .collect()
 }
 
 #[test]
 fn whitening_matches_numpy() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/issue6/pca_numpy.safetensors");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/issue6/pca_numpy.safetensors");
     let data = pca_data();
     // The generator is the script's, bit for bit.
     let (_, head) = read_f64(&fixture, "x_head");
@@ -58,7 +71,10 @@ fn whitening_matches_numpy() {
 
     let (_, lam) = read_f64(&fixture, "eigenvalues");
     for (k, (a, b)) in fit.eigenvalues.iter().zip(&lam).enumerate() {
-        assert!((a - b).abs() <= 1e-9 * lam[0], "eigenvalue {k}: {a} vs numpy {b}");
+        assert!(
+            (a - b).abs() <= 1e-9 * lam[0],
+            "eigenvalue {k}: {a} vs numpy {b}"
+        );
     }
     let (_, mean) = read_f64(&fixture, "mean");
     for (a, b) in fit.mean.iter().zip(&mean) {
@@ -67,8 +83,17 @@ fn whitening_matches_numpy() {
     // W and b: whitened probes, row sums and bias (W to f32 rounding: relative ~1e-7 of |W| ~ 1/sqrt(λ_min)).
     let (_, bias) = read_f64(&fixture, "bias");
     let scale = bias.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let bdiff = fit.pca.bias.iter().zip(&bias).map(|(&a, b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
-    assert!(bdiff < 1e-5 * scale, "bias differs by {bdiff} (|b| up to {scale})");
+    let bdiff = fit
+        .pca
+        .bias
+        .iter()
+        .zip(&bias)
+        .map(|(&a, b)| (f64::from(a) - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        bdiff < 1e-5 * scale,
+        "bias differs by {bdiff} (|b| up to {scale})"
+    );
     let (_, probes) = read_f64(&fixture, "probes");
     let mut worst = 0.0f64;
     for p in 0..4 {
@@ -77,16 +102,28 @@ fn whitening_matches_numpy() {
             worst = worst.max((a - b).abs());
         }
     }
-    assert!(worst < 1e-3, "whitened probes differ from numpy's by {worst}");
+    assert!(
+        worst < 1e-5,
+        "whitened probes differ from numpy's by {worst}"
+    );
     let (_, rowsum) = read_f64(&fixture, "rowsum");
     for (r, want) in rowsum.iter().enumerate() {
-        let got: f64 = fit.pca.weight[r * D..(r + 1) * D].iter().map(|&v| f64::from(v)).sum();
-        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "row {r}: Σ W = {got}, numpy {want}");
+        let got: f64 = fit.pca.weight[r * D..(r + 1) * D]
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum();
+        assert!(
+            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "row {r}: Σ W = {got}, numpy {want}"
+        );
     }
     eprintln!("max |y − y_numpy| over 4 probes: {worst:.2e}; max |b − b_numpy|: {bdiff:.2e}");
 
     // W·C·Wᵀ = I on the data: whiten every vector, covariance of the outputs.
-    let ys: Vec<Vec<f64>> = data.iter().map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x)).collect();
+    let ys: Vec<Vec<f64>> = data
+        .iter()
+        .map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x))
+        .collect();
     let mut worst_c = 0.0f64;
     for a in 0..D {
         for b in (0..D).step_by(37).chain([a]) {
@@ -95,14 +132,21 @@ fn whitening_matches_numpy() {
             worst_c = worst_c.max((c - want).abs());
         }
     }
-    assert!(worst_c < 1e-3, "whitened covariance off identity by {worst_c}");
+    assert!(
+        worst_c < 1e-3,
+        "whitened covariance off identity by {worst_c}"
+    );
     let m0: f64 = ys.iter().map(|y| y[0]).sum::<f64>() / N as f64;
     assert!(m0.abs() < 1e-4, "whitened mean {m0}");
 }
 
 #[test]
 fn streaming_in_any_block_split_gives_the_same() {
-    let data: Vec<Vec<f32>> = pca_data().into_iter().take(700).map(|v| v[..64].to_vec()).collect();
+    let data: Vec<Vec<f32>> = pca_data()
+        .into_iter()
+        .take(700)
+        .map(|v| v[..64].to_vec())
+        .collect();
     let a = fit_whitening(&data).unwrap();
     let mut acc = WhiteningAccumulator::new();
     for v in &data {
@@ -113,7 +157,13 @@ fn streaming_in_any_block_split_gives_the_same() {
     // A different order changes only rounding.
     let rev: Vec<Vec<f32>> = data.iter().rev().cloned().collect();
     let c = fit_whitening(&rev).unwrap();
-    let d = a.pca.weight.iter().zip(&c.pca.weight).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let d = a
+        .pca
+        .weight
+        .iter()
+        .zip(&c.pca.weight)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     let m = a.pca.weight.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(d < 1e-4 * m, "order changed W by {d} (|W| ≤ {m})");
 }
@@ -132,9 +182,102 @@ fn rank_deficient_data_is_clamped_not_infinite() {
     let fit = fit_whitening(&data).unwrap();
     assert!(fit.clamped >= D - 99, "clamped {}", fit.clamped);
     assert!((fit.floor - fit.eigenvalues[0] * EIGEN_FLOOR_REL).abs() <= 1e-30);
-    assert!(fit.pca.weight.iter().chain(&fit.pca.bias).all(|v| v.is_finite()));
+    assert!(
+        fit.pca
+            .weight
+            .iter()
+            .chain(&fit.pca.bias)
+            .all(|v| v.is_finite())
+    );
     // The data's own directions are still whitened: first component has unit variance.
-    let ys: Vec<f64> = data.iter().map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x)[0]).collect();
+    let ys: Vec<f64> = data
+        .iter()
+        .map(|x| apply64(&fit.pca.weight, &fit.pca.bias, x)[0])
+        .collect();
     let var = ys.iter().map(|y| y * y).sum::<f64>() / 99.0;
     assert!((var - 1.0).abs() < 1e-3, "{var}");
+}
+
+/// `pca fit` end to end: synthetic VGG16, a few generated images and a broken one.
+#[test]
+fn pca_fit_command() {
+    use rmac_native::backend::CpuBackend;
+    use rmac_native::extractor::{ExtractConfig, Extractor, prepare_path};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("vgg16.safetensors");
+    synthetic::vgg16(1).save(&weights).unwrap();
+    let mut list = String::new();
+    for k in 0..4u64 {
+        let img = image::RgbImage::from_fn(120, 96, |x, y| {
+            let i = u64::from(y * 120 + x) * 3;
+            image::Rgb([0, 1, 2].map(|c| (uniform(11, k, i + c) * 255.0) as u8))
+        });
+        let p = dir.path().join(format!("img{k}.png"));
+        img.save(&p).unwrap();
+        list.push_str(&format!("{}\n", p.display()));
+    }
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8 not a jpeg").unwrap();
+    list.push_str(&format!("{}\n", broken.display()));
+    let list_path = dir.path().join("list.txt");
+    std::fs::write(&list_path, &list).unwrap();
+    let out = dir.path().join("pca.safetensors");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+        .args([
+            "pca",
+            "fit",
+            "--backend",
+            "cpu",
+            "--max-size",
+            "96",
+            "--levels",
+            "2",
+            "--input",
+        ])
+        .arg(&list_path)
+        .arg("--output")
+        .arg(&out)
+        .arg("--weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped") && stderr.contains("broken.jpg"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("clamped"),
+        "few vectors: the floor must be reported: {stderr}"
+    );
+    assert!(stderr.contains("of 4 images (1 skipped)"), "{stderr}");
+    let pca = rmac_native::vgg16::weights::PcaWeights::load(&out).unwrap();
+
+    // The library on the same region vectors gives the same file.
+    let config = ExtractConfig {
+        max_size: 96,
+        levels: 2,
+        ..ExtractConfig::default()
+    };
+    let backend = CpuBackend::new(Arc::new(synthetic::vgg16(1)), 0).unwrap();
+    let mut ex = Extractor::new(Box::new(backend), None, config.clone());
+    let mut vectors = Vec::new();
+    for k in 0..4 {
+        let prep = prepare_path(&dir.path().join(format!("img{k}.png")), &config).unwrap();
+        let (_, parts) = ex.describe_prepared_parts(&prep).unwrap();
+        for (m, v) in parts.region_max.iter().zip(&parts.region_vectors) {
+            let mut l2 = m.clone();
+            rmac_native::rmac::l2_normalize(&mut l2);
+            assert_eq!(
+                &l2, v,
+                "region vectors without PCA are the L2-normalised maxima"
+            );
+        }
+        vectors.extend(parts.region_vectors);
+    }
+    let fit = fit_whitening(&vectors).unwrap();
+    assert_eq!(fit.pca.weight, pca.weight);
+    assert_eq!(fit.pca.bias, pca.bias);
 }

@@ -34,17 +34,23 @@ pub fn open_backend_on(
         BackendChoice::Gpu => Ok(open_gpu(weights, gpu_index)?.0),
         // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
         // backend: `auto` only takes real GPUs.
-        BackendChoice::Auto => match open_gpu(weights.clone(), gpu_index) {
-            Ok((gpu, false)) => {
-                eprintln!("note: --backend auto: using {}", gpu.name());
-                Ok(gpu)
+        // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
+        // backend: `auto` only takes real GPUs, and looks before it uploads weights.
+        BackendChoice::Auto => {
+            if hardware_gpu_available() {
+                match open_gpu(weights.clone(), gpu_index) {
+                    Ok((gpu, false)) => {
+                        eprintln!("note: --backend auto: using {}", gpu.name());
+                        return Ok(gpu);
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("note: --backend auto: {e:#}"),
+                }
             }
-            _ => {
-                let cpu = CpuBackend::new(weights, threads)?;
-                eprintln!("note: --backend auto: no hardware GPU found, using {}", cpu.name());
-                Ok(Box::new(cpu))
-            }
-        },
+            let cpu = CpuBackend::new(weights, threads)?;
+            eprintln!("note: --backend auto: no GPU, using {}", cpu.name());
+            Ok(Box::new(cpu))
+        }
     }
 }
 
@@ -61,6 +67,16 @@ fn open_gpu(weights: Arc<Vgg16Weights>, gpu_index: Option<usize>) -> Result<(Box
         let found = if found.is_empty() { "none".to_string() } else { found.join("; ") };
         anyhow::anyhow!("cannot use a GPU: {e} (adapters found: {found}); use --backend cpu to run on the CPU")
     })
+}
+
+#[cfg(feature = "gpu")]
+fn hardware_gpu_available() -> bool {
+    super::gpu::hardware_adapter_available()
+}
+
+#[cfg(not(feature = "gpu"))]
+fn hardware_gpu_available() -> bool {
+    false
 }
 
 #[cfg(not(feature = "gpu"))]

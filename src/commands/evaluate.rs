@@ -17,7 +17,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         None => read_jsonl(&args.vectors)?,
     };
     if queries.dim != db.dim {
-        bail!("the query vectors have {} dimensions, the database {}", queries.dim, db.dim);
+        bail!(
+            "the query vectors have {} dimensions, the database {}",
+            queries.dim,
+            db.dim
+        );
     }
     let resolved = load_ground_truth(&args.gnd, &queries, &db, qfile, &args.vectors)?;
     let results = run_evaluate(&queries, &db, &resolved, &args.k);
@@ -41,7 +45,12 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         format!("recall@{}", ks.join("/")),
         format!("hit@{}", ks.join("/"))
     );
-    let pct = |v: &[f64]| v.iter().map(|x| format!("{:.2}", 100.0 * x)).collect::<Vec<_>>().join("/");
+    let pct = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{:.2}", 100.0 * x))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     for r in &results {
         println!(
             "{:<8} {:>7} {:>8.2}  {:<24} {:<24} {:<24}",

@@ -61,7 +61,8 @@ enum RankEnd {
     Coordinator(RunSummary),
     /// Rank 0, the job could not start (the other ranks were told to stop).
     Stopped(anyhow::Error),
-    /// Another rank: exit with this code once MPI is finalised.
+    /// Another rank: done (the code is rank 0's exit status; the rank itself exits 0).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     Worker(i32),
 }
 
@@ -84,7 +85,11 @@ pub fn extract(args: &ExtractArgs) -> Result<RunSummary> {
             Ok(Ok(RankEnd::Stopped(e))) => Err(e),
             Ok(Ok(RankEnd::Worker(code))) => {
                 drop(mpi); // MPI_Finalize
-                std::process::exit(code)
+                // Rank 0 carries the job's exit status (mpiexec returns the first non-zero one).
+                // A worker exiting non-zero first could make the launcher kill rank 0 before
+                // it has printed why the job stopped or how it ended.
+                let _ = code;
+                std::process::exit(0)
             }
             // With other ranks waiting on this one, an error or a panic must end the whole
             // job (toolchain pitfall 1: unwinding into MPI_Finalize would hang it).
@@ -143,7 +148,11 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
     let to_db = OutputKind::of(&args.output.to_string_lossy()) == OutputKind::Postgres;
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty() && !to_db) {
         if !dir.is_dir() {
-            bail!("the output folder {} does not exist; create it or pass another --output", dir.display());
+            bail!(
+                "cannot write {}: the output folder {} does not exist; create it or pass another --output",
+                args.output.display(),
+                dir.display()
+            );
         }
     }
     let pca = load_pca(&args.pca, true)?;

@@ -31,12 +31,14 @@ pub fn pca_fit(args: &PcaFitArgs) -> Result<()> {
     let (mut used, mut skipped) = (0usize, 0usize);
     let total = inputs.paths.len();
     for (i, p) in inputs.paths.iter().enumerate() {
-        let result = prepare_path(Path::new(p), &config).and_then(|prep| extractor.describe_prepared_parts(&prep));
+        let result = prepare_path(Path::new(p), &config)
+            .and_then(|prep| extractor.describe_prepared_parts(&prep));
         match result {
             Ok((_, parts)) => {
                 // Without PCA, region_vectors are the L2-normalised region maxima.
                 for v in &parts.region_vectors {
-                    acc.add(v).with_context(|| format!("{p}: unusable region vector"))?;
+                    acc.add(v)
+                        .with_context(|| format!("{p}: unusable region vector"))?;
                 }
                 used += 1;
             }
@@ -54,7 +56,10 @@ pub fn pca_fit(args: &PcaFitArgs) -> Result<()> {
     }
     let fit = acc.finish().context("cannot fit the PCA-whitening")?;
     if fit.pca.bias.len() != FEATURE_DIM {
-        bail!("region vectors have {} dimensions, the PCA file needs {FEATURE_DIM}", fit.pca.bias.len());
+        bail!(
+            "region vectors have {} dimensions, the PCA file needs {FEATURE_DIM}",
+            fit.pca.bias.len()
+        );
     }
     if fit.clamped > 0 {
         eprintln!(

@@ -56,7 +56,11 @@ pub struct WhiteningFit {
 #[derive(Debug, thiserror::Error)]
 pub enum WhitenError {
     #[error("vector {index} has {found} components, earlier vectors {expected}")]
-    Dimension { index: u64, expected: usize, found: usize },
+    Dimension {
+        index: u64,
+        expected: usize,
+        found: usize,
+    },
     #[error("vector {index} has a non-finite component")]
     NonFinite { index: u64 },
     #[error("PCA-whitening needs at least 2 vectors, got {0}")]
@@ -116,7 +120,11 @@ impl WhiteningAccumulator {
             self.moment = Array2::zeros((self.dim, self.dim));
             self.block.reserve(BLOCK * self.dim);
         } else if x.len() != self.dim {
-            return Err(WhitenError::Dimension { index: self.count, expected: self.dim, found: x.len() });
+            return Err(WhitenError::Dimension {
+                index: self.count,
+                expected: self.dim,
+                found: x.len(),
+            });
         }
         for (&v, &s0) in x.iter().zip(&self.shift) {
             self.block.push(f64::from(v) - s0);
@@ -134,7 +142,8 @@ impl WhiteningAccumulator {
             return;
         }
         let rows = self.block.len() / self.dim;
-        let x = ndarray::ArrayView2::from_shape((rows, self.dim), &self.block).expect("block shape");
+        let x =
+            ndarray::ArrayView2::from_shape((rows, self.dim), &self.block).expect("block shape");
         self.sum += &x.sum_axis(Axis(0));
         self.moment += &x.t().dot(&x);
         self.block.clear();
@@ -165,13 +174,15 @@ impl WhiteningAccumulator {
             }
         }
         let mean: Vec<f64> = m.iter().zip(&self.shift).map(|(a, b)| a + b).collect();
-        let (vals, vecs) = cov.eigh(UPLO::Lower).map_err(|e| WhitenError::Eigh(e.to_string()))?;
+        let (vals, vecs) = cov
+            .eigh(UPLO::Lower)
+            .map_err(|e| WhitenError::Eigh(e.to_string()))?;
         // LAPACK gives ascending order: reverse.
         let mut order: Vec<usize> = (0..d).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]).then(a.cmp(&b)));
         let eigenvalues: Vec<f64> = order.iter().map(|&i| vals[i]).collect();
         let top = eigenvalues[0];
-        if !(top > 0.0) {
+        if top.is_nan() || top <= 0.0 {
             return Err(WhitenError::ZeroCovariance);
         }
         let floor = top * EIGEN_FLOOR_REL;
@@ -199,7 +210,14 @@ impl WhiteningAccumulator {
             weight: w.iter().map(|&v| v as f32).collect(),
             bias: bias.iter().map(|&v| v as f32).collect(),
         };
-        Ok(WhiteningFit { pca, count: self.count, eigenvalues, floor, clamped, mean })
+        Ok(WhiteningFit {
+            pca,
+            count: self.count,
+            eigenvalues,
+            floor,
+            clamped,
+            mean,
+        })
     }
 }
 
@@ -224,7 +242,12 @@ mod tests {
     #[test]
     fn two_dimensional_example() {
         // Points on a line y = x plus a little spread: two eigenvalues.
-        let pts: Vec<Vec<f32>> = vec![vec![0.0, 0.0], vec![1.0, 1.0], vec![2.0, 2.2], vec![3.0, 2.8]];
+        let pts: Vec<Vec<f32>> = vec![
+            vec![0.0, 0.0],
+            vec![1.0, 1.0],
+            vec![2.0, 2.2],
+            vec![3.0, 2.8],
+        ];
         let fit = fit_whitening(&pts).unwrap();
         assert_eq!(fit.count, 4);
         assert!(fit.eigenvalues[0] > fit.eigenvalues[1]);
@@ -235,8 +258,12 @@ mod tests {
                 let w = &fit.pca.weight;
                 let b = &fit.pca.bias;
                 [
-                    f64::from(w[0]) * f64::from(p[0]) + f64::from(w[1]) * f64::from(p[1]) + f64::from(b[0]),
-                    f64::from(w[2]) * f64::from(p[0]) + f64::from(w[3]) * f64::from(p[1]) + f64::from(b[1]),
+                    f64::from(w[0]) * f64::from(p[0])
+                        + f64::from(w[1]) * f64::from(p[1])
+                        + f64::from(b[0]),
+                    f64::from(w[2]) * f64::from(p[0])
+                        + f64::from(w[3]) * f64::from(p[1])
+                        + f64::from(b[1]),
                 ]
             })
             .collect();
@@ -253,8 +280,14 @@ mod tests {
 
     #[test]
     fn too_few_and_mismatched() {
-        assert!(matches!(fit_whitening([vec![1.0f32, 0.0]]), Err(WhitenError::TooFew(1))));
-        assert!(matches!(fit_whitening([vec![1.0f32, 0.0], vec![1.0]]), Err(WhitenError::Dimension { .. })));
+        assert!(matches!(
+            fit_whitening([vec![1.0f32, 0.0]]),
+            Err(WhitenError::TooFew(1))
+        ));
+        assert!(matches!(
+            fit_whitening([vec![1.0f32, 0.0], vec![1.0]]),
+            Err(WhitenError::Dimension { .. })
+        ));
         assert!(matches!(
             fit_whitening([vec![1.0f32, 0.0], vec![1.0, 0.0]]),
             Err(WhitenError::ZeroCovariance)

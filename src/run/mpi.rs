@@ -40,6 +40,7 @@ pub fn guard_launcher(world_size: usize) -> Result<()> {
 }
 
 /// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status), as text.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 fn cpu_set() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -13,6 +13,9 @@
 //! /<layer>/<weight name>  float32 (or float64) datasets; the name may contain `/`
 //! ```
 //!
+//! Keras 3's own `.weights.h5` (`layers/<auto name>/vars/0`, `…/1`, the layer's
+//! name in the `vars` group's attribute `name`) is read too (HWIO, tf).
+//!
 //! A layer is a convolution when it has exactly one 4-d and one 1-d weight
 //! (kernel and bias); other layers (input, pooling, the fc layers of the full
 //! file) are skipped. Without `layer_names`, the groups of the file are used
@@ -52,8 +55,7 @@ use super::spec::{KERNEL, VGG16_CONVS};
 use super::weights::{ConvWeights, Vgg16Weights, WeightsError};
 
 /// The kernel convention of a Keras file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Convention {
     /// TensorFlow kernels: cross-correlation (as stored by the contract).
     Tf,
@@ -114,7 +116,13 @@ impl fmt::Display for H5Report {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        writeln!(f, "{}: Keras HDF5, {} kernels ({})", self.input.display(), self.convention, self.reason)?;
+        writeln!(
+            f,
+            "{}: Keras HDF5, {} kernels ({})",
+            self.input.display(),
+            self.convention,
+            self.reason
+        )?;
         for (name, shape, layout) in &self.layers {
             let what = match (layout, self.convention) {
                 (Layout::Hwio, Convention::Tf) => "HWIO, as is",
@@ -125,14 +133,22 @@ impl fmt::Display for H5Report {
             writeln!(f, "  {name:<13} {shape:?} {what}")?;
         }
         if !self.skipped.is_empty() {
-            write!(f, "  skipped (not convolutions): {}", self.skipped.join(", "))?;
+            write!(
+                f,
+                "  skipped (not convolutions): {}",
+                self.skipped.join(", ")
+            )?;
         }
         Ok(())
     }
 }
 
 fn malformed(path: &Path, reason: impl Into<String>) -> WeightsError {
-    WeightsError::Malformed { path: path.to_owned(), format: "Keras HDF5", reason: reason.into() }
+    WeightsError::Malformed {
+        path: path.to_owned(),
+        format: "Keras HDF5",
+        reason: reason.into(),
+    }
 }
 
 /// True when the file starts with the HDF5 signature (at offset 0; user blocks
@@ -140,7 +156,9 @@ fn malformed(path: &Path, reason: impl Into<String>) -> WeightsError {
 pub fn is_hdf5(path: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     const SIG: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut off = 0u64;
     while off + 8 <= len {
@@ -172,7 +190,10 @@ fn read_strings(loc: &h5::Location, name: &str) -> h5::Result<Vec<String>> {
             if scalar {
                 vec![trim(attr.read_scalar::<$t>()?.as_str().to_owned())]
             } else {
-                attr.read_raw::<$t>()?.iter().map(|s| trim(s.as_str().to_owned())).collect()
+                attr.read_raw::<$t>()?
+                    .iter()
+                    .map(|s| trim(s.as_str().to_owned()))
+                    .collect()
             }
         }};
     }
@@ -181,7 +202,11 @@ fn read_strings(loc: &h5::Location, name: &str) -> h5::Result<Vec<String>> {
         TypeDescriptor::FixedUnicode(n) if n <= 1024 => read!(FixedUnicode<1024>),
         TypeDescriptor::VarLenAscii => read!(VarLenAscii),
         TypeDescriptor::VarLenUnicode => read!(VarLenUnicode),
-        other => return Err(h5::Error::from(format!("attribute `{name}` is {other:?}, not strings"))),
+        other => {
+            return Err(h5::Error::from(format!(
+                "attribute `{name}` is {other:?}, not strings"
+            )));
+        }
     })
 }
 
@@ -205,7 +230,11 @@ fn datasets_under(group: &h5::Group, prefix: &str, out: &mut Vec<String>) -> h5:
     let mut names = group.member_names()?;
     names.sort();
     for n in names {
-        let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
+        let rel = if prefix.is_empty() {
+            n.clone()
+        } else {
+            format!("{prefix}/{n}")
+        };
         if let Ok(g) = group.group(&n) {
             datasets_under(&g, &rel, out)?;
         } else if group.dataset(&n).is_ok() {
@@ -222,37 +251,80 @@ struct RawConv {
     bias: Vec<f32>,
 }
 
-/// The weights group (root, or `model_weights` of a whole-model file) and its layer names.
-fn layer_group(file: &h5::File, path: &Path) -> Result<(h5::Group, Vec<String>), WeightsError> {
+/// Keras 3 `.weights.h5`: `layers/<auto name>/vars/{0,1,…}` with the layer's
+/// name in the `vars` group's attribute `name`; nested models recurse through
+/// their own `layers` group.
+fn keras3_layers(g: &h5::Group, out: &mut Vec<(String, h5::Group)>) -> h5::Result<()> {
+    let Ok(layers) = g.group("layers") else {
+        return Ok(());
+    };
+    let mut members = layers.member_names()?;
+    members.sort();
+    for m in members {
+        let Ok(lg) = layers.group(&m) else { continue };
+        if let Ok(vars) = lg.group("vars") {
+            let name = read_strings(&vars, "name")
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .unwrap_or(m.clone());
+            out.push((name, vars));
+        }
+        keras3_layers(&lg, out)?;
+    }
+    Ok(())
+}
+
+/// The layers of the file: (name, the group holding its weights), in file order.
+fn layer_groups(file: &h5::File, path: &Path) -> Result<Vec<(String, h5::Group)>, WeightsError> {
     let err = |e: h5::Error| malformed(path, e.to_string());
     let root: h5::Group = file.group("/").map_err(err)?;
     let mut candidates = vec![root.clone()];
-    if root.link_exists("model_weights") {
-        if let Ok(g) = root.group("model_weights") {
-            candidates.insert(0, g);
-        }
+    if let Some(g) = root
+        .link_exists("model_weights")
+        .then(|| root.group("model_weights").ok())
+        .flatten()
+    {
+        candidates.insert(0, g);
     }
+    // Keras 1/2 (and Keras 3's legacy writer): `layer_names`.
     for g in &candidates {
         if let Some(names) = read_string_list(g, "layer_names").map_err(err)? {
-            return Ok((g.clone(), names));
+            return Ok(names
+                .into_iter()
+                .map(|n| {
+                    let lg = g.group(&n).unwrap_or_else(|_| root.clone());
+                    (n, lg)
+                })
+                .collect());
         }
     }
-    let g = candidates.into_iter().next_back().expect("root");
-    let mut names = g.member_names().map_err(err)?;
+    // Keras 3 native format.
+    let mut k3 = Vec::new();
+    keras3_layers(&root, &mut k3).map_err(err)?;
+    if !k3.is_empty() {
+        return Ok(k3);
+    }
+    // Anything else: the root's groups, sorted.
+    let mut names = root.member_names().map_err(err)?;
     names.sort();
-    Ok((g, names))
+    Ok(names
+        .into_iter()
+        .filter_map(|n| root.group(&n).ok().map(|g| (n, g)))
+        .collect())
 }
 
-fn read_raw_convs(file: &h5::File, path: &Path) -> Result<(Vec<RawConv>, Vec<String>), WeightsError> {
+fn read_raw_convs(
+    file: &h5::File,
+    path: &Path,
+) -> Result<(Vec<RawConv>, Vec<String>), WeightsError> {
     let err = |e: h5::Error| malformed(path, e.to_string());
-    let (group, layer_names) = layer_group(file, path)?;
     let mut convs = Vec::new();
     let mut skipped = Vec::new();
-    for lname in layer_names {
-        let Ok(lg) = group.group(&lname) else {
+    for (lname, lg) in layer_groups(file, path)? {
+        if lg.name() == "/" {
             skipped.push(lname);
             continue;
-        };
+        }
         let weight_names = match read_string_list(&lg, "weight_names").map_err(err)? {
             Some(w) => w,
             None => {
@@ -265,9 +337,12 @@ fn read_raw_convs(file: &h5::File, path: &Path) -> Result<(Vec<RawConv>, Vec<Str
         let mut bias = None;
         let mut other = 0;
         for wn in &weight_names {
-            let ds = lg
-                .dataset(wn)
-                .map_err(|e| malformed(path, format!("layer `{lname}`: weight `{wn}` is listed but cannot be opened: {e}")))?;
+            let ds = lg.dataset(wn).map_err(|e| {
+                malformed(
+                    path,
+                    format!("layer `{lname}`: weight `{wn}` is listed but cannot be opened: {e}"),
+                )
+            })?;
             let shape = ds.shape();
             match shape.len() {
                 4 if kernel.is_none() => kernel = Some((wn.clone(), shape, ds)),
@@ -277,13 +352,24 @@ fn read_raw_convs(file: &h5::File, path: &Path) -> Result<(Vec<RawConv>, Vec<Str
         }
         match (kernel, bias, other) {
             (Some((kn, kshape, kds)), Some((bn, _, bds)), 0) => {
-                let kernel: Vec<f32> = kds
-                    .read_raw::<f32>()
-                    .map_err(|e| malformed(path, format!("layer `{lname}`: cannot read `{kn}` as float32: {e}")))?;
-                let bias: Vec<f32> = bds
-                    .read_raw::<f32>()
-                    .map_err(|e| malformed(path, format!("layer `{lname}`: cannot read `{bn}` as float32: {e}")))?;
-                convs.push(RawConv { name: lname, kernel, shape: kshape, bias });
+                let kernel: Vec<f32> = kds.read_raw::<f32>().map_err(|e| {
+                    malformed(
+                        path,
+                        format!("layer `{lname}`: cannot read `{kn}` as float32: {e}"),
+                    )
+                })?;
+                let bias: Vec<f32> = bds.read_raw::<f32>().map_err(|e| {
+                    malformed(
+                        path,
+                        format!("layer `{lname}`: cannot read `{bn}` as float32: {e}"),
+                    )
+                })?;
+                convs.push(RawConv {
+                    name: lname,
+                    kernel,
+                    shape: kshape,
+                    bias,
+                });
             }
             _ => skipped.push(lname),
         }
@@ -313,10 +399,25 @@ fn detect_layout(shape: &[usize], cout: usize) -> (Option<Layout>, bool) {
 }
 
 /// Converts `src` (in `layout`) to HWIO, flipping 180° for `th`.
-pub fn to_hwio(src: &[f32], source_shape: &[usize], layout: Layout, convention: Convention) -> ([usize; 4], Vec<f32>) {
+pub fn to_hwio(
+    src: &[f32],
+    source_shape: &[usize],
+    layout: Layout,
+    convention: Convention,
+) -> ([usize; 4], Vec<f32>) {
     let (kh, kw, cin, cout) = match layout {
-        Layout::Hwio => (source_shape[0], source_shape[1], source_shape[2], source_shape[3]),
-        Layout::Oihw => (source_shape[2], source_shape[3], source_shape[1], source_shape[0]),
+        Layout::Hwio => (
+            source_shape[0],
+            source_shape[1],
+            source_shape[2],
+            source_shape[3],
+        ),
+        Layout::Oihw => (
+            source_shape[2],
+            source_shape[3],
+            source_shape[1],
+            source_shape[0],
+        ),
     };
     let mut out = vec![0.0f32; kh * kw * cin * cout];
     for h in 0..kh {
@@ -341,25 +442,35 @@ pub fn to_hwio(src: &[f32], source_shape: &[usize], layout: Layout, convention: 
 
 /// Reads every convolution of a Keras `.h5` file (any channel counts), converted
 /// to HWIO cross-correlation; `convention = None` autodetects (module docs).
-pub fn read_keras_h5(path: &Path, convention: Option<Convention>) -> Result<(Vec<H5Conv>, H5Report), WeightsError> {
+pub fn read_keras_h5(
+    path: &Path,
+    convention: Option<Convention>,
+) -> Result<(Vec<H5Conv>, H5Report), WeightsError> {
     if !path.exists() {
-        return Err(WeightsError::NotFound { path: path.to_owned(), hint: "pass the path of a Keras .h5 weights file" });
+        return Err(WeightsError::NotFound {
+            path: path.to_owned(),
+            hint: "pass the path of a Keras .h5 weights file",
+        });
     }
     if !is_hdf5(path) {
         return Err(malformed(path, "not an HDF5 file (no HDF5 signature)"));
     }
-    let file = h5::File::open(path).map_err(|e| malformed(path, format!("cannot open as HDF5: {e}")))?;
+    let file =
+        h5::File::open(path).map_err(|e| malformed(path, format!("cannot open as HDF5: {e}")))?;
     let (raw, skipped) = read_raw_convs(&file, path)?;
     if raw.is_empty() {
         return Err(malformed(
             path,
             "no convolution layers found (no group with one 4-d kernel and one 1-d bias; \
-             is this a Keras 3 `.weights.h5` file? save it with a Keras 2 style `save_weights(…h5)` instead)",
+             is this a Keras weights file?)",
         ));
     }
     let mut warnings = Vec::new();
     // Layouts first (convention-independent unless ambiguous).
-    let layouts: Vec<(Option<Layout>, bool)> = raw.iter().map(|c| detect_layout(&c.shape, c.bias.len())).collect();
+    let layouts: Vec<(Option<Layout>, bool)> = raw
+        .iter()
+        .map(|c| detect_layout(&c.shape, c.bias.len()))
+        .collect();
     for (c, (l, amb)) in raw.iter().zip(&layouts) {
         if l.is_none() && !amb {
             return Err(malformed(
@@ -374,10 +485,20 @@ pub fn read_keras_h5(path: &Path, convention: Option<Convention>) -> Result<(Vec
         }
     }
     let from_attr = match read_strings(&file, "backend") {
-        Ok(v) if !v.is_empty() => Some((v[0].clone(), if v[0] == "theano" { Convention::Th } else { Convention::Tf })),
+        Ok(v) if !v.is_empty() => Some((
+            v[0].clone(),
+            if v[0] == "theano" {
+                Convention::Th
+            } else {
+                Convention::Tf
+            },
+        )),
         _ => None,
     };
-    let fname = path.file_name().map(|f| f.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let fname = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let from_name = if fname.contains("th_kernels") {
         Some(Convention::Th)
     } else if fname.contains("tf_kernels") {
@@ -392,14 +513,14 @@ pub fn read_keras_h5(path: &Path, convention: Option<Convention>) -> Result<(Vec
     } else {
         None
     };
-    if let (Some((b, a)), Some(n)) = (&from_attr, from_name) {
-        if *a != n {
-            warnings.push(format!(
-                "{}: the file says backend \"{b}\" ({a} kernels) but its name says {n} kernels; \
-                 following the attribute (override with --convention {n})",
-                path.display()
-            ));
-        }
+    if let (Some((b, a)), Some(n)) = (&from_attr, from_name)
+        && *a != n
+    {
+        warnings.push(format!(
+            "{}: the file says backend \"{b}\" ({a} kernels) but its name says {n} kernels; \
+             following the attribute (override with --convention {n})",
+            path.display()
+        ));
     }
     let (convention, reason) = match (convention, &from_attr, from_name, from_layout) {
         (Some(c), ..) => (c, "--convention".to_owned()),
@@ -423,24 +544,49 @@ pub fn read_keras_h5(path: &Path, convention: Option<Convention>) -> Result<(Vec
         });
         let (shape, kernel) = to_hwio(&c.kernel, &c.shape, layout, convention);
         layers.push((c.name.clone(), c.shape.clone(), layout));
-        convs.push(H5Conv { name: c.name, shape, kernel, bias: c.bias, source_shape: c.shape, layout });
+        convs.push(H5Conv {
+            name: c.name,
+            shape,
+            kernel,
+            bias: c.bias,
+            source_shape: c.shape,
+            layout,
+        });
     }
-    let report = H5Report { input: path.to_owned(), convention, reason, warnings, layers, skipped };
+    let report = H5Report {
+        input: path.to_owned(),
+        convention,
+        reason,
+        warnings,
+        layers,
+        skipped,
+    };
     Ok((convs, report))
 }
 
 /// Imports VGG16 from a Keras `.h5` file: the 13 convolutions of
 /// [`VGG16_CONVS`], found by name, in the contract's layout.
-pub fn import_h5(path: &Path, convention: Option<Convention>) -> Result<(Vgg16Weights, H5Report), WeightsError> {
+pub fn import_h5(
+    path: &Path,
+    convention: Option<Convention>,
+) -> Result<(Vgg16Weights, H5Report), WeightsError> {
     let (convs, report) = read_keras_h5(path, convention)?;
-    let available = || convs.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ");
+    let available = || {
+        convs
+            .iter()
+            .map(|c| format!("`{}`", c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let layers = VGG16_CONVS
         .iter()
         .map(|spec| {
-            let c = convs.iter().find(|c| c.name == spec.name).ok_or_else(|| WeightsError::MissingTensor {
-                path: path.to_owned(),
-                tensor: spec.name.to_owned(),
-                available: format!("convolutions {}", available()),
+            let c = convs.iter().find(|c| c.name == spec.name).ok_or_else(|| {
+                WeightsError::MissingTensor {
+                    path: path.to_owned(),
+                    tensor: spec.name.to_owned(),
+                    available: format!("convolutions {}", available()),
+                }
             })?;
             let want = [KERNEL, KERNEL, spec.cin, spec.cout];
             if c.shape != want || c.bias.len() != spec.cout {
@@ -453,24 +599,46 @@ pub fn import_h5(path: &Path, convention: Option<Convention>) -> Result<(Vgg16We
             }
             if let Some(i) = c.kernel.iter().chain(&c.bias).position(|v| !v.is_finite()) {
                 let all: Vec<f32> = c.kernel.iter().chain(&c.bias).copied().collect();
-                return Err(WeightsError::NonFinite { path: path.to_owned(), tensor: spec.name.to_owned(), index: i, value: all[i] });
+                return Err(WeightsError::NonFinite {
+                    path: path.to_owned(),
+                    tensor: spec.name.to_owned(),
+                    index: i,
+                    value: all[i],
+                });
             }
-            Ok(ConvWeights { spec: *spec, kernel: c.kernel.clone(), bias: c.bias.clone() })
+            Ok(ConvWeights {
+                spec: *spec,
+                kernel: c.kernel.clone(),
+                bias: c.bias.clone(),
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((Vgg16Weights { layers }, report))
 }
+
+/// One convolution to write: name, HWIO shape, HWIO kernel, bias.
+pub type ConvToWrite = (String, [usize; 4], Vec<f32>, Vec<f32>);
 
 /// Writes convolutions in the Keras 2 `save_weights` layout (root `layer_names`,
 /// per layer `weight_names` = `<layer>/kernel:0`, `<layer>/bias:0`), converting
 /// from HWIO cross-correlation to `layout` and `convention` (the inverse of the
 /// import; with [`Layout::Oihw`] + [`Convention::Th`] and names `<layer>_W`,
 /// `<layer>_b`, the Keras 1 Theano layout). For tests and for exporting.
-pub fn write_keras_h5(path: &Path, convs: &[(String, [usize; 4], Vec<f32>, Vec<f32>)], layout: Layout, convention: Convention) -> h5::Result<()> {
+pub fn write_keras_h5(
+    path: &Path,
+    convs: &[ConvToWrite],
+    layout: Layout,
+    convention: Convention,
+) -> h5::Result<()> {
     let file = h5::File::create(path)?;
-    let names: Vec<FixedAscii<64>> =
-        convs.iter().map(|c| FixedAscii::<64>::from_ascii(c.0.as_bytes()).expect("ascii layer name")).collect();
-    file.new_attr::<FixedAscii<64>>().shape(names.len()).create("layer_names")?.write_raw(&names)?;
+    let names: Vec<FixedAscii<64>> = convs
+        .iter()
+        .map(|c| FixedAscii::<64>::from_ascii(c.0.as_bytes()).expect("ascii layer name"))
+        .collect();
+    file.new_attr::<FixedAscii<64>>()
+        .shape(names.len())
+        .create("layer_names")?
+        .write_raw(&names)?;
     let backend = match convention {
         Convention::Th => "theano",
         Convention::Tf => "tensorflow",
@@ -484,9 +652,14 @@ pub fn write_keras_h5(path: &Path, convs: &[(String, [usize; 4], Vec<f32>, Vec<f
             Layout::Oihw => (format!("{name}_W"), format!("{name}_b")),
             Layout::Hwio => (format!("{name}/kernel:0"), format!("{name}/bias:0")),
         };
-        let wn: Vec<FixedAscii<64>> =
-            [&kname, &bname].iter().map(|n| FixedAscii::<64>::from_ascii(n.as_bytes()).expect("ascii")).collect();
-        g.new_attr::<FixedAscii<64>>().shape(2).create("weight_names")?.write_raw(&wn)?;
+        let wn: Vec<FixedAscii<64>> = [&kname, &bname]
+            .iter()
+            .map(|n| FixedAscii::<64>::from_ascii(n.as_bytes()).expect("ascii"))
+            .collect();
+        g.new_attr::<FixedAscii<64>>()
+            .shape(2)
+            .create("weight_names")?
+            .write_raw(&wn)?;
         // Inverse of `to_hwio`: out[layout index of (h,w,i,o)] = kernel[hwio of flipped (h,w)].
         let (kh, kw, cin, cout) = (*kh, *kw, *cin, *cout);
         let mut out = vec![0.0f32; kernel.len()];
@@ -511,13 +684,19 @@ pub fn write_keras_h5(path: &Path, convs: &[(String, [usize; 4], Vec<f32>, Vec<f
             Layout::Hwio => vec![kh, kw, cin, cout],
             Layout::Oihw => vec![cout, cin, kh, kw],
         };
-        if let Some((parent, _)) = kname.rsplit_once('/') {
-            if !g.link_exists(parent) {
-                g.create_group(parent)?;
-            }
+        if let Some((parent, _)) = kname.rsplit_once('/')
+            && !g.link_exists(parent)
+        {
+            g.create_group(parent)?;
         }
-        g.new_dataset::<f32>().shape(shape).create(kname.as_str())?.write_raw(&out)?;
-        g.new_dataset::<f32>().shape([bias.len()]).create(bname.as_str())?.write_raw(bias)?;
+        g.new_dataset::<f32>()
+            .shape(shape)
+            .create(kname.as_str())?
+            .write_raw(&out)?;
+        g.new_dataset::<f32>()
+            .shape([bias.len()])
+            .create(bname.as_str())?
+            .write_raw(bias)?;
     }
     Ok(())
 }
@@ -534,12 +713,20 @@ mod tests {
             for conv in [Convention::Tf, Convention::Th] {
                 // Build the stored form by hand.
                 let mut stored = vec![0.0f32; 72];
-                let shape: Vec<usize> = if layout == Layout::Hwio { vec![3, 3, 2, 4] } else { vec![4, 2, 3, 3] };
+                let shape: Vec<usize> = if layout == Layout::Hwio {
+                    vec![3, 3, 2, 4]
+                } else {
+                    vec![4, 2, 3, 3]
+                };
                 for h in 0..3 {
                     for w in 0..3 {
                         for i in 0..2 {
                             for o in 0..4 {
-                                let (sh, sw) = if conv == Convention::Th { (2 - h, 2 - w) } else { (h, w) };
+                                let (sh, sw) = if conv == Convention::Th {
+                                    (2 - h, 2 - w)
+                                } else {
+                                    (h, w)
+                                };
                                 let d = if layout == Layout::Hwio {
                                     ((sh * 3 + sw) * 2 + i) * 4 + o
                                 } else {

@@ -11,9 +11,15 @@ pub fn fixtures() -> PathBuf {
 pub fn read_f32(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
     assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-    let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     (t.shape().to_vec(), data)
 }
 
@@ -21,7 +27,9 @@ pub fn read_f32(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 pub fn read_u8(file: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
     let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
     assert_eq!(t.dtype(), safetensors::Dtype::U8, "{name}");
     (t.shape().to_vec(), t.data().to_vec())
 }
@@ -29,7 +37,10 @@ pub fn read_u8(file: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
 /// Largest |a − b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn max_abs(a: &[f32]) -> f32 {

@@ -15,7 +15,8 @@ scipy, safetensors, h5py). Runs in a few seconds. What it writes:
 * ``mini_tf_kernels.h5`` -- a 13-layer VGG16-shaped model with tiny channel
   counts, built from real Keras 3 Conv2D layers and saved with Keras' own
   Keras-2-layout writer (``legacy_h5_format.save_weights_to_hdf5_group``): HWIO,
-  cross-correlation. ``mini_conv.safetensors``: ``x`` [6, 6, 3] and Keras'
+  cross-correlation; ``mini_keras3.weights.h5``: the same model in Keras 3's own
+  format (``model.save_weights``). ``mini_conv.safetensors``: ``x`` [6, 6, 3] and Keras'
   block1_conv1 output ``y`` (no activation, padding same) on it.
 * ``mini_th_dim_ordering_th_kernels.h5`` -- the same weights in keras_rmac's
   Keras 1 Theano layout, written with h5py: kernels [O, I, 3, 3], flipped 180
@@ -141,6 +142,10 @@ def make_h5():
         os.remove(tf_path)
     with h5py.File(tf_path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    k3_path = os.path.join(OUT, "mini_keras3.weights.h5")
+    if os.path.exists(k3_path):
+        os.remove(k3_path)
+    model.save_weights(k3_path)  # Keras 3's own format: layers/<auto name>/vars/{0,1}
 
     # Keras' block1_conv1 (linear) on a 6x6x3 input.
     x = (uniform(H5_SEED, 799, np.arange(108, dtype=np.uint64)).reshape(6, 6, 3) - 0.5).astype(np.float32)

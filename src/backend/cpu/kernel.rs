@@ -184,30 +184,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// `cargo test --release --lib kernel_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn kernel_speed() {
-        for &(m, k, n) in &[(128usize, 256usize, 256usize), (64, 512, 512), (64, 512, 64), (64, 256, 512), (128, 256, 256), (64, 512, 512)] {
-            let a = vec![0.5f32; m * k];
-            let b = vec![0.25f32; k * n];
-            let mut bp = Vec::new();
-            let np = pack_b(&b, k, n, n, &mut bp);
-            let mut c = vec![0.0f32; m * np];
-            for isa in [Isa::Avx512] {
-                let reps = (2e9 / (2.0 * (m * k * n) as f64)) as usize + 1;
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    gemm_packed(isa, m, k, &a, k, &bp, np, &mut c, np);
-                }
-                let s = t.elapsed().as_secs_f64();
-                eprintln!("{isa:?} m={m} k={k} n={n}: {:.1} GFLOP/s", 2.0 * (m * k * n * reps) as f64 / s / 1e9);
-            }
-        }
-    }
-}

@@ -77,7 +77,7 @@ impl CpuAlgo {
     fn auto_plan(spec: &ConvSpec) -> LayerKind {
         if spec.cin < 16 {
             LayerKind::Packed
-        } else if spec.block == 1 {
+        } else if spec.block == 1 || spec.block == 5 {
             LayerKind::Winograd(Tile::F2)
         } else {
             LayerKind::Winograd(Tile::F4)
@@ -128,7 +128,7 @@ impl CpuBackend {
             .thread_name(|i| format!("rmac-cpu-{i}"))
             .build()
             .map_err(|e| BackendError::Device(format!("cannot start {threads} CPU threads: {e}")))?;
-        let prepared = pool.install(|| {
+        let prepared: Vec<Prepared> = pool.install(|| {
             weights
                 .layers
                 .par_iter()
@@ -139,6 +139,14 @@ impl CpuBackend {
                 })
                 .collect()
         });
+        let mut weights = weights;
+        if !prepared.iter().any(|p| matches!(p, Prepared::Im2col)) {
+            // Every layer has its own prepared copy now: free the raw kernels
+            // (59 MB for VGG16) when no one else holds them; specs and biases stay.
+            if let Some(raw) = Arc::get_mut(&mut weights) {
+                raw.layers.iter_mut().for_each(|l| l.kernel = Vec::new());
+            }
+        }
         Ok(CpuBackend { weights, prepared, algo, isa: kernel::detect(), pool, threads })
     }
 

@@ -57,6 +57,12 @@ pub fn list_adapters() -> Vec<String> {
     ranked_adapters(&instance()).iter().enumerate().map(|(i, a)| format!("[{i}] {}", describe(&a.get_info()))).collect()
 }
 
+/// Whether any adapter is real GPU hardware (not a software rasteriser such as
+/// lavapipe or llvmpipe), checked without creating a device.
+pub fn hardware_adapter_available() -> bool {
+    ranked_adapters(&instance()).iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
 /// Picks the adapter `opts` asks for (see [`GpuOptions`]).
 pub(crate) fn select(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, BackendError> {
     let mut adapters = ranked_adapters(instance);

@@ -19,7 +19,7 @@
 pub mod adapter;
 pub mod conv;
 
-pub use adapter::{NO_ADAPTER_HINT, list_adapters};
+pub use adapter::{NO_ADAPTER_HINT, hardware_adapter_available, list_adapters};
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -1,0 +1,243 @@
+//! PostgreSQL + pgvector, over a real connection. `RMAC_PG` names the server
+//! (`.ci/run` starts one with ci/start-pg.sh); without it the tests start the
+//! same throwaway cluster themselves (PostgreSQL 15 and pgvector must be
+//! installed: ci/setup-deps.sh), and fail with what to do if they cannot.
+//! Each test works in a database of its own.
+
+use postgres::{Client, NoTls};
+use rmac_native::sink::VectorSink;
+use rmac_native::sink::postgres::{Db, PgSink};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn server() -> String {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("RMAC_PG") {
+                return url;
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/start-pg.sh");
+            let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().expect("cannot run bash");
+            assert!(
+                out.status.success(),
+                "RMAC_PG is not set and ci/start-pg.sh could not start PostgreSQL with pgvector: install them with \
+                 ci/setup-deps.sh (as root), or point RMAC_PG at a server with the `vector` extension"
+            );
+            String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().to_owned()
+        })
+        .clone()
+}
+
+/// A fresh, empty database; returns its connection string.
+fn fresh_db(name: &str) -> String {
+    let base = server();
+    let mut c = Client::connect(&base, NoTls).expect("cannot reach RMAC_PG; is ci/start-pg.sh's server running?");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    format!("{base} dbname={name}")
+}
+
+fn client(db: &str) -> Client {
+    Client::connect(db, NoTls).unwrap()
+}
+
+fn count(db: &str) -> i64 {
+    client(db).query_one("SELECT count(*) FROM rmac_vectors", &[]).unwrap().get(0)
+}
+
+fn vec512(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v: Vec<f32> = (0..512)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= n);
+    v
+}
+
+fn exe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn write_npy(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, Vec<String>, Vec<f32>) {
+    let paths: Vec<String> = (0..n).map(|i| format!("photos/{i:06}.jpg")).collect();
+    let data: Vec<f32> = (0..n as u64).flat_map(vec512).collect();
+    let npy = dir.join("v.npy");
+    rmac_native::sink::npy::write_npy(&npy, &paths, &data, 512).unwrap();
+    (npy, paths, data)
+}
+
+#[test]
+fn load_rerun_and_restart_never_duplicate() {
+    let db = fresh_db("rmac_t_load");
+    let settings = serde_json::json!({"weights_sha256": "ab", "max_size": 1024, "levels": 3, "preprocess": "keras"});
+    {
+        let (mut sink, done) = PgSink::open(&db, false, "test", Some(&settings)).unwrap();
+        assert!(done.is_empty());
+        for i in 0..10 {
+            sink.write_vector(&format!("p{i}"), &vec512(i)).unwrap();
+        }
+        sink.write_error("bad", "cannot decode").unwrap();
+        sink.sync().unwrap();
+    }
+    // Resume: the done set is what is there; writing a path again updates it in place.
+    let (mut sink, done) = PgSink::open(&db, false, "test", Some(&settings)).unwrap();
+    assert_eq!(done.len(), 11);
+    sink.write_vector("p3", &vec512(3)).unwrap();
+    sink.write_vector("p10", &vec512(10)).unwrap();
+    drop(sink);
+    assert_eq!(count(&db), 11);
+    let stored: Vec<f32> = Db::connect(&db).unwrap().vector_of("p10").unwrap().unwrap();
+    assert_eq!(stored, vec512(10), "binary COPY stores the floats exactly");
+
+    // Other settings are refused (they would mix models in one table), unless --restart.
+    let other = serde_json::json!({"weights_sha256": "cd", "max_size": 1024, "levels": 3, "preprocess": "keras"});
+    let err = PgSink::open(&db, false, "test", Some(&other)).err().unwrap().to_string();
+    assert!(err.contains("weights_sha256") && err.contains("--restart"), "{err}");
+    let (sink, done) = PgSink::open(&db, true, "test", Some(&other)).unwrap();
+    assert!(done.is_empty());
+    drop(sink);
+    assert_eq!(count(&db), 0);
+}
+
+#[test]
+fn a_lost_connection_is_retried_and_loses_nothing() {
+    let db = fresh_db("rmac_t_lost");
+    let (mut sink, _) = PgSink::open(&db, false, "test", None).unwrap();
+    for i in 0..50 {
+        sink.write_vector(&format!("a{i}"), &vec512(i)).unwrap();
+    }
+    sink.sync().unwrap();
+    for i in 50..120 {
+        sink.write_vector(&format!("a{i}"), &vec512(i)).unwrap();
+    }
+    // Kill the sink's backend while rows are buffered.
+    let killed: i64 = client(&server())
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'rmac-native' AND datname = 'rmac_t_lost'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    sink.sync().unwrap();
+    for i in 120..130 {
+        sink.write_vector(&format!("a{i}"), &vec512(i)).unwrap();
+    }
+    drop(sink);
+    assert_eq!(count(&db), 130);
+    let (paths, data) = Db::connect(&db).unwrap().read_all().unwrap();
+    assert_eq!(paths, (0..130).map(|i| format!("a{i}")).collect::<Vec<_>>(), "insertion order kept");
+    assert_eq!(data, (0..130).flat_map(vec512).collect::<Vec<_>>());
+}
+
+#[test]
+fn killed_mid_load_then_resumed_holds_every_row_once() {
+    let db = fresh_db("rmac_t_kill");
+    let dir = tempfile::tempdir().unwrap();
+    let n = 40_000;
+    let (npy, paths, data) = write_npy(dir.path(), n);
+    let mut child = exe()
+        .args(["convert", npy.to_str().unwrap(), &db])
+        .env("RMAC_PG_BATCH", "50")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+        let has_table: bool = client(&db).query_one("SELECT to_regclass('rmac_vectors') IS NOT NULL", &[]).unwrap().get(0);
+        if has_table {
+            seen = count(&db);
+            if seen >= 1000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = count(&db);
+    assert!(seen >= 1000 && after_kill < n as i64, "the load was killed part way ({after_kill} of {n} rows)");
+    let err = run_ok(exe().args(["convert", npy.to_str().unwrap(), &db]).env("RMAC_PG_BATCH", "5000"));
+    let _ = err;
+    assert_eq!(count(&db), n as i64);
+    let (got_paths, got) = Db::connect(&db).unwrap().read_all().unwrap();
+    assert_eq!(got_paths, paths, "every path once, in order");
+    assert_eq!(got, data, "exact floats");
+    let dups: i64 = client(&db).query_one("SELECT count(*) - count(DISTINCT path) FROM rmac_vectors", &[]).unwrap().get(0);
+    assert_eq!(dups, 0);
+}
+
+#[test]
+fn convert_jsonl_npy_postgres_jsonl_is_exact() {
+    let db = fresh_db("rmac_t_convert");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.jsonl");
+    let mut text = String::new();
+    for i in 0..300u64 {
+        text.push_str(&format!("{{\"path\":\"d/é {i}.jpg\",\"vector\":{}}}", serde_json::to_string(&vec512(i)).unwrap()));
+        text.push('\n');
+    }
+    std::fs::write(&src, &text).unwrap();
+    let errors = "{\"path\":\"bad.jpg\",\"error\":\"truncated\"}\n";
+    std::fs::write(dir.path().join("a.errors.jsonl"), errors).unwrap();
+    let (npy, back) = (dir.path().join("b.npy"), dir.path().join("c.jsonl"));
+    run_ok(exe().arg("convert").arg(&src).arg(&npy));
+    run_ok(exe().arg("convert").arg(&npy).arg(&db));
+    run_ok(exe().arg("convert").arg(&npy).arg(&db)); // a rerun adds nothing
+    assert_eq!(count(&db), 300);
+    run_ok(exe().arg("convert").arg(&db).arg(&back));
+    assert!(std::fs::read_to_string(&back).unwrap() == text, "the round trip changed the JSONL");
+    assert_eq!(std::fs::read_to_string(dir.path().join("c.errors.jsonl")).unwrap(), errors);
+}
+
+fn results(json: &str) -> Vec<(String, f32)> {
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    v["results"].as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().to_owned(), h["score"].as_f64().unwrap() as f32)).collect()
+}
+
+fn same(a: &[(String, f32)], b: &[(String, f32)]) {
+    assert_eq!(a.iter().map(|h| &h.0).collect::<Vec<_>>(), b.iter().map(|h| &h.0).collect::<Vec<_>>());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x.1 - y.1).abs() < 1e-5, "{x:?} vs {y:?}");
+    }
+}
+
+#[test]
+fn database_search_equals_the_file_search() {
+    let db = fresh_db("rmac_t_search");
+    let dir = tempfile::tempdir().unwrap();
+    let (npy, paths, _) = write_npy(dir.path(), 3000);
+    run_ok(exe().arg("convert").arg(&npy).arg(&db));
+    let search = |index: &str, extra: &[&str]| {
+        run_ok(exe().args(["search", index, "--json", "-k", "10"]).args(extra))
+    };
+    for q in [&paths[0], &paths[1234], &paths[2999]] {
+        for extra in [&["--path", q.as_str()][..], &["--path", q, "--exclude-query", "--qe", "3"], &["--path", q, "--qe", "5", "--alpha", "3"]] {
+            same(&results(&search(npy.to_str().unwrap(), extra)), &results(&search(&db, extra)));
+        }
+    }
+    // With an HNSW index: --exact still equals the file search; the index answers the top hit right.
+    run_ok(exe().args(["index", "--db", &db, "--kind", "hnsw"]));
+    run_ok(exe().args(["index", "--db", &db, "--kind", "ivfflat", "--lists", "10"]));
+    let q = ["--path", paths[77].as_str()];
+    same(&results(&search(npy.to_str().unwrap(), &q)), &results(&search(&db, &[&q[..], &["--exact"]].concat())));
+    let approx = results(&search(&db, &[&q[..], &["--ef-search", "100"]].concat()));
+    assert_eq!(approx[0].0, paths[77]);
+    let idx: i64 = client(&db).query_one("SELECT count(*) FROM pg_indexes WHERE tablename = 'rmac_vectors' AND indexdef LIKE '%vector_ip_ops%'", &[]).unwrap().get(0);
+    assert_eq!(idx, 2);
+}
