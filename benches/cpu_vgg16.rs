@@ -19,21 +19,29 @@ const H: usize = 768;
 const W: usize = 1024;
 
 fn threads() -> usize {
-    std::env::var("RMAC_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+    std::env::var("RMAC_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
 }
 
 fn layers(c: &mut Criterion) {
     let weights = Arc::new(synthetic::vgg16(1));
     let t = threads();
     let algos = [CpuAlgo::Auto, CpuAlgo::Im2col];
-    let backends: Vec<CpuBackend> = algos.iter().map(|&a| CpuBackend::with_algo(weights.clone(), t, a).unwrap()).collect();
+    let backends: Vec<CpuBackend> = algos
+        .iter()
+        .map(|&a| CpuBackend::with_algo(weights.clone(), t, a).unwrap())
+        .collect();
     // Real-sized activations: each layer's input from one reference pass.
     let mut inputs: Vec<Tensor3> = vec![synthetic_input(H, W)];
     backends[0]
         .forward_observed(&inputs[0].clone(), |_, x| inputs.push(x.clone()))
         .unwrap();
     let mut g = c.benchmark_group(format!("layer_{W}x{H}_{t}t"));
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     for (i, spec) in VGG16_CONVS.iter().enumerate() {
         let x = &inputs[i];
         g.throughput(Throughput::Elements(spec.flops(x.h, x.w) as u64));
@@ -61,11 +69,15 @@ fn image(c: &mut Criterion) {
         f
     };
     let mut g = c.benchmark_group(format!("image_{W}x{H}_{t}t"));
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(20));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(flops as u64));
     for algo in [CpuAlgo::Auto, CpuAlgo::Winograd2, CpuAlgo::Im2col] {
         let b = CpuBackend::with_algo(weights.clone(), t, algo).unwrap();
-        g.bench_function(algo.name(), |bench| bench.iter(|| b.forward(&input).unwrap()));
+        g.bench_function(algo.name(), |bench| {
+            bench.iter(|| b.forward(&input).unwrap())
+        });
         drop(b);
     }
     g.finish();

@@ -20,18 +20,29 @@ fn bench(c: &mut Criterion) {
         Err(e) => panic!("{e}"),
     };
     let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let scale: usize =
-        std::env::var("RMAC_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(if cpu_adapter { 32 } else { 1 });
+    let scale: usize = std::env::var("RMAC_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cpu_adapter { 32 } else { 1 });
     let mut group = c.benchmark_group(format!("gpu_conv ({})", gpu.adapter_description()));
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     // One mid layer per block, at its size inside a 768×1024 image (÷ scale).
     for (index, div) in [(1usize, 1usize), (3, 2), (5, 4), (8, 8), (11, 16)] {
         let spec = VGG16_CONVS[index];
         let (h, w) = ((768 / div / scale).max(2), (1024 / div / scale).max(2));
         group.throughput(Throughput::Elements(spec.flops(h, w) as u64));
-        group.bench_with_input(BenchmarkId::new(spec.name, format!("{h}x{w}")), &(h, w), |b, &(h, w)| {
-            b.iter_custom(|iters| Duration::from_secs_f64(gpu.time_layer(index, h, w, iters).unwrap()))
-        });
+        group.bench_with_input(
+            BenchmarkId::new(spec.name, format!("{h}x{w}")),
+            &(h, w),
+            |b, &(h, w)| {
+                b.iter_custom(|iters| {
+                    Duration::from_secs_f64(gpu.time_layer(index, h, w, iters).unwrap())
+                })
+            },
+        );
     }
     group.finish();
 }

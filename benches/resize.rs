@@ -11,7 +11,9 @@ fn resize(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("resize");
     group.sample_size(10);
-    group.bench_function("bicubic 4000x3000 -> 1024x768", |b| b.iter(|| resize_bicubic(&src, 1024, 768)));
+    group.bench_function("bicubic 4000x3000 -> 1024x768", |b| {
+        b.iter(|| resize_bicubic(&src, 1024, 768))
+    });
     group.finish();
 }
 

@@ -29,17 +29,30 @@ fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rows: usize = std::env::var("RMAC_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = std::env::var("RMAC_BENCH_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let dim = 512;
     let data = unit_rows(rows, dim, 0x9E3779B97F4A7C15);
     let queries = unit_rows(8, dim, 7);
     let q: Vec<&[f32]> = queries.chunks_exact(dim).collect();
     let mut g = c.benchmark_group(format!("search_{rows}x{dim}"));
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    g.bench_function("1_query_k10", |b| b.iter(|| black_box(search_many(&data, dim, &q[..1], 10, &[None]))));
-    g.bench_function("1_query_k1000", |b| b.iter(|| black_box(search_many(&data, dim, &q[..1], 1000, &[None]))));
-    g.bench_function("8_queries_k10", |b| b.iter(|| black_box(search_many(&data, dim, &q, 10, &[None; 8]))));
-    g.bench_function("1_query_k10_qe5", |b| b.iter(|| black_box(search_qe(&data, dim, &q[..1], 10, &[None], 5, 3.0))));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("1_query_k10", |b| {
+        b.iter(|| black_box(search_many(&data, dim, &q[..1], 10, &[None])))
+    });
+    g.bench_function("1_query_k1000", |b| {
+        b.iter(|| black_box(search_many(&data, dim, &q[..1], 1000, &[None])))
+    });
+    g.bench_function("8_queries_k10", |b| {
+        b.iter(|| black_box(search_many(&data, dim, &q, 10, &[None; 8])))
+    });
+    g.bench_function("1_query_k10_qe5", |b| {
+        b.iter(|| black_box(search_qe(&data, dim, &q[..1], 10, &[None], 5, 3.0)))
+    });
     g.finish();
 }
 

@@ -29,12 +29,20 @@ pub struct PassTiming {
 
 /// A deterministic pseudo-image (values spread like a mean-subtracted photo).
 pub fn synthetic_input(h: usize, w: usize) -> Tensor3 {
-    let data = (0..(h * w * 3) as u64).map(|i| ((synthetic::uniform(7, 200, i) - 0.5) * 255.0) as f32).collect();
+    let data = (0..(h * w * 3) as u64)
+        .map(|i| ((synthetic::uniform(7, 200, i) - 0.5) * 255.0) as f32)
+        .collect();
     Tensor3::from_vec(h, w, 3, data)
 }
 
 /// Times `repeat` passes of the CPU backend (default algorithm) on an `h × w` input.
-pub fn time_cpu(weights: Arc<Vgg16Weights>, threads: usize, h: usize, w: usize, repeat: usize) -> anyhow::Result<Vec<PassTiming>> {
+pub fn time_cpu(
+    weights: Arc<Vgg16Weights>,
+    threads: usize,
+    h: usize,
+    w: usize,
+    repeat: usize,
+) -> anyhow::Result<Vec<PassTiming>> {
     let backend = CpuBackend::new(weights, threads)?;
     time_backend(&backend, h, w, repeat)
 }
@@ -50,8 +58,10 @@ pub fn time_cpu_algos(
     w: usize,
     repeat: usize,
 ) -> anyhow::Result<Vec<Vec<PassTiming>>> {
-    let backends: Vec<CpuBackend> =
-        algos.iter().map(|&a| CpuBackend::with_algo(weights.clone(), threads, a)).collect::<Result<_, _>>()?;
+    let backends: Vec<CpuBackend> = algos
+        .iter()
+        .map(|&a| CpuBackend::with_algo(weights.clone(), threads, a))
+        .collect::<Result<_, _>>()?;
     let mut passes = vec![Vec::with_capacity(repeat); algos.len()];
     for _ in 0..repeat {
         for (b, p) in backends.iter().zip(passes.iter_mut()) {
@@ -62,7 +72,12 @@ pub fn time_cpu_algos(
 }
 
 /// Times `repeat` passes of `backend` on an `h × w` input.
-pub fn time_backend(backend: &CpuBackend, h: usize, w: usize, repeat: usize) -> anyhow::Result<Vec<PassTiming>> {
+pub fn time_backend(
+    backend: &CpuBackend,
+    h: usize,
+    w: usize,
+    repeat: usize,
+) -> anyhow::Result<Vec<PassTiming>> {
     let input = synthetic_input(h, w);
     let pca = synthetic::pca(1);
     let mut passes = Vec::with_capacity(repeat);
@@ -84,7 +99,12 @@ pub fn time_backend(backend: &CpuBackend, h: usize, w: usize, repeat: usize) -> 
             last = now;
         })?;
         std::hint::black_box(pool5);
-        passes.push(PassTiming { layers, pool5: pool5_s, head, rss_after_image });
+        passes.push(PassTiming {
+            layers,
+            pool5: pool5_s,
+            head,
+            rss_after_image,
+        });
     }
     Ok(passes)
 }
@@ -103,13 +123,31 @@ pub fn report(passes: &[PassTiming], h: usize, w: usize, threads: usize) -> Stri
 }
 
 /// [`report`] with the algorithm named in the title.
-pub fn report_algo(passes: &[PassTiming], h: usize, w: usize, threads: usize, algo: &str) -> String {
+pub fn report_algo(
+    passes: &[PassTiming],
+    h: usize,
+    w: usize,
+    threads: usize,
+    algo: &str,
+) -> String {
     use std::fmt::Write;
     let best = |f: &dyn Fn(&PassTiming) -> f64| passes.iter().map(f).fold(f64::INFINITY, f64::min);
     let mut out = String::new();
-    let algo = if algo.is_empty() { String::new() } else { format!(", algorithm {algo}") };
-    let _ = writeln!(out, "VGG16 conv1_1…pool5 on the CPU, {w}×{h} input, {threads} threads{algo}, best of {} passes", passes.len());
-    let _ = writeln!(out, "{:<14} {:>14} {:>9} {:>9}", "layer", "input (h×w×c)", "ms", "GFLOP/s");
+    let algo = if algo.is_empty() {
+        String::new()
+    } else {
+        format!(", algorithm {algo}")
+    };
+    let _ = writeln!(
+        out,
+        "VGG16 conv1_1…pool5 on the CPU, {w}×{h} input, {threads} threads{algo}, best of {} passes",
+        passes.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>14} {:>9} {:>9}",
+        "layer", "input (h×w×c)", "ms", "GFLOP/s"
+    );
     let (mut hh, mut ww) = (h, w);
     let mut total_flops = 0.0;
     for (i, spec) in VGG16_CONVS.iter().enumerate() {
@@ -119,7 +157,11 @@ pub fn report_algo(passes: &[PassTiming], h: usize, w: usize, threads: usize, al
         let _ = writeln!(
             out,
             "{:<14} {:>14} {:>9.1} {:>9.1}",
-            if spec.pool_after { format!("{}+pool", spec.name) } else { spec.name.to_string() },
+            if spec.pool_after {
+                format!("{}+pool", spec.name)
+            } else {
+                spec.name.to_string()
+            },
             format!("{hh}×{ww}×{}", spec.cin),
             s * 1e3,
             flops / s / 1e9
@@ -130,9 +172,21 @@ pub fn report_algo(passes: &[PassTiming], h: usize, w: usize, threads: usize, al
     }
     let pool5 = best(&|p: &PassTiming| p.pool5);
     let head = best(&|p: &PassTiming| p.head);
-    let _ = writeln!(out, "{:<14} {:>14} {:>9.1} {:>9.1}", "total to pool5", "", pool5 * 1e3, total_flops / pool5 / 1e9);
+    let _ = writeln!(
+        out,
+        "{:<14} {:>14} {:>9.1} {:>9.1}",
+        "total to pool5",
+        "",
+        pool5 * 1e3,
+        total_flops / pool5 / 1e9
+    );
     let _ = writeln!(out, "{:<14} {:>14} {:>9.2}", "R-MAC head", "", head * 1e3);
-    let _ = writeln!(out, "images/s: {:.3} ({:.1} GFLOP per image)", 1.0 / (pool5 + head), total_flops / 1e9);
+    let _ = writeln!(
+        out,
+        "images/s: {:.3} ({:.1} GFLOP per image)",
+        1.0 / (pool5 + head),
+        total_flops / 1e9
+    );
     let _ = writeln!(out, "image ms (pool5 + R-MAC): {:.1}", (pool5 + head) * 1e3);
     if let Some(rss) = peak_rss_mib() {
         let _ = writeln!(out, "peak RSS: {rss:.0} MiB (weights included)");
@@ -142,12 +196,23 @@ pub fn report_algo(passes: &[PassTiming], h: usize, w: usize, threads: usize, al
 
 /// Side-by-side table of several algorithms' best passes: per-layer ms, total,
 /// images/s and speed-up against the first column's reference (`im2col` when present).
-pub fn compare(algos: &[CpuAlgo], passes: &[Vec<PassTiming>], h: usize, w: usize, threads: usize) -> String {
+pub fn compare(
+    algos: &[CpuAlgo],
+    passes: &[Vec<PassTiming>],
+    h: usize,
+    w: usize,
+    threads: usize,
+) -> String {
     use std::fmt::Write;
-    let best = |p: &[PassTiming], f: &dyn Fn(&PassTiming) -> f64| p.iter().map(f).fold(f64::INFINITY, f64::min);
+    let best = |p: &[PassTiming], f: &dyn Fn(&PassTiming) -> f64| {
+        p.iter().map(f).fold(f64::INFINITY, f64::min)
+    };
     let mut out = String::new();
     let n = passes.first().map_or(0, Vec::len);
-    let _ = writeln!(out, "VGG16 conv1_1…pool5 + R-MAC, {w}×{h}, {threads} threads, best of {n} interleaved passes (ms; GFLOP/s in brackets)");
+    let _ = writeln!(
+        out,
+        "VGG16 conv1_1…pool5 + R-MAC, {w}×{h}, {threads} threads, best of {n} interleaved passes (ms; GFLOP/s in brackets)"
+    );
     let _ = write!(out, "{:<19}", "layer");
     for a in algos {
         let _ = write!(out, " {:>17}", a.name());
@@ -158,7 +223,11 @@ pub fn compare(algos: &[CpuAlgo], passes: &[Vec<PassTiming>], h: usize, w: usize
     for (i, spec) in VGG16_CONVS.iter().enumerate() {
         let flops = spec.flops(hh, ww);
         total_flops += flops;
-        let name = if spec.pool_after { format!("{}+pool", spec.name) } else { spec.name.to_string() };
+        let name = if spec.pool_after {
+            format!("{}+pool", spec.name)
+        } else {
+            spec.name.to_string()
+        };
         let _ = write!(out, "{name:<19}");
         for p in passes {
             let s = best(p, &|t: &PassTiming| t.layers[i]);
@@ -169,11 +238,19 @@ pub fn compare(algos: &[CpuAlgo], passes: &[Vec<PassTiming>], h: usize, w: usize
             (hh, ww) = (hh / 2, ww / 2);
         }
     }
-    let image: Vec<f64> = passes.iter().map(|p| best(p, &|t: &PassTiming| t.pool5 + t.head)).collect();
+    let image: Vec<f64> = passes
+        .iter()
+        .map(|p| best(p, &|t: &PassTiming| t.pool5 + t.head))
+        .collect();
     let _ = write!(out, "{:<19}", "image (pool5+R-MAC)");
     for (p, s) in passes.iter().zip(&image) {
         let pool5 = best(p, &|t: &PassTiming| t.pool5);
-        let _ = write!(out, " {:>9.1} ({:>5.0})", s * 1e3, total_flops / pool5 / 1e9);
+        let _ = write!(
+            out,
+            " {:>9.1} ({:>5.0})",
+            s * 1e3,
+            total_flops / pool5 / 1e9
+        );
     }
     let _ = writeln!(out);
     let _ = write!(out, "{:<19}", "images/s");

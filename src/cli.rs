@@ -37,7 +37,18 @@ pub enum Command {
 }
 
 /// Names of the subcommands, so `rmac-native --input …` can mean `extract`.
-pub const SUBCOMMANDS: [&str; 10] = ["extract", "weights", "pca", "neighbours", "bench", "evaluate", "help", "search", "convert", "index"];
+pub const SUBCOMMANDS: [&str; 10] = [
+    "extract",
+    "weights",
+    "pca",
+    "neighbours",
+    "bench",
+    "evaluate",
+    "help",
+    "search",
+    "convert",
+    "index",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {

@@ -33,7 +33,12 @@ pub struct ExtractConfig {
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        ExtractConfig { max_size: 1024, levels: 3, preprocess: Preprocess::Keras, limits: DecodeLimits::default() }
+        ExtractConfig {
+            max_size: 1024,
+            levels: 3,
+            preprocess: Preprocess::Keras,
+            limits: DecodeLimits::default(),
+        }
     }
 }
 
@@ -44,9 +49,19 @@ pub enum ExtractError {
     Decode(#[from] DecodeError),
     #[error("{0}")]
     Backend(#[from] BackendError),
-    #[error("--max-size {max_size} shrinks this {w}×{h} image to {nw}×{nh} px; each side needs at least 32 px for VGG16's five poolings (use a larger --max-size, or drop the image)")]
-    TooSmallAfterResize { w: u32, h: u32, nw: u32, nh: u32, max_size: u32 },
-    #[error("the image is {w}×{h} px; each side needs at least 32 px after resizing for VGG16's five poolings (a larger --max-size enlarges small images)")]
+    #[error(
+        "--max-size {max_size} shrinks this {w}×{h} image to {nw}×{nh} px; each side needs at least 32 px for VGG16's five poolings (use a larger --max-size, or drop the image)"
+    )]
+    TooSmallAfterResize {
+        w: u32,
+        h: u32,
+        nw: u32,
+        nh: u32,
+        max_size: u32,
+    },
+    #[error(
+        "the image is {w}×{h} px; each side needs at least 32 px after resizing for VGG16's five poolings (a larger --max-size enlarges small images)"
+    )]
     TooSmall { w: u32, h: u32 },
 }
 
@@ -64,14 +79,23 @@ pub fn prepare_path(path: &Path, config: &ExtractConfig) -> Result<Prepared, Ext
 }
 
 /// Resize → preprocess of an already decoded image.
-pub fn prepare_image(img: &image::RgbImage, config: &ExtractConfig) -> Result<Prepared, ExtractError> {
+pub fn prepare_image(
+    img: &image::RgbImage,
+    config: &ExtractConfig,
+) -> Result<Prepared, ExtractError> {
     let (w, h) = img.dimensions();
     let (nw, nh) = target_size(w, h, config.max_size);
     if nw < 32 || nh < 32 {
         return Err(if (nw, nh) == (w, h) {
             ExtractError::TooSmall { w, h }
         } else {
-            ExtractError::TooSmallAfterResize { w, h, nw, nh, max_size: config.max_size }
+            ExtractError::TooSmallAfterResize {
+                w,
+                h,
+                nw,
+                nh,
+                max_size: config.max_size,
+            }
         });
     }
     let tensor = if (nw, nh) == (w, h) {
@@ -79,7 +103,10 @@ pub fn prepare_image(img: &image::RgbImage, config: &ExtractConfig) -> Result<Pr
     } else {
         to_bgr_tensor(&resize_bicubic(img, nw, nh), config.preprocess)
     };
-    Ok(Prepared { tensor, original: (w, h) })
+    Ok(Prepared {
+        tensor,
+        original: (w, h),
+    })
 }
 
 /// A loaded model: backend (VGG16 weights live there), optional PCA, recipe.
@@ -91,7 +118,11 @@ pub struct Extractor {
 
 impl Extractor {
     pub fn new(backend: Box<dyn Backend>, pca: Option<PcaWeights>, config: ExtractConfig) -> Self {
-        Extractor { backend, pca, config }
+        Extractor {
+            backend,
+            pca,
+            config,
+        }
     }
 
     pub fn config(&self) -> &ExtractConfig {
@@ -103,7 +134,10 @@ impl Extractor {
     }
 
     /// The R-MAC head with all intermediates, from a prepared image.
-    pub fn describe_prepared_parts(&mut self, prepared: &Prepared) -> Result<(Tensor3, RmacParts), ExtractError> {
+    pub fn describe_prepared_parts(
+        &mut self,
+        prepared: &Prepared,
+    ) -> Result<(Tensor3, RmacParts), ExtractError> {
         let pool5 = self.backend.pool5(&prepared.tensor)?;
         let parts = rmac(&pool5, self.config.levels, self.pca.as_ref());
         Ok((pool5, parts))

@@ -4,17 +4,17 @@
 //! paths → [`image`] (decode, resize, preprocess) → [`backend`] (VGG16 to pool5)
 //! → [`rmac`] (regions, pooling, PCA, L2) → [`sink`] (JSONL …).
 pub mod backend;
+pub mod extractor;
 pub mod image;
 pub mod rmac;
 pub mod tensor;
 pub mod vgg16;
-pub mod extractor;
 
 pub use extractor::{ExtractConfig, ExtractError, Extractor};
+pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod evaluate;
 pub mod run;
 pub mod search;
-pub mod evaluate;
 pub mod sink;
-pub mod bench;

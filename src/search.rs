@@ -37,19 +37,35 @@ pub fn read_jsonl(path: &Path) -> Result<VectorSet> {
         path: String,
         vector: Vec<f32>,
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open the vectors file {}", path.display()))?;
-    let mut set = VectorSet { paths: Vec::new(), data: Vec::new(), dim: 0 };
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
+    let mut set = VectorSet {
+        paths: Vec::new(),
+        data: Vec::new(),
+        dim: 0,
+    };
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
         if line.is_empty() {
             continue;
         }
-        let rec: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {} of {} is not a {{\"path\", \"vector\"}} record", i + 1, path.display()))?;
+        let rec: Line = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "line {} of {} is not a {{\"path\", \"vector\"}} record",
+                i + 1,
+                path.display()
+            )
+        })?;
         if set.dim == 0 {
             set.dim = rec.vector.len();
         } else if rec.vector.len() != set.dim {
-            bail!("line {} of {} has {} numbers, earlier lines {}", i + 1, path.display(), rec.vector.len(), set.dim);
+            bail!(
+                "line {} of {} has {} numbers, earlier lines {}",
+                i + 1,
+                path.display(),
+                rec.vector.len(),
+                set.dim
+            );
         }
         set.paths.push(rec.path);
         set.data.extend_from_slice(&rec.vector);
@@ -66,8 +82,8 @@ pub fn read_errors_file(path: &Path) -> Result<Vec<(String, String)>> {
     };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("line {} of {} is not JSON", i + 1, path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("line {} of {} is not JSON", i + 1, path.display()))?;
         if let (Some(p), Some(e)) = (v["path"].as_str(), v["error"].as_str()) {
             out.push((p.to_owned(), e.to_owned()));
         }
@@ -78,7 +94,10 @@ pub fn read_errors_file(path: &Path) -> Result<Vec<(String, String)>> {
 /// Vectors to search: owned (JSONL, PostgreSQL) or a mapped `.npy` (no copy).
 pub enum Vectors {
     Owned(VectorSet),
-    Mapped { npy: crate::sink::npy::MappedNpy, paths: Vec<String> },
+    Mapped {
+        npy: crate::sink::npy::MappedNpy,
+        paths: Vec<String>,
+    },
 }
 
 impl Vectors {
@@ -118,7 +137,11 @@ impl Vectors {
     pub fn into_set(self) -> VectorSet {
         match self {
             Vectors::Owned(s) => s,
-            Vectors::Mapped { npy, paths } => VectorSet { data: npy.data().to_vec(), paths, dim: npy.shape.dim },
+            Vectors::Mapped { npy, paths } => VectorSet {
+                data: npy.data().to_vec(),
+                paths,
+                dim: npy.shape.dim,
+            },
         }
     }
 }
@@ -150,7 +173,11 @@ pub fn open_vectors(source: &str) -> Result<Vectors> {
         OutputKind::Postgres => {
             let mut db = crate::sink::postgres::Db::connect(source)?;
             let (paths, data) = db.read_all()?;
-            Ok(Vectors::Owned(VectorSet { paths, data, dim: crate::sink::postgres::DIM }))
+            Ok(Vectors::Owned(VectorSet {
+                paths,
+                data,
+                dim: crate::sink::postgres::DIM,
+            }))
         }
         OutputKind::Jsonl => Ok(Vectors::Owned(read_jsonl(Path::new(source))?)),
     }
@@ -227,7 +254,10 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        TopK { k, heap: BinaryHeap::with_capacity(k + 1) }
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
     }
     /// Rows arrive in increasing order within a chunk, so an equal score is never better.
     #[inline(always)]
@@ -260,7 +290,14 @@ impl TopK {
 }
 
 #[inline(always)]
-fn scan_rows_impl(data: &[f32], dim: usize, first: usize, queries: &[&[f32]], exclude: &[Option<usize>], tops: &mut [TopK]) {
+fn scan_rows_impl(
+    data: &[f32],
+    dim: usize,
+    first: usize,
+    queries: &[&[f32]],
+    exclude: &[Option<usize>],
+    tops: &mut [TopK],
+) {
     let mut scores = vec![0f32; queries.len()];
     for (r, row) in data.chunks_exact(dim).enumerate() {
         let row_id = first + r;
@@ -277,17 +314,38 @@ fn scan_rows_impl(data: &[f32], dim: usize, first: usize, queries: &[&[f32]], ex
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scan_rows_avx512(data: &[f32], dim: usize, first: usize, q: &[&[f32]], ex: &[Option<usize>], t: &mut [TopK]) {
+unsafe fn scan_rows_avx512(
+    data: &[f32],
+    dim: usize,
+    first: usize,
+    q: &[&[f32]],
+    ex: &[Option<usize>],
+    t: &mut [TopK],
+) {
     scan_rows_impl(data, dim, first, q, ex, t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn scan_rows_avx2(data: &[f32], dim: usize, first: usize, q: &[&[f32]], ex: &[Option<usize>], t: &mut [TopK]) {
+unsafe fn scan_rows_avx2(
+    data: &[f32],
+    dim: usize,
+    first: usize,
+    q: &[&[f32]],
+    ex: &[Option<usize>],
+    t: &mut [TopK],
+) {
     scan_rows_impl(data, dim, first, q, ex, t)
 }
 
-fn scan_rows(data: &[f32], dim: usize, first: usize, q: &[&[f32]], ex: &[Option<usize>], t: &mut [TopK]) {
+fn scan_rows(
+    data: &[f32],
+    dim: usize,
+    first: usize,
+    q: &[&[f32]],
+    ex: &[Option<usize>],
+    t: &mut [TopK],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -308,10 +366,22 @@ const CHUNK_ROWS: usize = 2048;
 /// The `k` best `(row, score)` of each query among the rows of `data`
 /// (row-major, `dim` wide), best first; `exclude[q]` is a row query `q` must
 /// not return (itself). Exact; all cores; bit-identical to [`top_k_naive`].
-pub fn search_many(data: &[f32], dim: usize, queries: &[&[f32]], k: usize, exclude: &[Option<usize>]) -> Vec<Vec<(usize, f32)>> {
-    assert!(dim > 0 && data.len() % dim == 0, "data is not a whole number of {dim}-float rows");
+pub fn search_many(
+    data: &[f32],
+    dim: usize,
+    queries: &[&[f32]],
+    k: usize,
+    exclude: &[Option<usize>],
+) -> Vec<Vec<(usize, f32)>> {
+    assert!(
+        dim > 0 && data.len() % dim == 0,
+        "data is not a whole number of {dim}-float rows"
+    );
     assert_eq!(queries.len(), exclude.len());
-    assert!(queries.iter().all(|q| q.len() == dim), "query dimension differs from the vectors' {dim}");
+    assert!(
+        queries.iter().all(|q| q.len() == dim),
+        "query dimension differs from the vectors' {dim}"
+    );
     let rows = data.len() / dim;
     let empty = || vec![TopK::new(k); queries.len()];
     if k == 0 || rows == 0 || queries.is_empty() {
@@ -323,15 +393,30 @@ pub fn search_many(data: &[f32], dim: usize, queries: &[&[f32]], k: usize, exclu
         .fold(empty, |mut tops, c| {
             let lo = c * CHUNK_ROWS;
             let hi = (lo + CHUNK_ROWS).min(rows);
-            scan_rows(&data[lo * dim..hi * dim], dim, lo, queries, exclude, &mut tops);
+            scan_rows(
+                &data[lo * dim..hi * dim],
+                dim,
+                lo,
+                queries,
+                exclude,
+                &mut tops,
+            );
             tops
         })
-        .reduce(empty, |a, b| a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect());
+        .reduce(empty, |a, b| {
+            a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect()
+        });
     tops.into_iter().map(TopK::into_sorted).collect()
 }
 
 /// The plain reference: score every row, sort, cut (ties by lower row).
-pub fn top_k_naive(data: &[f32], dim: usize, query: &[f32], k: usize, exclude: Option<usize>) -> Vec<(usize, f32)> {
+pub fn top_k_naive(
+    data: &[f32],
+    dim: usize,
+    query: &[f32],
+    k: usize,
+    exclude: Option<usize>,
+) -> Vec<(usize, f32)> {
     let mut scored: Vec<(usize, f32)> = data
         .chunks_exact(dim)
         .enumerate()
@@ -345,7 +430,9 @@ pub fn top_k_naive(data: &[f32], dim: usize, query: &[f32], k: usize, exclude: O
 
 /// The `k` best (index, score) for `query` among `set`, skipping index `skip`.
 pub fn top_k(set: &VectorSet, query: &[f32], k: usize, skip: Option<usize>) -> Vec<(usize, f32)> {
-    search_many(&set.data, set.dim, &[query], k, &[skip]).pop().unwrap_or_default()
+    search_many(&set.data, set.dim, &[query], k, &[skip])
+        .pop()
+        .unwrap_or_default()
 }
 
 // ------------------------------------------------------- query expansion
@@ -354,10 +441,20 @@ pub fn top_k(set: &VectorSet, query: &[f32], k: usize, skip: Option<usize>) -> V
 /// query is `normalize(q + Σ_{i<n} w_i x_i)` over the first `n` results `x_i`
 /// with scores `s_i`, `w_i = max(s_i, 0)^α`. `α = 0` is average QE (every
 /// `w_i = 1`). The L2 normalisation is the contract's `x / sqrt(max(Σx², 1e-12))`.
-pub fn expand_query(query: &[f32], hits: &[(usize, f32)], row: impl Fn(usize) -> Vec<f32>, n: usize, alpha: f32) -> Vec<f32> {
+pub fn expand_query(
+    query: &[f32],
+    hits: &[(usize, f32)],
+    row: impl Fn(usize) -> Vec<f32>,
+    n: usize,
+    alpha: f32,
+) -> Vec<f32> {
     let mut q: Vec<f64> = query.iter().map(|&x| x as f64).collect();
     for &(i, s) in hits.iter().take(n) {
-        let w = if alpha == 0.0 { 1.0 } else { (s.max(0.0) as f64).powf(alpha as f64) };
+        let w = if alpha == 0.0 {
+            1.0
+        } else {
+            (s.max(0.0) as f64).powf(alpha as f64)
+        };
         for (a, b) in q.iter_mut().zip(row(i)) {
             *a += w * b as f64;
         }
@@ -378,11 +475,18 @@ pub fn search_qe(
     alpha: f32,
 ) -> (Vec<Vec<(usize, f32)>>, Vec<Vec<f32>>) {
     if qe == 0 {
-        return (search_many(data, dim, queries, k, exclude), queries.iter().map(|q| q.to_vec()).collect());
+        return (
+            search_many(data, dim, queries, k, exclude),
+            queries.iter().map(|q| q.to_vec()).collect(),
+        );
     }
     let first = search_many(data, dim, queries, qe, exclude);
     let row = |i: usize| data[i * dim..(i + 1) * dim].to_vec();
-    let expanded: Vec<Vec<f32>> = queries.iter().zip(&first).map(|(q, h)| expand_query(q, h, row, qe, alpha)).collect();
+    let expanded: Vec<Vec<f32>> = queries
+        .iter()
+        .zip(&first)
+        .map(|(q, h)| expand_query(q, h, row, qe, alpha))
+        .collect();
     let refs: Vec<&[f32]> = expanded.iter().map(Vec::as_slice).collect();
     (search_many(data, dim, &refs, k, exclude), expanded)
 }
@@ -413,6 +517,9 @@ mod tests {
         }
         let q = [1.0, 0.0, 0.0, 0.0];
         let hits = search_many(&data, dim, &[&q], 3, &[None]);
-        assert_eq!(hits[0].iter().map(|h| h.0).collect::<Vec<_>>(), vec![7, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 3]);
+        assert_eq!(
+            hits[0].iter().map(|h| h.0).collect::<Vec<_>>(),
+            vec![7, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 3]
+        );
     }
 }

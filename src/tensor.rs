@@ -11,12 +11,21 @@ pub struct Tensor3 {
 
 impl Tensor3 {
     pub fn zeros(h: usize, w: usize, c: usize) -> Self {
-        Tensor3 { h, w, c, data: vec![0.0; h * w * c] }
+        Tensor3 {
+            h,
+            w,
+            c,
+            data: vec![0.0; h * w * c],
+        }
     }
 
     /// Wraps `data` (length must be `h·w·c`).
     pub fn from_vec(h: usize, w: usize, c: usize, data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), h * w * c, "tensor data length does not match {h}×{w}×{c}");
+        assert_eq!(
+            data.len(),
+            h * w * c,
+            "tensor data length does not match {h}×{w}×{c}"
+        );
         Tensor3 { h, w, c, data }
     }
 

@@ -23,13 +23,20 @@ fn write_weights(dir: &Path) -> (PathBuf, PathBuf) {
 fn picture(w: u32, h: u32, seed: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {
         let v = (x * 7 + y * 3 + seed * 31) % 256;
-        image::Rgb([v as u8, ((x * y + seed) % 256) as u8, ((255 - v) ^ (y * 5)) as u8 & 0xff])
+        image::Rgb([
+            v as u8,
+            ((x * y + seed) % 256) as u8,
+            ((255 - v) ^ (y * 5)) as u8 & 0xff,
+        ])
     })
 }
 
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -65,7 +72,10 @@ fn batch() -> Batch {
     let jpg = encode(&picture(64, 36, 2), image::ImageFormat::Jpeg);
     add("good1.png", Some(png.clone()));
     add("good2.jpg", Some(jpg.clone()));
-    add("good3.png", Some(encode(&picture(37, 70, 3), image::ImageFormat::Png)));
+    add(
+        "good3.png",
+        Some(encode(&picture(37, 70, 3), image::ImageFormat::Png)),
+    );
     add("truncated.jpg", Some(jpg[..jpg.len() / 2].to_vec()));
     add("truncated.png", Some(png[..png.len() * 2 / 3].to_vec()));
     let mut corrupt = png.clone();
@@ -75,9 +85,15 @@ fn batch() -> Batch {
     add("corrupt.png", Some(corrupt));
     add("empty.jpg", Some(Vec::new()));
     add("missing.jpg", None);
-    add("text.jpg", Some(b"this is not an image, just text renamed to .jpg\n".to_vec()));
+    add(
+        "text.jpg",
+        Some(b"this is not an image, just text renamed to .jpg\n".to_vec()),
+    );
     // 60×6 is enlarged to 64×7 by --max-size 64: still under 32 px high.
-    add("tiny.png", Some(encode(&picture(60, 6, 4), image::ImageFormat::Png)));
+    add(
+        "tiny.png",
+        Some(encode(&picture(60, 6, 4), image::ImageFormat::Png)),
+    );
     // A PNG header claiming 60000×60000 (no pixel data): refused before allocation.
     let mut bomb = Vec::new();
     bomb.extend_from_slice(b"\x89PNG\r\n\x1a\n");
@@ -89,7 +105,13 @@ fn batch() -> Batch {
     bomb.extend_from_slice(&ihdr);
     bomb.extend_from_slice(&crc32(&ihdr).to_be_bytes());
     // A little compressed data and the end, as a real (malicious) file would have.
-    for (kind, data) in [(&b"IDAT"[..], &[0x78u8, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01][..]), (b"IEND", &[])] {
+    for (kind, data) in [
+        (
+            &b"IDAT"[..],
+            &[0x78u8, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01][..],
+        ),
+        (b"IEND", &[]),
+    ] {
         let mut chunk = kind.to_vec();
         chunk.extend_from_slice(data);
         bomb.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -99,7 +121,14 @@ fn batch() -> Batch {
     add("bomb.png", Some(bomb));
     let list = root.join("list.txt");
     std::fs::write(&list, paths.join("\n") + "\n").unwrap();
-    Batch { _dir: dir, root, list, paths, weights, pca }
+    Batch {
+        _dir: dir,
+        root,
+        list,
+        paths,
+        weights,
+        pca,
+    }
 }
 
 fn crc32(data: &[u8]) -> u32 {
@@ -107,7 +136,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -116,9 +149,14 @@ fn crc32(data: &[u8]) -> u32 {
 /// Runs `extract` on the batch; `extra` may override `--backend` and `--pca`.
 fn extract(b: &Batch, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut cmd = exe();
-    cmd.args(["--input", b.list.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .args(["--weights", b.weights.to_str().unwrap()])
-        .args(["--max-size", "64"]);
+    cmd.args([
+        "--input",
+        b.list.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .args(["--weights", b.weights.to_str().unwrap()])
+    .args(["--max-size", "64"]);
     if !extra.contains(&"--backend") {
         cmd.args(["--backend", "cpu"]);
     }
@@ -134,44 +172,96 @@ fn bad_images_become_error_records_and_the_rest_is_written() {
     let out = b.root.join("vectors.jsonl");
     let run = extract(&b, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(3), "exit code 3 when some images failed; stderr:\n{stderr}");
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "exit code 3 when some images failed; stderr:\n{stderr}"
+    );
 
     let vectors = read_jsonl(&out);
     let errors = read_jsonl(&b.root.join("vectors.errors.jsonl"));
-    let ok: Vec<&str> = vectors.iter().map(|v| v["path"].as_str().unwrap()).collect();
+    let ok: Vec<&str> = vectors
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
     let failed: HashMap<String, String> = errors
         .iter()
         .map(|e| {
-            let name = Path::new(e["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            let name = Path::new(e["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (name, e["error"].as_str().unwrap().to_owned())
         })
         .collect();
     // Every path exactly once across both files.
-    let mut all: Vec<String> = ok.iter().map(|s| s.to_string()).chain(errors.iter().map(|e| e["path"].as_str().unwrap().to_owned())).collect();
+    let mut all: Vec<String> = ok
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            errors
+                .iter()
+                .map(|e| e["path"].as_str().unwrap().to_owned()),
+        )
+        .collect();
     all.sort();
     let mut want = b.paths.clone();
     want.sort();
     assert_eq!(all, want);
-    let good: Vec<String> = ok.iter().map(|p| Path::new(p).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let good: Vec<String> = ok
+        .iter()
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     assert_eq!(good.len(), 3, "good images: {good:?}; errors: {failed:#?}");
     for v in &vectors {
-        let vec: Vec<f32> = v["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let vec: Vec<f32> = v["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(vec.len(), 512);
         let norm: f32 = vec.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "R-MAC vectors are unit length, got {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "R-MAC vectors are unit length, got {norm}"
+        );
     }
     // The messages say what went wrong in words a person can act on.
     let says = |name: &str, words: &[&str]| {
-        let msg = failed.get(name).unwrap_or_else(|| panic!("{name} has no error record"));
+        let msg = failed
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} has no error record"));
         let lower = msg.to_lowercase();
-        assert!(words.iter().any(|w| lower.contains(w)), "{name}: {msg:?} should mention one of {words:?}");
+        assert!(
+            words.iter().any(|w| lower.contains(w)),
+            "{name}: {msg:?} should mention one of {words:?}"
+        );
     };
-    says("missing.jpg", &["not found", "no such file", "does not exist"]);
+    says(
+        "missing.jpg",
+        &["not found", "no such file", "does not exist"],
+    );
     says("empty.jpg", &["empty"]);
     says("truncated.jpg", &["truncated", "corrupt", "incomplete"]);
     says("truncated.png", &["truncated", "corrupt", "incomplete"]);
     says("corrupt.png", &["corrupt", "truncated", "invalid", "crc"]);
-    says("text.jpg", &["not a recognised image", "unknown", "format", "not an image"]);
+    says(
+        "text.jpg",
+        &[
+            "not a recognised image",
+            "unknown",
+            "format",
+            "not an image",
+        ],
+    );
     says("tiny.png", &["32 px"]);
     says("bomb.png", &["limit", "bomb", "too large", "pixels"]);
 }
@@ -189,24 +279,50 @@ fn a_clean_batch_exits_zero_and_a_rerun_resumes_without_duplicates() {
     let out = root.join("v.jsonl");
     let run = |extra: &[&str]| {
         exe()
-            .args(["extract", "--input", images.to_str().unwrap(), "--output", out.to_str().unwrap()])
-            .args(["--backend", "cpu", "--weights", weights.to_str().unwrap(), "--pca", pca.to_str().unwrap()])
+            .args([
+                "extract",
+                "--input",
+                images.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ])
+            .args([
+                "--backend",
+                "cpu",
+                "--weights",
+                weights.to_str().unwrap(),
+                "--pca",
+                pca.to_str().unwrap(),
+            ])
             .args(["--max-size", "64"])
             .args(extra)
             .output()
             .unwrap()
     };
     let first = run(&[]);
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let lines = read_jsonl(&out);
     assert_eq!(lines.len(), 2);
     let second = run(&[]);
     assert_eq!(second.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&second.stderr).contains("2 already done"));
-    assert_eq!(read_jsonl(&out), lines, "a rerun adds nothing and changes nothing");
+    assert_eq!(
+        read_jsonl(&out),
+        lines,
+        "a rerun adds nothing and changes nothing"
+    );
     let third = run(&["--restart"]);
     assert_eq!(third.status.code(), Some(0));
-    assert_eq!(read_jsonl(&out), lines, "--restart recomputes the same vectors");
+    assert_eq!(
+        read_jsonl(&out),
+        lines,
+        "--restart recomputes the same vectors"
+    );
 }
 
 #[test]
@@ -215,15 +331,33 @@ fn setup_errors_fail_fast_with_exit_1_and_a_helpful_message() {
     let out = b.root.join("v.jsonl");
     // Missing weights.
     let run = exe()
-        .args(["--input", b.list.to_str().unwrap(), "--output", out.to_str().unwrap(), "--weights", "/nonexistent/w.safetensors"])
+        .args([
+            "--input",
+            b.list.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--weights",
+            "/nonexistent/w.safetensors",
+        ])
         .args(["--pca", b.pca.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("/nonexistent/w.safetensors") && err.contains("fetch-genuine"), "{err}");
+    assert!(
+        err.contains("/nonexistent/w.safetensors") && err.contains("fetch-genuine"),
+        "{err}"
+    );
     // Missing input list.
-    let run = exe().args(["--input", "/nonexistent/list.txt", "--output", out.to_str().unwrap()]).output().unwrap();
+    let run = exe()
+        .args([
+            "--input",
+            "/nonexistent/list.txt",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/list.txt"));
     // Missing PCA file names the way out.
@@ -261,14 +395,27 @@ fn gpu_backend_vectors_match_cpu_backend() {
     let (cpu_out, gpu_out) = (b.root.join("cpu.jsonl"), b.root.join("gpu.jsonl"));
     extract(&b, &cpu_out, &[]);
     let run = extract(&b, &gpu_out, &["--backend", "gpu"]);
-    assert_eq!(run.status.code(), Some(3), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (cpu, gpu) = (read_jsonl(&cpu_out), read_jsonl(&gpu_out));
     assert_eq!(cpu.len(), 3);
-    let by_path: HashMap<&str, &serde_json::Value> = gpu.iter().map(|v| (v["path"].as_str().unwrap(), &v["vector"])).collect();
+    let by_path: HashMap<&str, &serde_json::Value> = gpu
+        .iter()
+        .map(|v| (v["path"].as_str().unwrap(), &v["vector"]))
+        .collect();
     for c in &cpu {
         let g = by_path[c["path"].as_str().unwrap()].as_array().unwrap();
         for (x, y) in c["vector"].as_array().unwrap().iter().zip(g) {
-            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= 1e-4, "{} vs {}", x, y);
+            assert!(
+                (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= 1e-4,
+                "{} vs {}",
+                x,
+                y
+            );
         }
     }
 }

@@ -10,18 +10,29 @@ use rmac_native::vgg16::synthetic::uniform;
 use rmac_native::vgg16::weights::ConvWeights;
 
 fn random(seed: u8, stream: u64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n as u64).map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32).collect()
+    (0..n as u64)
+        .map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32)
+        .collect()
 }
 
 fn check(h: usize, w: usize, cin: usize, cout: usize, pool: bool, threads: usize, seed: u8) {
-    let spec = ConvSpec { name: "test", block: 1, cin, cout, pool_after: pool };
+    let spec = ConvSpec {
+        name: "test",
+        block: 1,
+        cin,
+        cout,
+        pool_after: pool,
+    };
     let layer = ConvWeights {
         spec,
         kernel: random(seed, 1, 9 * cin * cout, (6.0 / (9 * cin) as f64).sqrt()),
         bias: random(seed, 2, cout, 0.1),
     };
     let input = Tensor3::from_vec(h, w, cin, random(seed, 3, h * w * cin, 1.0));
-    let pool_rt = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool_rt = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let got = pool_rt.install(|| conv3x3_relu(&input, &layer, threads));
     let mut want = conv3x3_relu_f64(&input, &layer.kernel, &layer.bias, cout);
     let (mut wh, mut ww) = (h, w);
@@ -29,7 +40,11 @@ fn check(h: usize, w: usize, cin: usize, cout: usize, pool: bool, threads: usize
         want = maxpool2_f64(&want, h, w, cout);
         (wh, ww) = (h / 2, w / 2);
     }
-    assert_eq!((got.h, got.w, got.c), (wh, ww, cout), "shape for {h}×{w}×{cin}→{cout} pool={pool}");
+    assert_eq!(
+        (got.h, got.w, got.c),
+        (wh, ww, cout),
+        "shape for {h}×{w}×{cin}→{cout} pool={pool}"
+    );
     // f32 accumulation of 9·cin products of O(1) values: error ~ sqrt(9·cin)·2⁻²⁴·|terms|.
     let tol = 1e-5 * (9.0 * cin as f64).sqrt();
     for (i, (&g, &r)) in got.data.iter().zip(&want).enumerate() {
@@ -62,7 +77,14 @@ fn conv_matches_f64_loop_on_random_shapes() {
 
 #[test]
 fn fused_pool_matches_f64_loop_including_odd_sizes() {
-    let shapes = [(2, 2, 3, 4), (3, 3, 3, 4), (1, 9, 4, 4), (7, 9, 8, 16), (16, 10, 32, 8), (35, 21, 16, 24)];
+    let shapes = [
+        (2, 2, 3, 4),
+        (3, 3, 3, 4),
+        (1, 9, 4, 4),
+        (7, 9, 8, 16),
+        (16, 10, 32, 8),
+        (35, 21, 16, 24),
+    ];
     for (k, &(h, w, cin, cout)) in shapes.iter().enumerate() {
         for threads in [1, 2, 5] {
             check(h, w, cin, cout, true, threads, 50 + k as u8);

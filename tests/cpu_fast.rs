@@ -8,13 +8,13 @@
 mod common;
 
 use common::{fixtures, max_abs, max_abs_diff, read_f32};
+use rmac_native::backend::Backend;
 use rmac_native::backend::cpu::conv::conv3x3_relu;
 use rmac_native::backend::cpu::kernel;
 use rmac_native::backend::cpu::packed::PackedLayer;
 use rmac_native::backend::cpu::reference::{conv3x3_relu_f64, maxpool2_f64};
 use rmac_native::backend::cpu::winograd::{Tile, WinogradLayer};
 use rmac_native::backend::cpu::{CpuAlgo, CpuBackend};
-use rmac_native::backend::Backend;
 use rmac_native::extractor::{ExtractConfig, prepare_image};
 use rmac_native::image::decode::{DecodeLimits, load_rgb};
 use rmac_native::image::preprocess::Preprocess;
@@ -34,7 +34,10 @@ enum Fast {
 const FAST: [Fast; 3] = [Fast::Packed, Fast::Wino(Tile::F2), Fast::Wino(Tile::F4)];
 
 fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) -> Tensor3 {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let isa = kernel::detect();
     pool.install(|| match kind {
         Fast::Packed => PackedLayer::new(layer).forward(input, threads, isa),
@@ -43,11 +46,19 @@ fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) ->
 }
 
 fn random(seed: u8, stream: u64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n as u64).map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32).collect()
+    (0..n as u64)
+        .map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32)
+        .collect()
 }
 
 fn random_layer(cin: usize, cout: usize, pool: bool, seed: u8) -> ConvWeights {
-    let spec = ConvSpec { name: "test", block: 1, cin, cout, pool_after: pool };
+    let spec = ConvSpec {
+        name: "test",
+        block: 1,
+        cin,
+        cout,
+        pool_after: pool,
+    };
     ConvWeights {
         spec,
         kernel: random(seed, 1, 9 * cin * cout, (6.0 / (9 * cin) as f64).sqrt()),
@@ -59,7 +70,11 @@ fn random_layer(cin: usize, cout: usize, pool: bool, seed: u8) -> ConvWeights {
 fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 fn tolerance(kind: Fast) -> f64 {
@@ -79,17 +94,26 @@ fn check_random(h: usize, w: usize, cin: usize, cout: usize, pool: bool, threads
         want = maxpool2_f64(&want, h, w, cout);
         (wh, ww) = (h / 2, w / 2);
     }
-    let rt = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let rt = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let reference = rt.install(|| conv3x3_relu(&input, &layer, threads));
     for kind in FAST {
         let got = run_fast(kind, &layer, &input, threads);
         let what = format!("{kind:?} {h}×{w}×{cin}→{cout} pool={pool} threads={threads}");
         assert_eq!((got.h, got.w, got.c), (wh, ww, cout), "{what}: shape");
         let e = rel_err(&got.data, &want);
-        assert!(e <= tolerance(kind), "{what}: relative error {e:.2e} vs the f64 loop");
+        assert!(
+            e <= tolerance(kind),
+            "{what}: relative error {e:.2e} vs the f64 loop"
+        );
         let scale = max_abs(&reference.data).max(1e-30);
         let d = max_abs_diff(&got.data, &reference.data) / scale;
-        assert!(f64::from(d) <= 2.0 * tolerance(kind), "{what}: relative difference {d:.2e} vs the im2col path");
+        assert!(
+            f64::from(d) <= 2.0 * tolerance(kind),
+            "{what}: relative difference {d:.2e} vs the im2col path"
+        );
     }
 }
 
@@ -134,7 +158,15 @@ fn fast_paths_match_references_on_random_shapes() {
 
 #[test]
 fn fast_paths_fuse_the_pool_including_odd_sizes() {
-    let shapes = [(2, 2, 3, 4), (3, 3, 16, 4), (1, 9, 4, 4), (7, 9, 8, 16), (16, 10, 32, 8), (35, 21, 16, 24), (9, 5, 48, 64)];
+    let shapes = [
+        (2, 2, 3, 4),
+        (3, 3, 16, 4),
+        (1, 9, 4, 4),
+        (7, 9, 8, 16),
+        (16, 10, 32, 8),
+        (35, 21, 16, 24),
+        (9, 5, 48, 64),
+    ];
     for (k, &(h, w, cin, cout)) in shapes.iter().enumerate() {
         for threads in [1, 2, 5] {
             check_random(h, w, cin, cout, true, threads, 50 + k as u8);
@@ -153,11 +185,19 @@ fn wide_maps_with_many_channels() {
 #[test]
 fn winograd_error_on_real_activations_per_layer() {
     let dir = fixtures().join("keras");
-    let config = ExtractConfig { max_size: 96, levels: 3, preprocess: Preprocess::Keras, limits: DecodeLimits::default() };
+    let config = ExtractConfig {
+        max_size: 96,
+        levels: 3,
+        preprocess: Preprocess::Keras,
+        limits: DecodeLimits::default(),
+    };
     let img = load_rgb(&dir.join("images/r96x160.png"), &config.limits).unwrap();
     let x0 = prepare_image(&img, &config).unwrap().tensor;
     let weights = synthetic::vgg16(1);
-    let rt = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let rt = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let mut x = x0;
     let mut worst = [0.0f64; 3];
     eprintln!("layer          input        packed     F(2×2)     F(4×4)   (max |Δ| / max |f64|)");
@@ -174,12 +214,23 @@ fn winograd_error_on_real_activations_per_layer() {
             }
             errs[i] = rel_err(&run_fast(kind, layer, &x, 2).data, &want);
             worst[i] = worst[i].max(errs[i]);
-            assert!(errs[i] <= tolerance(kind), "{}: {kind:?} relative error {:.2e}", spec.name, errs[i]);
+            assert!(
+                errs[i] <= tolerance(kind),
+                "{}: {kind:?} relative error {:.2e}",
+                spec.name,
+                errs[i]
+            );
         }
-        eprintln!("{:<14} {:>3}×{:<3}×{:<3} {:>9.2e}  {:>9.2e}  {:>9.2e}", spec.name, x.h, x.w, x.c, errs[0], errs[1], errs[2]);
+        eprintln!(
+            "{:<14} {:>3}×{:<3}×{:<3} {:>9.2e}  {:>9.2e}  {:>9.2e}",
+            spec.name, x.h, x.w, x.c, errs[0], errs[1], errs[2]
+        );
         x = rt.install(|| conv3x3_relu(&x, layer, 2));
     }
-    eprintln!("worst: packed {:.2e}, F(2×2) {:.2e}, F(4×4) {:.2e}", worst[0], worst[1], worst[2]);
+    eprintln!(
+        "worst: packed {:.2e}, F(2×2) {:.2e}, F(4×4) {:.2e}",
+        worst[0], worst[1], worst[2]
+    );
 }
 
 /// Every algorithm's final vector against the Keras fixtures (the contract's
@@ -201,7 +252,8 @@ fn every_algorithm_meets_the_contract_on_the_keras_fixtures() {
     struct Cases {
         cases: Vec<Case>,
     }
-    let cases: Cases = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: Cases =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
     for algo in CpuAlgo::ALL {
         let mut backends: Vec<(u8, CpuBackend)> = Vec::new();
         let (mut worst_vec, mut worst_pool5) = (0.0f32, 0.0f32);
@@ -209,28 +261,46 @@ fn every_algorithm_meets_the_contract_on_the_keras_fixtures() {
             let config = ExtractConfig {
                 max_size: case.max_size,
                 levels: case.levels,
-                preprocess: if case.preprocess == "caffe" { Preprocess::Caffe } else { Preprocess::Keras },
+                preprocess: if case.preprocess == "caffe" {
+                    Preprocess::Caffe
+                } else {
+                    Preprocess::Keras
+                },
                 limits: DecodeLimits::default(),
             };
             let img = load_rgb(&dir.join(&case.image), &config.limits).unwrap();
             let prepared = prepare_image(&img, &config).unwrap();
             if !backends.iter().any(|(s, _)| *s == case.seed) {
-                let b = CpuBackend::with_algo(Arc::new(synthetic::vgg16(case.seed)), 2, algo).unwrap();
+                let b =
+                    CpuBackend::with_algo(Arc::new(synthetic::vgg16(case.seed)), 2, algo).unwrap();
                 backends.push((case.seed, b));
             }
-            let backend = &mut backends.iter_mut().find(|(s, _)| *s == case.seed).unwrap().1;
+            let backend = &mut backends
+                .iter_mut()
+                .find(|(s, _)| *s == case.seed)
+                .unwrap()
+                .1;
             let pool5 = backend.pool5(&prepared.tensor).unwrap();
             let file = dir.join(format!("{}.safetensors", case.name));
             let (_, want_pool5) = read_f32(&file, "pool5");
-            worst_pool5 = worst_pool5.max(max_abs_diff(&pool5.data, &want_pool5) / max_abs(&want_pool5));
+            worst_pool5 =
+                worst_pool5.max(max_abs_diff(&pool5.data, &want_pool5) / max_abs(&want_pool5));
             let pca = (case.pca == "synthetic").then(|| synthetic::pca(case.seed));
             let parts = rmac(&pool5, case.levels, pca.as_ref());
             let (_, want_vec) = read_f32(&file, "vector");
             let d = max_abs_diff(&parts.vector, &want_vec);
-            assert!(d <= 1e-4, "{}: {}: R-MAC vector differs by {d}", algo.name(), case.name);
+            assert!(
+                d <= 1e-4,
+                "{}: {}: R-MAC vector differs by {d}",
+                algo.name(),
+                case.name
+            );
             worst_vec = worst_vec.max(d);
         }
-        eprintln!("{:<10} worst vector |Δ| {worst_vec:.2e}, worst pool5 |Δ|/max {worst_pool5:.2e}", algo.name());
+        eprintln!(
+            "{:<10} worst vector |Δ| {worst_vec:.2e}, worst pool5 |Δ|/max {worst_pool5:.2e}",
+            algo.name()
+        );
     }
 }
 
@@ -246,6 +316,10 @@ fn banded_block1_matches_the_layer_by_layer_forward() {
         let whole = b.forward_observed(&input, |_, _| {}).unwrap();
         assert_eq!((banded.h, banded.w, banded.c), (whole.h, whole.w, whole.c));
         let d = max_abs_diff(&banded.data, &whole.data) / max_abs(&whole.data);
-        assert!(d <= 1e-5, "{}: banded block 1 differs by {d:.2e}", algo.name());
+        assert!(
+            d <= 1e-5,
+            "{}: banded block 1 differs by {d:.2e}",
+            algo.name()
+        );
     }
 }

@@ -35,15 +35,26 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
 
 fn backend(max_binding_bytes: Option<u64>) -> GpuBackend {
     assert!(!list_adapters().is_empty(), "{NO_ADAPTER_HINT}");
-    GpuBackend::without_weights(GpuOptions { max_binding_bytes, ..Default::default() })
-        .unwrap_or_else(|e| panic!("cannot open a GPU adapter: {e}; adapters: {:?}", list_adapters()))
+    GpuBackend::without_weights(GpuOptions {
+        max_binding_bytes,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot open a GPU adapter: {e}; adapters: {:?}",
+            list_adapters()
+        )
+    })
 }
 
 /// `max |a − b| / max |b|`.
 fn rel_err(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((f64::from(*x) - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((f64::from(*x) - y).abs()))
+        / scale
 }
 
 /// (h, w, cin, cout, pool)
@@ -70,8 +81,14 @@ fn case(i: usize, (h, w, cin, cout, pool): (usize, usize, usize, usize, bool)) -
     let scale = (3.0 / (9 * cin) as f32).sqrt();
     Case {
         input: Tensor3::from_vec(h, w, cin, noise(3 * i as u64 + 1, h * w * cin)),
-        kernel: noise(3 * i as u64 + 2, 9 * cin * cout).iter().map(|v| v * scale).collect(),
-        bias: noise(3 * i as u64 + 3, cout).iter().map(|v| v * 0.1).collect(),
+        kernel: noise(3 * i as u64 + 2, 9 * cin * cout)
+            .iter()
+            .map(|v| v * scale)
+            .collect(),
+        bias: noise(3 * i as u64 + 3, cout)
+            .iter()
+            .map(|v| v * 0.1)
+            .collect(),
         cout,
         pool,
     }
@@ -79,7 +96,11 @@ fn case(i: usize, (h, w, cin, cout, pool): (usize, usize, usize, usize, bool)) -
 
 fn reference(c: &Case) -> Vec<f64> {
     let full = conv3x3_relu_f64(&c.input, &c.kernel, &c.bias, c.cout);
-    if c.pool { maxpool2_f64(&full, c.input.h, c.input.w, c.cout) } else { full }
+    if c.pool {
+        maxpool2_f64(&full, c.input.h, c.input.w, c.cout)
+    } else {
+        full
+    }
 }
 
 #[test]
@@ -93,18 +114,33 @@ fn an_adapter_exists() {
 fn conv_shader_matches_f64_reference() {
     let mut gpu = backend(None);
     // The same shader with wgpu's run-time bounds checks kept must agree bit for bit.
-    let mut checked = GpuBackend::without_weights(GpuOptions { checked_shaders: true, ..Default::default() }).unwrap();
+    let mut checked = GpuBackend::without_weights(GpuOptions {
+        checked_shaders: true,
+        ..Default::default()
+    })
+    .unwrap();
     for (i, &shape) in SHAPES.iter().enumerate() {
         let c = case(i, shape);
-        let got = gpu.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
-        let safe = checked.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
+        let got = gpu
+            .conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool)
+            .unwrap();
+        let safe = checked
+            .conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool)
+            .unwrap();
         assert_eq!(got, safe, "{shape:?}: trusted and checked shader differ");
-        let (ho, wo) = if c.pool { (shape.0 / 2, shape.1 / 2) } else { (shape.0, shape.1) };
+        let (ho, wo) = if c.pool {
+            (shape.0 / 2, shape.1 / 2)
+        } else {
+            (shape.0, shape.1)
+        };
         assert_eq!((got.h, got.w, got.c), (ho, wo, c.cout), "shape {shape:?}");
         let want = reference(&c);
         let e = rel_err(&got.data, &want);
         eprintln!("{shape:?}: rel err {e:.2e}");
-        assert!(e <= 1e-5, "{shape:?}: max |gpu − f64| / max |f64| = {e:.3e}");
+        assert!(
+            e <= 1e-5,
+            "{shape:?}: max |gpu − f64| / max |f64| = {e:.3e}"
+        );
     }
 }
 
@@ -115,14 +151,19 @@ fn row_band_tiling_gives_identical_results() {
         let mut tiled = backend(Some(limit));
         for (i, &shape) in SHAPES.iter().enumerate() {
             let c = case(i, shape);
-            let a = whole.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool).unwrap();
+            let a = whole
+                .conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool)
+                .unwrap();
             match tiled.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool) {
                 Ok(b) => assert_eq!(a, b, "limit {limit}, shape {shape:?}"),
                 // A band of 1–2 rows does not fit: must be a clear error, checked below.
                 Err(BackendError::Device(msg)) => {
                     assert!(msg.contains("storage-binding limit"), "{msg}");
                     let row = (shape.1 * shape.2.max(shape.3) * 4) as u64;
-                    assert!(3 * row + 256 > limit, "limit {limit}, {shape:?}: unexpected error {msg}");
+                    assert!(
+                        3 * row + 256 > limit,
+                        "limit {limit}, {shape:?}: unexpected error {msg}"
+                    );
                 }
                 Err(e) => panic!("{e}"),
             }
@@ -148,7 +189,13 @@ fn vgg_input(h: usize, w: usize) -> Tensor3 {
 fn max_rel(a: &Tensor3, b: &Tensor3) -> f64 {
     assert_eq!((a.h, a.w, a.c), (b.h, b.w, b.c));
     let scale = b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    f64::from(a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale)
+    f64::from(
+        a.data
+            .iter()
+            .zip(&b.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale,
+    )
 }
 
 #[test]
@@ -156,8 +203,14 @@ fn pool5_matches_cpu_backend() {
     let weights = Arc::new(synthetic::vgg16(1));
     let mut gpu = GpuBackend::new(weights.clone(), GpuOptions::default())
         .unwrap_or_else(|e| panic!("{e}; adapters: {:?}", list_adapters()));
-    let mut tiled =
-        GpuBackend::new(weights.clone(), GpuOptions { max_binding_bytes: Some(65_536), ..Default::default() }).unwrap();
+    let mut tiled = GpuBackend::new(
+        weights.clone(),
+        GpuOptions {
+            max_binding_bytes: Some(65_536),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut cpu = CpuBackend::new(weights, 1).unwrap();
     let name = gpu.name();
     assert!(name.starts_with("gpu (") && name.contains(", "), "{name}");
@@ -173,7 +226,10 @@ fn pool5_matches_cpu_backend() {
         let e = max_rel(&g, &c);
         eprintln!("{h}×{w}: gpu {dt:.2?}, max |gpu − cpu| / max |cpu| = {e:.2e}");
         assert!(e <= 1e-4, "{h}×{w}: {e:.3e}");
-        assert!(c.data.iter().any(|&v| v > 0.0), "degenerate test: pool5 all zero");
+        assert!(
+            c.data.iter().any(|&v| v > 0.0),
+            "degenerate test: pool5 all zero"
+        );
         if (h, w) == (64, 40) {
             let b = tiled.pool5(&x).unwrap();
             assert_eq!(g, b, "{h}×{w}: tiled pool5 differs from untiled");
@@ -184,8 +240,18 @@ fn pool5_matches_cpu_backend() {
 #[test]
 fn bad_images_are_errors_not_crashes() {
     let weights = Arc::new(synthetic::vgg16(1));
-    let mut gpu = GpuBackend::new(weights, GpuOptions { max_binding_bytes: Some(1000), ..Default::default() }).unwrap();
-    assert!(matches!(gpu.pool5(&Tensor3::zeros(31, 64, 3)), Err(BackendError::TooSmall { h: 31, w: 64 })));
+    let mut gpu = GpuBackend::new(
+        weights,
+        GpuOptions {
+            max_binding_bytes: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        gpu.pool5(&Tensor3::zeros(31, 64, 3)),
+        Err(BackendError::TooSmall { h: 31, w: 64 })
+    ));
     // A binding limit below one band of rows: a clear per-image error.
     match gpu.pool5(&Tensor3::zeros(64, 64, 3)) {
         Err(BackendError::Device(m)) => assert!(m.contains("--max-size"), "{m}"),
@@ -196,14 +262,20 @@ fn bad_images_are_errors_not_crashes() {
 // ---- real-size checks for a real GPU (benches/gpu-check.sh) --------------------------
 
 fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// GPU vs CPU pool5 at RMAC_CHECK_H × RMAC_CHECK_W (default 768×1024), synthetic weights.
 #[test]
 #[ignore]
 fn real_size_parity() {
-    let (h, w) = (env_usize("RMAC_CHECK_H", 768), env_usize("RMAC_CHECK_W", 1024));
+    let (h, w) = (
+        env_usize("RMAC_CHECK_H", 768),
+        env_usize("RMAC_CHECK_W", 1024),
+    );
     let weights = Arc::new(synthetic::vgg16(1));
     let mut gpu = GpuBackend::new(weights.clone(), GpuOptions::default()).unwrap();
     let mut cpu = CpuBackend::new(weights, 0).unwrap();
@@ -216,7 +288,9 @@ fn real_size_parity() {
         let c = cpu.pool5(&x).unwrap();
         let tc = t.elapsed();
         let e = max_rel(&g, &c);
-        println!("parity {h}×{w}: gpu {tg:.2?}, cpu {tc:.2?}, max |gpu − cpu| / max |cpu| = {e:.2e}");
+        println!(
+            "parity {h}×{w}: gpu {tg:.2?}, cpu {tc:.2?}, max |gpu − cpu| / max |cpu| = {e:.2e}"
+        );
         assert!(e <= 1e-4, "{h}×{w}: {e:.3e}");
     }
 }
@@ -226,11 +300,21 @@ fn real_size_parity() {
 #[test]
 #[ignore]
 fn real_size_report() {
-    let (h, w) = (env_usize("RMAC_CHECK_H", 768), env_usize("RMAC_CHECK_W", 1024));
-    let peak: f64 = std::env::var("RMAC_PEAK_TFLOPS").ok().and_then(|v| v.parse().ok()).unwrap_or(67.0);
+    let (h, w) = (
+        env_usize("RMAC_CHECK_H", 768),
+        env_usize("RMAC_CHECK_W", 1024),
+    );
+    let peak: f64 = std::env::var("RMAC_PEAK_TFLOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(67.0);
     let weights = Arc::new(synthetic::vgg16(1));
     let mut gpu = GpuBackend::new(weights, GpuOptions::default()).unwrap();
-    println!("{} — binding limit {} MB", gpu.name(), gpu.binding_limit() / 1_000_000);
+    println!(
+        "{} — binding limit {} MB",
+        gpu.name(),
+        gpu.binding_limit() / 1_000_000
+    );
     let x = vgg_input(h, w);
     gpu.pool5(&x).unwrap(); // warm-up
     let (_, timings) = gpu.pool5_timed(&x).unwrap();
@@ -261,5 +345,8 @@ fn real_size_report() {
         gpu.pool5(&x).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
-    println!("pool5 {h}×{w}: {:.2} images/s ({n} images, upload + read-back included)", n as f64 / dt);
+    println!(
+        "pool5 {h}×{w}: {:.2} images/s ({n} images, upload + read-back included)",
+        n as f64 / dt
+    );
 }

@@ -13,7 +13,12 @@ fn diff_stats(a: &[u8], b: &[u8]) -> (usize, u8) {
     let mut n = 0;
     let mut m = 0u8;
     for (pa, pb) in a.chunks_exact(3).zip(b.chunks_exact(3)) {
-        let d = pa.iter().zip(pb).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+        let d = pa
+            .iter()
+            .zip(pb)
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap();
         if d > 0 {
             n += 1;
             m = m.max(d);
@@ -34,7 +39,12 @@ fn read_fixture(rel: &str) -> Vec<u8> {
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
     let idx = index();
-    let c = idx["decode"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let c = idx["decode"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap();
     read_fixture(c["file"].as_str().unwrap())
 }
 
@@ -48,7 +58,10 @@ fn every_fixture_matches_pillow_byte_for_byte() {
         let name = c["name"].as_str().unwrap();
         let bytes = read_fixture(c["file"].as_str().unwrap());
         let want = read_fixture(c["expected"].as_str().unwrap());
-        let (w, h) = (c["width"].as_u64().unwrap() as u32, c["height"].as_u64().unwrap() as u32);
+        let (w, h) = (
+            c["width"].as_u64().unwrap() as u32,
+            c["height"].as_u64().unwrap() as u32,
+        );
         match decode_rgb(&bytes, &DecodeLimits::default()) {
             Ok(img) if img.dimensions() != (w, h) => {
                 failures.push(format!("{name}: {:?} instead of {w}x{h}", img.dimensions()))
@@ -56,13 +69,21 @@ fn every_fixture_matches_pillow_byte_for_byte() {
             Ok(img) => {
                 let (n, m) = diff_stats(img.as_raw(), &want);
                 if n > 0 {
-                    failures.push(format!("{name} ({}): {n} px differ, max abs diff {m}", c["mode"]));
+                    failures.push(format!(
+                        "{name} ({}): {n} px differ, max abs diff {m}",
+                        c["mode"]
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{name}: error {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -78,7 +99,10 @@ fn shared_sample_jpg_matches_pillow() {
     let img = load_rgb(path, &DecodeLimits::default()).unwrap();
     assert_eq!(u64::from(img.width()), s["width"].as_u64().unwrap());
     assert_eq!(u64::from(img.height()), s["height"].as_u64().unwrap());
-    let hex: String = sha2::Sha256::digest(img.as_raw()).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = sha2::Sha256::digest(img.as_raw())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(hex, s["sha256"].as_str().unwrap());
 }
 
@@ -109,8 +133,21 @@ fn truncated_files_are_errors_never_partial_images() {
     let dir = tempfile::tempdir().unwrap();
     let limits = DecodeLimits::default();
     let names = [
-        "jpeg_420", "jpeg_444", "jpeg_progressive", "jpeg_gray", "jpeg_cmyk", "jpeg_restart", "png_rgb",
-        "png_palette", "png_gray16", "gif_trns", "bmp_rgb", "tiff_rgb", "tiff_lzw", "webp_lossless", "webp_lossy",
+        "jpeg_420",
+        "jpeg_444",
+        "jpeg_progressive",
+        "jpeg_gray",
+        "jpeg_cmyk",
+        "jpeg_restart",
+        "png_rgb",
+        "png_palette",
+        "png_gray16",
+        "gif_trns",
+        "bmp_rgb",
+        "tiff_rgb",
+        "tiff_lzw",
+        "webp_lossless",
+        "webp_lossy",
     ];
     let mut decoded = Vec::new();
     for name in names {
@@ -126,7 +163,10 @@ fn truncated_files_are_errors_never_partial_images() {
             let p = dir.path().join(format!("{name}_{cut}.img"));
             std::fs::write(&p, &full[..cut]).unwrap();
             if let Ok(img) = load_rgb(&p, &limits) {
-                decoded.push(format!("{name} cut at {cut}/{n} decoded to {:?}", img.dimensions()));
+                decoded.push(format!(
+                    "{name} cut at {cut}/{n} decoded to {:?}",
+                    img.dimensions()
+                ));
             }
         }
     }
@@ -136,7 +176,10 @@ fn truncated_files_are_errors_never_partial_images() {
 #[test]
 fn truncated_jpeg_error_says_what_to_do() {
     let full = fixture_bytes("jpeg_420_101x77");
-    let msg = err_text(decode_rgb(&full[..full.len() / 2], &DecodeLimits::default()));
+    let msg = err_text(decode_rgb(
+        &full[..full.len() / 2],
+        &DecodeLimits::default(),
+    ));
     assert!(msg.contains("truncated or corrupt JPEG"), "{msg}");
     assert!(msg.contains("re-download"), "{msg}");
 }
@@ -186,7 +229,10 @@ fn empty_missing_and_non_image_files_have_helpful_errors() {
     let missing = dir.path().join("nope.png");
     let msg = err_text(load_rgb(&missing, &limits));
     assert!(msg.contains("not found"), "{msg}");
-    assert!(matches!(load_rgb(&missing, &limits), Err(DecodeError::NotFound)));
+    assert!(matches!(
+        load_rgb(&missing, &limits),
+        Err(DecodeError::NotFound)
+    ));
 
     let binary = [0u8, 1, 2, 3, 250, 251, 252, 253, 254];
     let msg = err_text(decode_rgb(&binary, &limits));
@@ -198,7 +244,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -227,31 +277,69 @@ fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
 fn decompression_bombs_are_refused_from_the_header() {
     let limits = DecodeLimits::default();
     assert_eq!(limits.max_pixels, 178_956_970);
-    for (what, bytes) in [("png", png_claiming(60000, 60000)), ("jpeg", jpeg_claiming(60000, 60000))] {
+    for (what, bytes) in [
+        ("png", png_claiming(60000, 60000)),
+        ("jpeg", jpeg_claiming(60000, 60000)),
+    ] {
         let t = std::time::Instant::now();
         let r = decode_rgb(&bytes, &limits);
         assert!(
-            matches!(r, Err(DecodeError::TooLarge { width: 60000, height: 60000, .. })),
+            matches!(
+                r,
+                Err(DecodeError::TooLarge {
+                    width: 60000,
+                    height: 60000,
+                    ..
+                })
+            ),
             "{what}: {:?}",
             r.map(|i| i.dimensions())
         );
         let msg = r.unwrap_err().to_string();
-        assert!(msg.contains("60000×60000 = 3.6 Gpx, over the 179 Mpx limit (--max-pixels)"), "{msg}");
-        assert!(t.elapsed().as_millis() < 500, "{what}: took {:?}", t.elapsed());
+        assert!(
+            msg.contains("60000×60000 = 3.6 Gpx, over the 179 Mpx limit (--max-pixels)"),
+            "{msg}"
+        );
+        assert!(
+            t.elapsed().as_millis() < 500,
+            "{what}: took {:?}",
+            t.elapsed()
+        );
     }
     // Just over the default limit (13379×13377 = 178,970,883 px) is refused too.
-    assert!(matches!(decode_rgb(&jpeg_claiming(13379, 13377), &limits), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        decode_rgb(&jpeg_claiming(13379, 13377), &limits),
+        Err(DecodeError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn small_limit_refuses_a_normal_image() {
     let small = DecodeLimits { max_pixels: 500 };
-    for name in ["png_rgb", "jpeg_420", "gif_anim", "webp_lossy", "tiff_rgb", "bmp_rgb"] {
+    for name in [
+        "png_rgb",
+        "jpeg_420",
+        "gif_anim",
+        "webp_lossy",
+        "tiff_rgb",
+        "bmp_rgb",
+    ] {
         let r = decode_rgb(&fixture_bytes(name), &small);
-        assert!(matches!(r, Err(DecodeError::TooLarge { max_pixels: 500, .. })), "{name}");
+        assert!(
+            matches!(
+                r,
+                Err(DecodeError::TooLarge {
+                    max_pixels: 500,
+                    ..
+                })
+            ),
+            "{name}"
+        );
     }
     // Exactly at the limit is accepted.
-    let exact = DecodeLimits { max_pixels: 37 * 23 };
+    let exact = DecodeLimits {
+        max_pixels: 37 * 23,
+    };
     assert!(decode_rgb(&fixture_bytes("jpeg_420"), &exact).is_ok());
     assert!(decode_rgb(&fixture_bytes("png_rgb"), &exact).is_ok());
 }
@@ -262,7 +350,9 @@ fn small_limit_refuses_a_normal_image() {
 #[test]
 fn mutated_fixtures_never_panic() {
     use rmac_native::image::resize::{resize_bicubic, target_size};
-    let limits = DecodeLimits { max_pixels: 4_000_000 };
+    let limits = DecodeLimits {
+        max_pixels: 4_000_000,
+    };
     let idx = index();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
@@ -306,5 +396,3 @@ fn mutated_fixtures_never_panic() {
     }
     assert!(runs > 1000);
 }
-
-

@@ -15,7 +15,9 @@ fn index() -> serde_json::Value {
 }
 
 fn load_png(rel: &str) -> RgbImage {
-    image::open(fixture_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")).to_rgb8()
+    image::open(fixture_dir().join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .to_rgb8()
 }
 
 fn dim(c: &serde_json::Value, k: &str) -> u32 {
@@ -31,7 +33,11 @@ fn check_cases(kind: &str, via_target_size: bool) -> (usize, Vec<String>) {
         let name = c["name"].as_str().unwrap();
         let src = load_png(c["src"].as_str().unwrap());
         let want = load_png(c["out"].as_str().unwrap());
-        assert_eq!(src.dimensions(), (dim(c, "src_w"), dim(c, "src_h")), "{name}");
+        assert_eq!(
+            src.dimensions(),
+            (dim(c, "src_w"), dim(c, "src_h")),
+            "{name}"
+        );
         let (w, h) = if via_target_size {
             target_size(src.width(), src.height(), dim(c, "max_size"))
         } else {
@@ -40,13 +46,25 @@ fn check_cases(kind: &str, via_target_size: bool) -> (usize, Vec<String>) {
         assert_eq!((w, h), (dim(c, "w"), dim(c, "h")), "{name}: target size");
         let got = resize_bicubic(&src, w, h);
         if got.dimensions() != want.dimensions() {
-            failures.push(format!("{name}: {:?} instead of {:?}", got.dimensions(), want.dimensions()));
+            failures.push(format!(
+                "{name}: {:?} instead of {:?}",
+                got.dimensions(),
+                want.dimensions()
+            ));
             continue;
         }
-        let diff: Vec<u8> = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| a.abs_diff(*b)).collect();
+        let diff: Vec<u8> = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
         let n = diff.iter().filter(|d| **d > 0).count();
         if n > 0 {
-            failures.push(format!("{name}: {n} bytes differ, max abs diff {}", diff.iter().max().unwrap()));
+            failures.push(format!(
+                "{name}: {n} bytes differ, max abs diff {}",
+                diff.iter().max().unwrap()
+            ));
         }
     }
     (cases.len(), failures)
@@ -72,7 +90,12 @@ fn target_size_table_matches_python() {
     let rows = idx["target_size"].as_array().unwrap();
     assert!(rows.len() >= 20);
     for r in rows {
-        let v: Vec<u32> = r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let v: Vec<u32> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(target_size(v[0], v[1], v[2]), (v[3], v[4]), "{v:?}");
     }
     assert_eq!(target_size(600, 525, 512), (512, 449));

@@ -39,7 +39,8 @@ struct Cases {
 #[test]
 fn cpu_pipeline_matches_keras_on_every_fixture_case() {
     let dir = fixtures().join("keras");
-    let cases: Cases = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: Cases =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
     assert!(cases.cases.len() >= 10, "fixture set unexpectedly small");
     let mut backends: HashMap<u8, CpuBackend> = HashMap::new();
     let mut worst = 0.0f32;
@@ -60,14 +61,32 @@ fn cpu_pipeline_matches_keras_on_every_fixture_case() {
         let img = load_rgb(&dir.join(&case.image), &config.limits).unwrap();
         let prepared = prepare_image(&img, &config).unwrap();
         let (shape, want_input) = read_u8(&file, "input");
-        assert_eq!(shape, vec![case.input_size[1], case.input_size[0], 3], "{}: input size", case.name);
-        let resized = if (img.width() as usize, img.height() as usize) == (case.input_size[0], case.input_size[1]) {
+        assert_eq!(
+            shape,
+            vec![case.input_size[1], case.input_size[0], 3],
+            "{}: input size",
+            case.name
+        );
+        let resized = if (img.width() as usize, img.height() as usize)
+            == (case.input_size[0], case.input_size[1])
+        {
             img.clone()
         } else {
-            rmac_native::image::resize::resize_bicubic(&img, case.input_size[0] as u32, case.input_size[1] as u32)
+            rmac_native::image::resize::resize_bicubic(
+                &img,
+                case.input_size[0] as u32,
+                case.input_size[1] as u32,
+            )
         };
-        assert!(resized.as_raw() == &want_input, "{}: resized pixels differ from Pillow", case.name);
-        assert_eq!((prepared.tensor.w, prepared.tensor.h), (case.input_size[0], case.input_size[1]));
+        assert!(
+            resized.as_raw() == &want_input,
+            "{}: resized pixels differ from Pillow",
+            case.name
+        );
+        assert_eq!(
+            (prepared.tensor.w, prepared.tensor.h),
+            (case.input_size[0], case.input_size[1])
+        );
 
         // VGG16 to pool5.
         let backend = backends
@@ -75,27 +94,56 @@ fn cpu_pipeline_matches_keras_on_every_fixture_case() {
             .or_insert_with(|| CpuBackend::new(Arc::new(synthetic::vgg16(case.seed)), 0).unwrap());
         let pool5 = backend.pool5(&prepared.tensor).unwrap();
         let (shape, want_pool5) = read_f32(&file, "pool5");
-        assert_eq!(shape, vec![case.pool5_size[1], case.pool5_size[0], 512], "{}", case.name);
+        assert_eq!(
+            shape,
+            vec![case.pool5_size[1], case.pool5_size[0], 512],
+            "{}",
+            case.name
+        );
         let scale = max_abs(&want_pool5);
         let d = max_abs_diff(&pool5.data, &want_pool5);
-        assert!(d <= 1e-5 * scale, "{}: pool5 differs by {d} (max |value| {scale})", case.name);
+        assert!(
+            d <= 1e-5 * scale,
+            "{}: pool5 differs by {d} (max |value| {scale})",
+            case.name
+        );
 
         // R-MAC head.
         let pca = (case.pca == "synthetic").then(|| synthetic::pca(case.seed));
         let parts = rmac(&pool5, case.levels, pca.as_ref());
-        let want_regions: Vec<Region> =
-            case.regions.iter().map(|r| Region { x: r[0], y: r[1], w: r[2], h: r[3] }).collect();
+        let want_regions: Vec<Region> = case
+            .regions
+            .iter()
+            .map(|r| Region {
+                x: r[0],
+                y: r[1],
+                w: r[2],
+                h: r[3],
+            })
+            .collect();
         assert_eq!(parts.regions, want_regions, "{}: region grid", case.name);
         let (_, want_max) = read_f32(&file, "region_max");
         let got_max: Vec<f32> = parts.region_max.concat();
         let d = max_abs_diff(&got_max, &want_max);
-        assert!(d <= 1e-5 * max_abs(&want_max), "{}: region maxima differ by {d}", case.name);
+        assert!(
+            d <= 1e-5 * max_abs(&want_max),
+            "{}: region maxima differ by {d}",
+            case.name
+        );
         let (_, want_rv) = read_f32(&file, "regions_pca");
         let d = max_abs_diff(&parts.region_vectors.concat(), &want_rv);
-        assert!(d <= VECTOR_TOL, "{}: region vectors differ by {d}", case.name);
+        assert!(
+            d <= VECTOR_TOL,
+            "{}: region vectors differ by {d}",
+            case.name
+        );
         let (_, want_vec) = read_f32(&file, "vector");
         let d = max_abs_diff(&parts.vector, &want_vec);
-        assert!(d <= VECTOR_TOL, "{}: R-MAC vector differs by {d}", case.name);
+        assert!(
+            d <= VECTOR_TOL,
+            "{}: R-MAC vector differs by {d}",
+            case.name
+        );
         worst = worst.max(d);
         eprintln!("{}: vector max |Δ| = {d:.2e}", case.name);
     }

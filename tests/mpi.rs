@@ -17,12 +17,20 @@ use std::time::{Duration, Instant};
 /// needs as root and on 2 cores (MPICH ignores them).
 fn mpiexec(np: usize, args: &[String]) -> Command {
     let mut c = Command::new("timeout");
-    c.args(["-k", "5", "60", "mpiexec", "-np", &np.to_string(), env!("CARGO_BIN_EXE_rmac-native")])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("OPENBLAS_NUM_THREADS", "1");
+    c.args([
+        "-k",
+        "5",
+        "60",
+        "mpiexec",
+        "-np",
+        &np.to_string(),
+        env!("CARGO_BIN_EXE_rmac-native"),
+    ])
+    .args(args)
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    .env("OPENBLAS_NUM_THREADS", "1");
     c
 }
 
@@ -42,7 +50,12 @@ fn one_two_and_three_ranks_give_bit_identical_results_to_a_plain_run() {
     let b = batch(22);
     let reference_out = b.out("plain.jsonl");
     let o = run(&mut plain(&args(&b, &reference_out)));
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let reference = results(&reference_out);
     assert_complete(&b, &reference);
 
@@ -56,9 +69,14 @@ fn one_two_and_three_ranks_give_bit_identical_results_to_a_plain_run() {
         assert_complete(&b, &got);
         assert_eq!(got, reference, "np {np}: results differ from the plain run");
         // One progress/summary voice: the start line once, not once per rank.
-        assert_eq!(stderr.matches("rmac-native: ").count(), 2, "np {np}: {stderr}");
+        assert_eq!(
+            stderr.matches("rmac-native: ").count(),
+            2,
+            "np {np}: {stderr}"
+        );
         let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(b.out(&format!("np{np}.summary.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(b.out(&format!("np{np}.summary.json"))).unwrap())
+                .unwrap();
         assert_eq!(summary["ranks_n"], np);
         let ranks = summary["ranks"].as_array().unwrap();
         assert_eq!(ranks.len(), np);
@@ -66,7 +84,14 @@ fn one_two_and_three_ranks_give_bit_identical_results_to_a_plain_run() {
         let failures: u64 = ranks.iter().map(|r| r["failures"].as_u64().unwrap()).sum();
         assert_eq!(images as usize, b.paths.len());
         assert_eq!(failures as usize, b.bad.len());
-        eprintln!("np {np}: {:.1} s, per rank {:?}", t.elapsed().as_secs_f64(), ranks.iter().map(|r| r["images"].clone()).collect::<Vec<_>>());
+        eprintln!(
+            "np {np}: {:.1} s, per rank {:?}",
+            t.elapsed().as_secs_f64(),
+            ranks
+                .iter()
+                .map(|r| r["images"].clone())
+                .collect::<Vec<_>>()
+        );
     }
 }
 
@@ -74,10 +99,18 @@ fn one_two_and_three_ranks_give_bit_identical_results_to_a_plain_run() {
 fn ranks_of(mpiexec_pid: u32) -> Vec<(u32, u32)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let after = stat.rsplit(')').next().unwrap_or("");
-        let ppid: u32 = after.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ppid: u32 = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if ppid != mpiexec_pid {
             continue;
         }
@@ -97,21 +130,35 @@ fn mpiexec_pid(timeout: &Child) -> u32 {
     let t = Instant::now();
     loop {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                let ppid: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+                let ppid: u32 = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 if ppid == timeout.id() {
                     return pid;
                 }
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "mpiexec did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "mpiexec did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
 }
 
 /// Starts a 2-rank run, waits until `min_lines` results are on disk, SIGKILLs
@@ -126,8 +173,14 @@ fn kill_mid_run(out: &Path, args: Vec<String>, victim: Option<u32>, min_lines: u
     let launcher = mpiexec_pid(&child);
     let t = Instant::now();
     while lines(out) < min_lines {
-        assert!(t.elapsed() < Duration::from_secs(40), "no progress before the kill");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no progress before the kill"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let ranks = ranks_of(launcher);
@@ -136,14 +189,24 @@ fn kill_mid_run(out: &Path, args: Vec<String>, victim: Option<u32>, min_lines: u
         Some(rank) => ranks.iter().find(|(r, _)| *r == rank).unwrap().1,
         None => launcher,
     };
-    Command::new("kill").args(["-9", &target.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &target.to_string()])
+        .status()
+        .unwrap();
     let _ = child.wait();
     let t = Instant::now();
     while ranks.iter().any(|(_, pid)| alive(*pid)) {
-        assert!(t.elapsed() < Duration::from_secs(20), "ranks outlived the kill: {ranks:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "ranks outlived the kill: {ranks:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    format!("killed at {} lines; its stderr:\n{}", lines(out), std::fs::read_to_string(&log).unwrap_or_default())
+    format!(
+        "killed at {} lines; its stderr:\n{}",
+        lines(out),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    )
 }
 
 #[test]
@@ -166,10 +229,16 @@ fn a_run_killed_at_a_rank_or_at_mpiexec_resumes_exactly() {
         let o = run(&mut mpiexec(2, &with(big(&out), &["--threads", "1"])));
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(3), "{name}: {stderr}\n{killed}");
-        assert!(stderr.contains("already done") && !stderr.contains(" 0 to go"), "{name}: {stderr}\n{killed}");
+        assert!(
+            stderr.contains("already done") && !stderr.contains(" 0 to go"),
+            "{name}: {stderr}\n{killed}"
+        );
         let got = results(&out);
         assert_complete(&b, &got);
-        assert_eq!(got, reference, "{name}: resumed results differ from an uninterrupted run");
+        assert_eq!(
+            got, reference,
+            "{name}: resumed results differ from an uninterrupted run"
+        );
     }
 }
 
@@ -185,9 +254,17 @@ fn a_torn_last_line_is_redone_under_mpi() {
     let i = a.iter().position(|s| s == "--input").unwrap();
     a[i + 1] = list.to_string_lossy().into_owned();
     run(&mut plain(&a));
-    let torn_path = b.paths.iter().find(|p| !first.contains(p) && !b.bad.contains(p)).unwrap();
+    let torn_path = b
+        .paths
+        .iter()
+        .find(|p| !first.contains(p) && !b.bad.contains(p))
+        .unwrap();
     let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
-    std::io::Write::write_all(&mut f, format!("{{\"path\":{torn_path:?},\"vector\":[0.12,").as_bytes()).unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        format!("{{\"path\":{torn_path:?},\"vector\":[0.12,").as_bytes(),
+    )
+    .unwrap();
     drop(f);
 
     let o = run(&mut mpiexec(2, &args(&b, &out)));
@@ -211,13 +288,20 @@ fn setup_errors_stop_every_rank_before_work_with_one_clear_message() {
     let o = run(&mut mpiexec(3, &a));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(0), "{stderr}");
-    assert_eq!(stderr.matches("/nonexistent/list.txt").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("/nonexistent/list.txt").count(),
+        1,
+        "{stderr}"
+    );
     assert!(!b.out("v.jsonl").exists());
     // An output folder that does not exist.
     let o = run(&mut mpiexec(2, &args(&b, &b.out("no/such/dir/v.jsonl"))));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("no/such/dir") && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("no/such/dir") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }
 
 /// Not a test: writes the benchmark's inputs (benches/mpi-scaling.sh) into
@@ -226,23 +310,42 @@ fn setup_errors_stop_every_rank_before_work_with_one_clear_message() {
 #[test]
 #[ignore]
 fn write_bench_inputs() {
-    let Ok(dir) = std::env::var("RMAC_BENCH_DIR") else { return };
+    let Ok(dir) = std::env::var("RMAC_BENCH_DIR") else {
+        return;
+    };
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir.join("img")).unwrap();
-    let n: u32 = std::env::var("RMAC_BENCH_IMAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(48);
-    rmac_native::vgg16::synthetic::vgg16(1).save(&dir.join("vgg16.safetensors")).unwrap();
-    rmac_native::vgg16::synthetic::pca(1).save(&dir.join("pca.safetensors")).unwrap();
+    let n: u32 = std::env::var("RMAC_BENCH_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    rmac_native::vgg16::synthetic::vgg16(1)
+        .save(&dir.join("vgg16.safetensors"))
+        .unwrap();
+    rmac_native::vgg16::synthetic::pca(1)
+        .save(&dir.join("pca.safetensors"))
+        .unwrap();
     let (mut list, mut tiny) = (String::new(), String::new());
     for i in 0..10 * n {
         for (big, out) in [(true, &mut list), (false, &mut tiny)] {
             if big && i >= n {
                 continue;
             }
-            let (w, h) = if big { (160 + (i * 37) % 161, 160 + (i * 53) % 161) } else { (40 + (i * 7) % 31, 40 + (i * 13) % 31) };
+            let (w, h) = if big {
+                (160 + (i * 37) % 161, 160 + (i * 53) % 161)
+            } else {
+                (40 + (i * 7) % 31, 40 + (i * 13) % 31)
+            };
             let img = image::RgbImage::from_fn(w, h, |x, y| {
-                image::Rgb([((x * 7 + y * 3 + i) % 256) as u8, ((x * y + i * 5) % 256) as u8, ((x ^ y) % 256) as u8])
+                image::Rgb([
+                    ((x * 7 + y * 3 + i) % 256) as u8,
+                    ((x * y + i * 5) % 256) as u8,
+                    ((x ^ y) % 256) as u8,
+                ])
             });
-            let p = dir.join("img").join(format!("{}{i:04}.png", if big { "b" } else { "t" }));
+            let p = dir
+                .join("img")
+                .join(format!("{}{i:04}.png", if big { "b" } else { "t" }));
             img.save(&p).unwrap();
             out.push_str(&format!("{}\n", p.display()));
         }

@@ -1,8 +1,9 @@
 //! `.npy` output: NumPy's exact header, round trips, resuming after a kill,
 //! and `convert` between JSONL and NPY.
 
-use rmac_native::sink::VectorSink;
-use rmac_native::sink::npy::{HEADER_LEN, MappedNpy, NpySink, header, paths_path, read_paths, write_npy};
+use rmac_native::sink::npy::{
+    HEADER_LEN, MappedNpy, NpySink, header, paths_path, read_paths, write_npy,
+};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +13,9 @@ use std::process::Command;
 /// the dict, then spaces so that the header ends at byte 128 with a newline.
 fn numpy_header(n: &str) -> Vec<u8> {
     let mut h = b"\x93NUMPY\x01\x00v\x00".to_vec();
-    h.extend_from_slice(format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 512), }}").as_bytes());
+    h.extend_from_slice(
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 512), }}").as_bytes(),
+    );
     h.resize(127, b' ');
     h.push(b'\n');
     h
@@ -29,7 +32,9 @@ fn header_is_byte_for_byte_numpys() {
 }
 
 fn vec512(seed: u32) -> Vec<f32> {
-    (0..512).map(|i| ((seed * 512 + i) as f32 * 0.618).sin()).collect()
+    (0..512)
+        .map(|i| ((seed * 512 + i) as f32 * 0.618).sin())
+        .collect()
 }
 
 #[test]
@@ -39,23 +44,41 @@ fn sink_round_trips_exactly_through_the_mapped_reader() {
     let (mut sink, done) = NpySink::open(&out, false, 512).unwrap();
     assert!(done.is_empty());
     for i in 0..7 {
-        sink.write_vector(&format!("dir/ä {i}.jpg"), &vec512(i)).unwrap();
+        sink.write_vector(&format!("dir/ä {i}.jpg"), &vec512(i))
+            .unwrap();
     }
     sink.write_error("bad.jpg", "cannot decode").unwrap();
     drop(sink);
     let m = MappedNpy::open(&out).unwrap();
-    assert_eq!((m.shape.rows, m.shape.dim, m.shape.data_offset), (7, 512, 128));
+    assert_eq!(
+        (m.shape.rows, m.shape.dim, m.shape.data_offset),
+        (7, 512, 128)
+    );
     for i in 0..7 {
-        assert_eq!(&m.data()[i * 512..(i + 1) * 512], vec512(i as u32).as_slice());
+        assert_eq!(
+            &m.data()[i * 512..(i + 1) * 512],
+            vec512(i as u32).as_slice()
+        );
     }
-    assert_eq!(read_paths(&out).unwrap(), (0..7).map(|i| format!("dir/ä {i}.jpg")).collect::<Vec<_>>());
+    assert_eq!(
+        read_paths(&out).unwrap(),
+        (0..7).map(|i| format!("dir/ä {i}.jpg")).collect::<Vec<_>>()
+    );
     let errors = std::fs::read_to_string(dir.path().join("v.errors.jsonl")).unwrap();
-    assert_eq!(errors, "{\"path\":\"bad.jpg\",\"error\":\"cannot decode\"}\n");
+    assert_eq!(
+        errors,
+        "{\"path\":\"bad.jpg\",\"error\":\"cannot decode\"}\n"
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 128 + 7 * 2048);
 }
 
 fn append(p: &Path, bytes: &[u8]) {
-    std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 #[test]
@@ -76,14 +99,25 @@ fn a_killed_run_is_reconciled_on_open() {
     let extra: Vec<u8> = vec512(99).iter().flat_map(|x| x.to_le_bytes()).collect();
     append(&out, &extra);
     append(&out, &extra[..100]);
-    append(&dir.path().join("v.errors.jsonl"), b"{\"path\":\"e1\",\"err");
+    append(
+        &dir.path().join("v.errors.jsonl"),
+        b"{\"path\":\"e1\",\"err",
+    );
     let (mut sink, done) = NpySink::open(&out, false, 512).unwrap();
     let mut d: Vec<_> = done.into_iter().collect();
     d.sort();
     assert_eq!(d, vec!["e0", "p0", "p1", "p2", "p3", "p4"]);
     assert_eq!(sink.rows(), 5);
-    assert_eq!(&std::fs::read(&out).unwrap()[..HEADER_LEN], &header(5, 512), "header rewritten on open");
-    assert_eq!(std::fs::metadata(&out).unwrap().len(), 128 + 5 * 2048, "orphan and torn rows cut");
+    assert_eq!(
+        &std::fs::read(&out).unwrap()[..HEADER_LEN],
+        &header(5, 512),
+        "header rewritten on open"
+    );
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        128 + 5 * 2048,
+        "orphan and torn rows cut"
+    );
     sink.write_vector("p5", &vec512(5)).unwrap();
     drop(sink);
 
@@ -96,7 +130,10 @@ fn a_killed_run_is_reconciled_on_open() {
     let m = MappedNpy::open(&out).unwrap();
     assert_eq!(m.shape.rows, 6);
     assert_eq!(&m.data()[5 * 512..], vec512(5).as_slice());
-    assert_eq!(std::fs::read_to_string(paths_path(&out)).unwrap(), "p0\np1\np2\np3\np4\np5\n");
+    assert_eq!(
+        std::fs::read_to_string(paths_path(&out)).unwrap(),
+        "p0\np1\np2\np3\np4\np5\n"
+    );
 
     // Restart empties everything.
     let (sink, done) = NpySink::open(&out, true, 512).unwrap();
@@ -118,24 +155,50 @@ fn convert_jsonl_npy_jsonl_is_byte_exact() {
     let src = dir.path().join("a.jsonl");
     let mut text = String::new();
     for i in 0..20 {
-        text.push_str(&format!("{{\"path\":\"x/{i}.jpg\",\"vector\":{}}}", serde_json::to_string(&vec512(i)).unwrap()));
+        text.push_str(&format!(
+            "{{\"path\":\"x/{i}.jpg\",\"vector\":{}}}",
+            serde_json::to_string(&vec512(i)).unwrap()
+        ));
         text.push('\n');
     }
     std::fs::write(&src, &text).unwrap();
-    std::fs::write(dir.path().join("a.errors.jsonl"), "{\"path\":\"bad.jpg\",\"error\":\"truncated file\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.errors.jsonl"),
+        "{\"path\":\"bad.jpg\",\"error\":\"truncated file\"}\n",
+    )
+    .unwrap();
     let npy = dir.path().join("b.npy");
     let back = dir.path().join("c.jsonl");
     for (from, to) in [(&src, &npy), (&npy, &back)] {
-        let o = Command::new(env!("CARGO_BIN_EXE_rmac-native")).arg("convert").arg(from).arg(to).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+            .arg("convert")
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    assert!(std::fs::read_to_string(&back).unwrap() == text, "the round trip changed the JSONL");
+    assert!(
+        std::fs::read_to_string(&back).unwrap() == text,
+        "the round trip changed the JSONL"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("c.errors.jsonl")).unwrap(),
         "{\"path\":\"bad.jpg\",\"error\":\"truncated file\"}\n"
     );
     // A second convert adds nothing.
-    let o = Command::new(env!("CARGO_BIN_EXE_rmac-native")).arg("convert").arg(&npy).arg(&back).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("0 vectors and 0 errors written, 20 already there"));
-    assert!(std::fs::read_to_string(&back).unwrap() == text, "the round trip changed the JSONL");
+    let o = Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+        .arg("convert")
+        .arg(&npy)
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 vectors and 0 errors written, 20 already there")
+    );
+    assert!(
+        std::fs::read_to_string(&back).unwrap() == text,
+        "the round trip changed the JSONL"
+    );
 }

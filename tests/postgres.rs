@@ -5,7 +5,6 @@
 //! Each test works in a database of its own.
 
 use postgres::{Client, NoTls};
-use rmac_native::sink::VectorSink;
 use rmac_native::sink::postgres::{Db, PgSink};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -33,8 +32,10 @@ fn server() -> String {
 /// A fresh, empty database; returns its connection string.
 fn fresh_db(name: &str) -> String {
     let base = server();
-    let mut c = Client::connect(&base, NoTls).expect("cannot reach RMAC_PG; is ci/start-pg.sh's server running?");
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    let mut c = Client::connect(&base, NoTls)
+        .expect("cannot reach RMAC_PG; is ci/start-pg.sh's server running?");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
     c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     format!("{base} dbname={name}")
 }
@@ -44,7 +45,10 @@ fn client(db: &str) -> Client {
 }
 
 fn count(db: &str) -> i64 {
-    client(db).query_one("SELECT count(*) FROM rmac_vectors", &[]).unwrap().get(0)
+    client(db)
+        .query_one("SELECT count(*) FROM rmac_vectors", &[])
+        .unwrap()
+        .get(0)
 }
 
 fn vec512(seed: u64) -> Vec<f32> {
@@ -105,8 +109,14 @@ fn load_rerun_and_restart_never_duplicate() {
 
     // Other settings are refused (they would mix models in one table), unless --restart.
     let other = serde_json::json!({"weights_sha256": "cd", "max_size": 1024, "levels": 3, "preprocess": "keras"});
-    let err = PgSink::open(&db, false, "test", Some(&other)).err().unwrap().to_string();
-    assert!(err.contains("weights_sha256") && err.contains("--restart"), "{err}");
+    let err = PgSink::open(&db, false, "test", Some(&other))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("weights_sha256") && err.contains("--restart"),
+        "{err}"
+    );
     let (sink, done) = PgSink::open(&db, true, "test", Some(&other)).unwrap();
     assert!(done.is_empty());
     drop(sink);
@@ -140,7 +150,11 @@ fn a_lost_connection_is_retried_and_loses_nothing() {
     drop(sink);
     assert_eq!(count(&db), 130);
     let (paths, data) = Db::connect(&db).unwrap().read_all().unwrap();
-    assert_eq!(paths, (0..130).map(|i| format!("a{i}")).collect::<Vec<_>>(), "insertion order kept");
+    assert_eq!(
+        paths,
+        (0..130).map(|i| format!("a{i}")).collect::<Vec<_>>(),
+        "insertion order kept"
+    );
     assert_eq!(data, (0..130).flat_map(vec512).collect::<Vec<_>>());
 }
 
@@ -160,7 +174,10 @@ fn killed_mid_load_then_resumed_holds_every_row_once() {
     let mut seen = 0;
     while start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
-        let has_table: bool = client(&db).query_one("SELECT to_regclass('rmac_vectors') IS NOT NULL", &[]).unwrap().get(0);
+        let has_table: bool = client(&db)
+            .query_one("SELECT to_regclass('rmac_vectors') IS NOT NULL", &[])
+            .unwrap()
+            .get(0);
         if has_table {
             seen = count(&db);
             if seen >= 1000 {
@@ -171,14 +188,27 @@ fn killed_mid_load_then_resumed_holds_every_row_once() {
     child.kill().unwrap();
     child.wait().unwrap();
     let after_kill = count(&db);
-    assert!(seen >= 1000 && after_kill < n as i64, "the load was killed part way ({after_kill} of {n} rows)");
-    let err = run_ok(exe().args(["convert", npy.to_str().unwrap(), &db]).env("RMAC_PG_BATCH", "5000"));
+    assert!(
+        seen >= 1000 && after_kill < n as i64,
+        "the load was killed part way ({after_kill} of {n} rows)"
+    );
+    let err = run_ok(
+        exe()
+            .args(["convert", npy.to_str().unwrap(), &db])
+            .env("RMAC_PG_BATCH", "5000"),
+    );
     let _ = err;
     assert_eq!(count(&db), n as i64);
     let (got_paths, got) = Db::connect(&db).unwrap().read_all().unwrap();
     assert_eq!(got_paths, paths, "every path once, in order");
     assert_eq!(got, data, "exact floats");
-    let dups: i64 = client(&db).query_one("SELECT count(*) - count(DISTINCT path) FROM rmac_vectors", &[]).unwrap().get(0);
+    let dups: i64 = client(&db)
+        .query_one(
+            "SELECT count(*) - count(DISTINCT path) FROM rmac_vectors",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(dups, 0);
 }
 
@@ -189,7 +219,10 @@ fn convert_jsonl_npy_postgres_jsonl_is_exact() {
     let src = dir.path().join("a.jsonl");
     let mut text = String::new();
     for i in 0..300u64 {
-        text.push_str(&format!("{{\"path\":\"d/é {i}.jpg\",\"vector\":{}}}", serde_json::to_string(&vec512(i)).unwrap()));
+        text.push_str(&format!(
+            "{{\"path\":\"d/é {i}.jpg\",\"vector\":{}}}",
+            serde_json::to_string(&vec512(i)).unwrap()
+        ));
         text.push('\n');
     }
     std::fs::write(&src, &text).unwrap();
@@ -201,17 +234,36 @@ fn convert_jsonl_npy_postgres_jsonl_is_exact() {
     run_ok(exe().arg("convert").arg(&npy).arg(&db)); // a rerun adds nothing
     assert_eq!(count(&db), 300);
     run_ok(exe().arg("convert").arg(&db).arg(&back));
-    assert!(std::fs::read_to_string(&back).unwrap() == text, "the round trip changed the JSONL");
-    assert_eq!(std::fs::read_to_string(dir.path().join("c.errors.jsonl")).unwrap(), errors);
+    assert!(
+        std::fs::read_to_string(&back).unwrap() == text,
+        "the round trip changed the JSONL"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c.errors.jsonl")).unwrap(),
+        errors
+    );
 }
 
 fn results(json: &str) -> Vec<(String, f32)> {
     let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
-    v["results"].as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().to_owned(), h["score"].as_f64().unwrap() as f32)).collect()
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["path"].as_str().unwrap().to_owned(),
+                h["score"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
 }
 
 fn same(a: &[(String, f32)], b: &[(String, f32)]) {
-    assert_eq!(a.iter().map(|h| &h.0).collect::<Vec<_>>(), b.iter().map(|h| &h.0).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        b.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
     for (x, y) in a.iter().zip(b) {
         assert!((x.1 - y.1).abs() < 1e-5, "{x:?} vs {y:?}");
     }
@@ -224,18 +276,32 @@ fn database_search_equals_the_file_search() {
     let (npy, paths, _) = write_npy(dir.path(), 3000);
     run_ok(exe().arg("convert").arg(&npy).arg(&db));
     let search = |index: &str, extra: &[&str]| {
-        run_ok(exe().args(["search", index, "--json", "-k", "10"]).args(extra))
+        run_ok(
+            exe()
+                .args(["search", index, "--json", "-k", "10"])
+                .args(extra),
+        )
     };
     for q in [&paths[0], &paths[1234], &paths[2999]] {
-        for extra in [&["--path", q.as_str()][..], &["--path", q, "--exclude-query", "--qe", "3"], &["--path", q, "--qe", "5", "--alpha", "3"]] {
-            same(&results(&search(npy.to_str().unwrap(), extra)), &results(&search(&db, extra)));
+        for extra in [
+            &["--path", q.as_str()][..],
+            &["--path", q, "--exclude-query", "--qe", "3"],
+            &["--path", q, "--qe", "5", "--alpha", "3"],
+        ] {
+            same(
+                &results(&search(npy.to_str().unwrap(), extra)),
+                &results(&search(&db, extra)),
+            );
         }
     }
     // With an HNSW index: --exact still equals the file search; the index answers the top hit right.
     run_ok(exe().args(["index", "--db", &db, "--kind", "hnsw"]));
     run_ok(exe().args(["index", "--db", &db, "--kind", "ivfflat", "--lists", "10"]));
     let q = ["--path", paths[77].as_str()];
-    same(&results(&search(npy.to_str().unwrap(), &q)), &results(&search(&db, &[&q[..], &["--exact"]].concat())));
+    same(
+        &results(&search(npy.to_str().unwrap(), &q)),
+        &results(&search(&db, &[&q[..], &["--exact"]].concat())),
+    );
     let approx = results(&search(&db, &[&q[..], &["--ef-search", "100"]].concat()));
     assert_eq!(approx[0].0, paths[77]);
     let idx: i64 = client(&db).query_one("SELECT count(*) FROM pg_indexes WHERE tablename = 'rmac_vectors' AND indexdef LIKE '%vector_ip_ops%'", &[]).unwrap().get(0);

@@ -24,14 +24,34 @@ fn region_grid_matches_keras_rmac_for_every_printed_size() {
     assert!(fixture.cases.len() > 400);
     let mut shapes_seen = (false, false, false, false);
     for e in &fixture.cases {
-        let want: Vec<Region> = e.regions.iter().map(|r| Region { x: r[0], y: r[1], w: r[2], h: r[3] }).collect();
-        assert_eq!(rmac_regions(e.w, e.h, e.levels), want, "W={} H={} L={}", e.w, e.h, e.levels);
+        let want: Vec<Region> = e
+            .regions
+            .iter()
+            .map(|r| Region {
+                x: r[0],
+                y: r[1],
+                w: r[2],
+                h: r[3],
+            })
+            .collect();
+        assert_eq!(
+            rmac_regions(e.w, e.h, e.levels),
+            want,
+            "W={} H={} L={}",
+            e.w,
+            e.h,
+            e.levels
+        );
         shapes_seen.0 |= e.w == e.h;
         shapes_seen.1 |= e.w == 1 && e.h > 1;
         shapes_seen.2 |= e.h == 1 && e.w > 1;
         shapes_seen.3 |= (e.w, e.h) == (16, 2);
     }
-    assert_eq!(shapes_seen, (true, true, true, true), "fixture lacks W==H, 1×N, N×1 or 16×2");
+    assert_eq!(
+        shapes_seen,
+        (true, true, true, true),
+        "fixture lacks W==H, 1×N, N×1 or 16×2"
+    );
 }
 
 #[test]
@@ -39,7 +59,10 @@ fn regions_stay_inside_the_map() {
     for w in 1..40 {
         for h in 1..40 {
             for r in rmac_regions(w, h, 3) {
-                assert!(r.w > 0 && r.x + r.w <= w && r.y + r.h <= h, "{w}×{h}: {r:?}");
+                assert!(
+                    r.w > 0 && r.x + r.w <= w && r.y + r.h <= h,
+                    "{w}×{h}: {r:?}"
+                );
             }
         }
     }

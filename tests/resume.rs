@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 fn plain(args: &[String]) -> std::process::Command {
     let mut c = exe();
-    c.args(args).env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c.args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     c
 }
 
@@ -20,18 +22,28 @@ fn plain(args: &[String]) -> std::process::Command {
 fn a_killed_run_is_finished_by_the_same_command_exactly() {
     let b = batch(30);
     let reference_out = b.out("reference.jsonl");
-    assert_eq!(run(&mut plain(&args(&b, &reference_out))).status.code(), Some(3));
+    assert_eq!(
+        run(&mut plain(&args(&b, &reference_out))).status.code(),
+        Some(3)
+    );
     let reference = results(&reference_out);
     assert_complete(&b, &reference);
 
     let out = b.out("v.jsonl");
     let mut a = args(&b, &out);
     a.extend(["--threads".into(), "1".into()]);
-    let mut child = plain(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = plain(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while lines(&out) < 5 {
         assert!(t.elapsed() < Duration::from_secs(60), "no progress");
-        assert!(child.try_wait().unwrap().is_none(), "finished before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
@@ -48,9 +60,13 @@ fn a_killed_run_is_finished_by_the_same_command_exactly() {
     // A complete run resumed does nothing, and says so.
     let o = run(&mut plain(&a));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains(&format!("({} already done, 0 to go", b.paths.len())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("({} already done, 0 to go", b.paths.len())),
+        "{stderr}"
+    );
     assert_eq!(results(&out), reference);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(b.out("v.summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.out("v.summary.json")).unwrap()).unwrap();
     assert_eq!(summary["already_done"], b.paths.len());
     assert_eq!(summary["succeeded"], 0);
 }
@@ -67,7 +83,11 @@ fn half_a_line_is_cut_and_that_image_redone() {
     let text = std::fs::read_to_string(&reference_out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let torn = &lines[3][..lines[3].len() / 2];
-    std::fs::write(&out, format!("{}\n{}\n{}\n{torn}", lines[0], lines[1], lines[2])).unwrap();
+    std::fs::write(
+        &out,
+        format!("{}\n{}\n{}\n{torn}", lines[0], lines[1], lines[2]),
+    )
+    .unwrap();
     let o = run(&mut plain(&args(&b, &out)));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("torn"), "{stderr}");
@@ -86,14 +106,23 @@ fn resuming_with_other_settings_is_refused_unless_restart() {
     let o = run(&mut plain(&other));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("--max-size: 64 before, 48 now") && stderr.contains("--restart"), "{stderr}");
+    assert!(
+        stderr.contains("--max-size: 64 before, 48 now") && stderr.contains("--restart"),
+        "{stderr}"
+    );
     // The refused run changed nothing.
     assert_complete(&b, &results(&out));
 
     other.push("--restart".into());
     let o = run(&mut plain(&other));
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
-    let settings: serde_json::Value = serde_json::from_slice(&std::fs::read(b.out("v.settings.json")).unwrap()).unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.out("v.settings.json")).unwrap()).unwrap();
     assert_eq!(settings["max_size"], 48);
     assert_complete(&b, &results(&out));
 }

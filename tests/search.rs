@@ -40,14 +40,26 @@ fn parallel_scan_equals_the_naive_loop_with_ties_and_exclusions() {
             }
         }
         let r5 = 5 % n;
-        let queries: Vec<Vec<f32>> = (0..4).map(|i| if i == 0 { data[r5 * dim..(r5 + 1) * dim].to_vec() } else { unit_rows(&mut rng, 1, dim) }).collect();
+        let queries: Vec<Vec<f32>> = (0..4)
+            .map(|i| {
+                if i == 0 {
+                    data[r5 * dim..(r5 + 1) * dim].to_vec()
+                } else {
+                    unit_rows(&mut rng, 1, dim)
+                }
+            })
+            .collect();
         let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
         for &k in &[1usize, 5, 37, 1000, n + 3] {
             for exclude in [vec![None; 4], vec![Some(5), Some(0), None, Some(n - 1)]] {
                 let got = search_many(&data, dim, &refs, k, &exclude);
                 for (qi, q) in refs.iter().enumerate() {
                     let want = top_k_naive(&data, dim, q, k, exclude[qi]);
-                    assert_eq!(got[qi], want, "n={n} dim={dim} k={k} query {qi} exclude {:?}", exclude[qi]);
+                    assert_eq!(
+                        got[qi], want,
+                        "n={n} dim={dim} k={k} query {qi} exclude {:?}",
+                        exclude[qi]
+                    );
                 }
             }
         }
@@ -74,7 +86,9 @@ fn scores_are_inner_products() {
 /// so the first two results are x1 then x2.
 #[test]
 fn query_expansion_matches_the_worked_example() {
-    let data = [1.0, 0.0, 0.0, 0.8, 0.6, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0f32];
+    let data = [
+        1.0, 0.0, 0.0, 0.8, 0.6, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0f32,
+    ];
     let q = [0.6, 0.8, 0.0f32];
     let first = search_many(&data, 3, &[&q], 2, &[None]);
     assert_eq!(first[0].iter().map(|h| h.0).collect::<Vec<_>>(), vec![1, 2]);
@@ -89,7 +103,10 @@ fn query_expansion_matches_the_worked_example() {
     }
     // New scores: x0 = 1.4/n = 0.50387, x1 = (0.8·1.4 + 0.6·2.4)/n = 2.56/n = 0.92136, x2 = 2.4/n = 0.86378, x3 = 0.
     let (hits, _) = search_qe(&data, 3, &[&q], 4, &[None], 2, 0.0);
-    assert_eq!(hits[0].iter().map(|h| h.0).collect::<Vec<_>>(), vec![1, 2, 0, 3]);
+    assert_eq!(
+        hits[0].iter().map(|h| h.0).collect::<Vec<_>>(),
+        vec![1, 2, 0, 3]
+    );
     for (h, w) in hits[0].iter().zip([2.56 / n, 2.4 / n, 1.4 / n, 0.0]) {
         assert!((h.1 as f64 - w).abs() < 1e-6, "{hits:?}");
     }
@@ -124,39 +141,86 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     let mut paths: Vec<String> = (0..n).map(|i| format!("img{i:03}.png")).collect();
     for (i, p) in paths.iter_mut().enumerate().take(3) {
         let full = dir.path().join(&*p);
-        image::RgbImage::from_pixel(40, 30, image::Rgb([i as u8 * 80, 100, 200])).save(&full).unwrap();
+        image::RgbImage::from_pixel(40, 30, image::Rgb([i as u8 * 80, 100, 200]))
+            .save(&full)
+            .unwrap();
         *p = full.to_string_lossy().into_owned();
     }
     let npy = dir.path().join("v.npy");
     rmac_native::sink::npy::write_npy(&npy, &paths, &data, 512).unwrap();
     let html = dir.path().join("sheet.html");
     let out = exe()
-        .args(["search", npy.to_str().unwrap(), "--path", &paths[1], "-k", "5", "--json", "--exclude-query", "--html"])
+        .args([
+            "search",
+            npy.to_str().unwrap(),
+            "--path",
+            &paths[1],
+            "-k",
+            "5",
+            "--json",
+            "--exclude-query",
+            "--html",
+        ])
         .arg(&html)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = top_k_naive(&data, 512, &data[512..1024], 5, Some(1));
     let got: Vec<(String, f32)> = v["results"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["path"].as_str().unwrap().to_owned(), h["score"].as_f64().unwrap() as f32))
+        .map(|h| {
+            (
+                h["path"].as_str().unwrap().to_owned(),
+                h["score"].as_f64().unwrap() as f32,
+            )
+        })
         .collect();
-    assert_eq!(got, want.iter().map(|(i, s)| (paths[*i].clone(), *s)).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(i, s)| (paths[*i].clone(), *s))
+            .collect::<Vec<_>>()
+    );
     let sheet = std::fs::read_to_string(&html).unwrap();
-    assert!(sheet.contains("data:image/jpeg;base64,") && sheet.contains("query"), "thumbnails in the sheet");
+    assert!(
+        sheet.contains("data:image/jpeg;base64,") && sheet.contains("query"),
+        "thumbnails in the sheet"
+    );
 
     // A vector query from a file, as a table, with QE; the JSONL copy answers the same.
     let qfile = dir.path().join("q.json");
     std::fs::write(&qfile, serde_json::to_string(&data[..512]).unwrap()).unwrap();
     let jsonl = dir.path().join("v.jsonl");
-    let conv = exe().args(["convert", npy.to_str().unwrap(), jsonl.to_str().unwrap()]).output().unwrap();
-    assert!(conv.status.success(), "{}", String::from_utf8_lossy(&conv.stderr));
+    let conv = exe()
+        .args(["convert", npy.to_str().unwrap(), jsonl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
     let table = |src: &std::path::Path| {
         let o = exe()
-            .args(["search", src.to_str().unwrap(), "--vector", &format!("@{}", qfile.display()), "-k", "4", "--qe", "3", "--alpha", "3"])
+            .args([
+                "search",
+                src.to_str().unwrap(),
+                "--vector",
+                &format!("@{}", qfile.display()),
+                "-k",
+                "4",
+                "--qe",
+                "3",
+                "--alpha",
+                "3",
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -164,6 +228,12 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     };
     let t = table(&npy);
     assert_eq!(t, table(&jsonl));
-    assert!(t.starts_with("query (vector): vector\n") && t.contains("rank") && t.lines().count() == 7, "{t}");
-    assert!(t.lines().nth(2).unwrap().trim_end().ends_with(&paths[0]), "{t}");
+    assert!(
+        t.starts_with("query (vector): vector\n") && t.contains("rank") && t.lines().count() == 7,
+        "{t}"
+    );
+    assert!(
+        t.lines().nth(2).unwrap().trim_end().ends_with(&paths[0]),
+        "{t}"
+    );
 }

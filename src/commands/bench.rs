@@ -13,7 +13,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         None => crate::vgg16::synthetic::vgg16(1),
     };
     let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         args.threads
     };
@@ -28,11 +30,20 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if algos.len() > 1 {
         print!("{}", crate::bench::compare(&algos, &passes, h, w, threads));
     }
-    if let Some(rss) = passes.first().and_then(|p| p.first()).and_then(|p| p.rss_after_image) {
-        println!("peak RSS after the first image (extraction path): {rss:.0} MiB (weights and the prepared weights of {} included)", args.algo);
+    if let Some(rss) = passes
+        .first()
+        .and_then(|p| p.first())
+        .and_then(|p| p.rss_after_image)
+    {
+        println!(
+            "peak RSS after the first image (extraction path): {rss:.0} MiB (weights and the prepared weights of {} included)",
+            args.algo
+        );
     }
     if let Some(rss) = crate::bench::peak_rss_mib() {
-        println!("peak RSS: {rss:.0} MiB (weights and every algorithm's prepared weights included)");
+        println!(
+            "peak RSS: {rss:.0} MiB (weights and every algorithm's prepared weights included)"
+        );
     }
     Ok(())
 }
@@ -46,7 +57,10 @@ fn parse_algos(spec: &str) -> Result<Vec<CpuAlgo>> {
         .map(|name| {
             CpuAlgo::parse(name.trim()).ok_or_else(|| {
                 let known: Vec<&str> = CpuAlgo::ALL.iter().map(|a| a.name()).collect();
-                anyhow::anyhow!("unknown --algo {name:?}: use one or more of {} (comma-separated) or all", known.join(", "))
+                anyhow::anyhow!(
+                    "unknown --algo {name:?}: use one or more of {} (comma-separated) or all",
+                    known.join(", ")
+                )
             })
         })
         .collect()

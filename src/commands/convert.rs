@@ -22,12 +22,19 @@ fn source_errors(from: &str) -> Result<Vec<(String, String)>> {
 /// Returns the exit code (0).
 pub fn convert(args: &ConvertArgs) -> Result<u8> {
     if args.from == args.to {
-        bail!("convert: the source and the destination are the same ({})", args.from);
+        bail!(
+            "convert: the source and the destination are the same ({})",
+            args.from
+        );
     }
     let start = Instant::now();
     let source = open_vectors(&args.from)?;
     if !source.is_empty() && source.dim() != 512 {
-        bail!("{} holds {}-float vectors; rmac-native outputs hold 512", args.from, source.dim());
+        bail!(
+            "{} holds {}-float vectors; rmac-native outputs hold 512",
+            args.from,
+            source.dim()
+        );
     }
     let errors = source_errors(&args.from)?;
     let (mut sink, done) = open_sink(Path::new(&args.to), None, args.restart, None)?;

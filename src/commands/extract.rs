@@ -23,7 +23,9 @@ use std::sync::Arc;
 fn load_pca(arg: &str, say: bool) -> Result<Option<PcaWeights>> {
     if arg == "none" {
         if say {
-            eprintln!("note: --pca none: no PCA-whitening; vectors are sums of L2-normalised region maxima");
+            eprintln!(
+                "note: --pca none: no PCA-whitening; vectors are sums of L2-normalised region maxima"
+            );
         }
         return Ok(None);
     }
@@ -42,7 +44,9 @@ fn config(args: &ExtractArgs) -> ExtractConfig {
         max_size: args.max_size,
         levels: args.levels as usize,
         preprocess: args.preprocess,
-        limits: DecodeLimits { max_pixels: args.max_pixels },
+        limits: DecodeLimits {
+            max_pixels: args.max_pixels,
+        },
     }
 }
 
@@ -94,11 +98,19 @@ pub fn extract(args: &ExtractArgs) -> Result<RunSummary> {
             // With other ranks waiting on this one, an error or a panic must end the whole
             // job (toolchain pitfall 1: unwinding into MPI_Finalize would hang it).
             Ok(Err(e)) if size > 1 => {
-                eprintln!("error: rank {} of {size} ({}): {e:#}; stopping the job (rerun the same command to resume)", mpi.rank(), place.host);
+                eprintln!(
+                    "error: rank {} of {size} ({}): {e:#}; stopping the job (rerun the same command to resume)",
+                    mpi.rank(),
+                    place.host
+                );
                 mpi.abort(1)
             }
             Err(_) if size > 1 => {
-                eprintln!("error: rank {} of {size} ({}) panicked (message above); stopping the job", mpi.rank(), place.host);
+                eprintln!(
+                    "error: rank {} of {size} ({}) panicked (message above); stopping the job",
+                    mpi.rank(),
+                    place.host
+                );
                 mpi.abort(101)
             }
             Ok(Err(e)) => Err(e),
@@ -108,7 +120,12 @@ pub fn extract(args: &ExtractArgs) -> Result<RunSummary> {
     #[cfg(not(feature = "mpi"))]
     {
         crate::run::mpi::guard_launcher(1)?;
-        let place = Place { host: String::new(), sharing_ranks: 1, node_ranks: 1, library: String::new() };
+        let place = Place {
+            host: String::new(),
+            sharing_ranks: 1,
+            node_ranks: 1,
+            library: String::new(),
+        };
         match run(&mut crate::run::job::NoTransport, args, &place)? {
             RankEnd::Coordinator(summary) => Ok(summary),
             RankEnd::Stopped(e) => Err(e),
@@ -132,7 +149,9 @@ struct Ready {
 
 /// How many of `paths` the error file beside `out` already holds (its complete lines).
 fn count_failed_before(out: &Path, paths: &[String]) -> usize {
-    let Ok(text) = std::fs::read_to_string(errors_path(out)) else { return 0 };
+    let Ok(text) = std::fs::read_to_string(errors_path(out)) else {
+        return 0;
+    };
     let listed: HashSet<&str> = paths.iter().map(String::as_str).collect();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -143,10 +162,18 @@ fn count_failed_before(out: &Path, paths: &[String]) -> usize {
 fn preflight(args: &ExtractArgs) -> Result<Ready> {
     let inputs = read_inputs(&args.input)?;
     if inputs.duplicates > 0 {
-        eprintln!("note: {} repeated paths in {} are extracted once", inputs.duplicates, args.input.display());
+        eprintln!(
+            "note: {} repeated paths in {} are extracted once",
+            inputs.duplicates,
+            args.input.display()
+        );
     }
     let to_db = OutputKind::of(&args.output.to_string_lossy()) == OutputKind::Postgres;
-    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty() && !to_db) {
+    if let Some(dir) = args
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !to_db)
+    {
         if !dir.is_dir() {
             bail!(
                 "cannot write {}: the output folder {} does not exist; create it or pass another --output",
@@ -158,17 +185,29 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
     let pca = load_pca(&args.pca, true)?;
     let weights = Arc::new(Vgg16Weights::load(&args.weights)?);
     let (weights_sha256, weights_bytes) = file_digest(&args.weights)?;
-    let pca_sha256 = if args.pca == "none" { "none".to_owned() } else { file_digest(Path::new(&args.pca))?.0 };
+    let pca_sha256 = if args.pca == "none" {
+        "none".to_owned()
+    } else {
+        file_digest(Path::new(&args.pca))?.0
+    };
     let settings = RunSettings {
         weights_sha256,
         weights_bytes,
         pca_sha256,
         max_size: args.max_size,
         levels: args.levels,
-        preprocess: serde_json::to_value(args.preprocess)?.as_str().unwrap_or_default().to_owned(),
+        preprocess: serde_json::to_value(args.preprocess)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     };
     // A database records the settings itself (table rmac_runs) and refuses to mix them.
-    let (sink, done) = open_sink(&args.output, args.db.as_deref(), args.restart, Some(&serde_json::to_value(&settings)?))?;
+    let (sink, done) = open_sink(
+        &args.output,
+        args.db.as_deref(),
+        args.restart,
+        Some(&serde_json::to_value(&settings)?),
+    )?;
     let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();
     if !to_db {
         settings.check_and_write(&args.output, done.len(), args.restart)?;
@@ -180,13 +219,32 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
             done.len() - already
         );
     }
-    let failed_before = if done.is_empty() { 0 } else { count_failed_before(&args.output, &inputs.paths) };
-    Ok(Ready { paths: inputs.paths, done, sink, weights, pca, settings, failed_before })
+    let failed_before = if done.is_empty() {
+        0
+    } else {
+        count_failed_before(&args.output, &inputs.paths)
+    };
+    Ok(Ready {
+        paths: inputs.paths,
+        done,
+        sink,
+        weights,
+        pca,
+        settings,
+        failed_before,
+    })
 }
 
 fn run<T: Transport>(t: &mut T, args: &ExtractArgs, place: &Place) -> Result<RankEnd> {
-    let threads = if args.threads == 0 { default_threads(place.sharing_ranks) } else { args.threads };
-    let me = RankInfo { host: place.host.clone(), threads };
+    let threads = if args.threads == 0 {
+        default_threads(place.sharing_ranks)
+    } else {
+        args.threads
+    };
+    let me = RankInfo {
+        host: place.host.clone(),
+        threads,
+    };
     let size = t.size();
 
     if t.rank() != 0 {
@@ -213,7 +271,15 @@ fn run<T: Transport>(t: &mut T, args: &ExtractArgs, place: &Place) -> Result<Ran
     for r in 1..size {
         t.send(r, TAG_START, &encode_code(0))?;
     }
-    let Ready { paths, done, mut sink, weights, pca, settings, failed_before } = ready;
+    let Ready {
+        paths,
+        done,
+        mut sink,
+        weights,
+        pca,
+        settings,
+        failed_before,
+    } = ready;
     let backend = open_backend(args.backend, weights, threads)?;
     let mut extractor = Extractor::new(backend, pca, config(args));
     let already = paths.iter().filter(|p| done.contains(*p)).count();
@@ -231,7 +297,10 @@ fn run<T: Transport>(t: &mut T, args: &ExtractArgs, place: &Place) -> Result<Ran
         "rmac-native: {} images{}{ranks}, max-size {}, levels {}",
         paths.len(),
         if already > 0 {
-            format!(" ({already} already done, {} to go; --restart starts over)", paths.len() - already)
+            format!(
+                " ({already} already done, {} to go; --restart starts over)",
+                paths.len() - already
+            )
         } else {
             String::new()
         },
@@ -279,8 +348,14 @@ fn run<T: Transport>(t: &mut T, args: &ExtractArgs, place: &Place) -> Result<Ran
         "ranks": summary.ranks,
     });
     if OutputKind::of(&args.output.to_string_lossy()) != OutputKind::Postgres {
-        write_atomically(&summary_path, &serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("the run finished but its summary could not be written to {}", summary_path.display()))?;
+        write_atomically(&summary_path, &serde_json::to_vec_pretty(&report)?).with_context(
+            || {
+                format!(
+                    "the run finished but its summary could not be written to {}",
+                    summary_path.display()
+                )
+            },
+        )?;
     }
     eprintln!(
         "rmac-native: {} images: {} written, {} failed, {} already done; {:.2} images/s ({}) → {}{}",

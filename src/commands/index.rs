@@ -17,8 +17,15 @@ pub fn index(args: &IndexArgs) -> Result<()> {
         replace: args.replace,
     };
     let start = Instant::now();
-    eprintln!("rmac-native: building a {:?} index (vector_ip_ops) over {rows} vectors in {} …", args.kind, redact(&args.db));
+    eprintln!(
+        "rmac-native: building a {:?} index (vector_ip_ops) over {rows} vectors in {} …",
+        args.kind,
+        redact(&args.db)
+    );
     let name = db.create_index(args.kind, &params)?;
-    eprintln!("rmac-native: index {name} ready in {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "rmac-native: index {name} ready in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

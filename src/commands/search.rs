@@ -48,12 +48,15 @@ struct Answer<'a> {
 
 fn parse_vector(arg: &str) -> Result<Vec<f32>> {
     let text = match arg.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read the query vector file {file}"))?,
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the query vector file {file}"))?,
         None => arg.to_owned(),
     };
-    let v: serde_json::Value = serde_json::from_str(text.trim()).context("--vector wants a JSON array of numbers, or @FILE holding one")?;
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .context("--vector wants a JSON array of numbers, or @FILE holding one")?;
     let arr = v.get("vector").unwrap_or(&v);
-    serde_json::from_value(arr.clone()).context("--vector wants a JSON array of numbers (or a {\"vector\": […]} record)")
+    serde_json::from_value(arr.clone())
+        .context("--vector wants a JSON array of numbers (or a {\"vector\": […]} record)")
 }
 
 fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
@@ -65,7 +68,10 @@ fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
     } else {
         let p = Path::new(&args.pca);
         if !p.exists() {
-            bail!("no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)", args.pca);
+            bail!(
+                "no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)",
+                args.pca
+            );
         }
         Some(PcaWeights::load(p)?)
     };
@@ -80,15 +86,28 @@ fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
     let mut ex = Extractor::new(backend, pca, config);
     args.image
         .iter()
-        .map(|p| ex.describe_path(p).with_context(|| format!("cannot describe the query image {}", p.display())))
+        .map(|p| {
+            ex.describe_path(p)
+                .with_context(|| format!("cannot describe the query image {}", p.display()))
+        })
         .collect()
 }
 
-fn gather_queries(args: &SearchArgs, file: Option<&Vectors>, db: Option<&mut Db>) -> Result<Vec<Query>> {
+fn gather_queries(
+    args: &SearchArgs,
+    file: Option<&Vectors>,
+    db: Option<&mut Db>,
+) -> Result<Vec<Query>> {
     let mut qs = Vec::new();
     for (p, v) in args.image.iter().zip(image_vectors(args)?) {
         let s = p.to_string_lossy().into_owned();
-        qs.push(Query { kind: "image", label: s.clone(), image: Some(s.clone()), vector: v, own_path: Some(s) });
+        qs.push(Query {
+            kind: "image",
+            label: s.clone(),
+            image: Some(s.clone()),
+            vector: v,
+            own_path: Some(s),
+        });
     }
     let mut db = db;
     for p in &args.path {
@@ -97,15 +116,38 @@ fn gather_queries(args: &SearchArgs, file: Option<&Vectors>, db: Option<&mut Db>
             (None, Some(db)) => db.vector_of(p)?,
             _ => None,
         };
-        let v = v.with_context(|| format!("--path {p}: no such path in {}", crate::sink::postgres::redact(&args.index)))?;
-        qs.push(Query { kind: "path", label: p.clone(), image: Some(p.clone()), vector: v, own_path: Some(p.clone()) });
+        let v = v.with_context(|| {
+            format!(
+                "--path {p}: no such path in {}",
+                crate::sink::postgres::redact(&args.index)
+            )
+        })?;
+        qs.push(Query {
+            kind: "path",
+            label: p.clone(),
+            image: Some(p.clone()),
+            vector: v,
+            own_path: Some(p.clone()),
+        });
     }
     for (i, v) in args.vector.iter().enumerate() {
-        let label = if args.vector.len() > 1 { format!("vector #{}", i + 1) } else { "vector".to_owned() };
-        qs.push(Query { kind: "vector", label, image: None, vector: parse_vector(v)?, own_path: None });
+        let label = if args.vector.len() > 1 {
+            format!("vector #{}", i + 1)
+        } else {
+            "vector".to_owned()
+        };
+        qs.push(Query {
+            kind: "vector",
+            label,
+            image: None,
+            vector: parse_vector(v)?,
+            own_path: None,
+        });
     }
     if qs.is_empty() {
-        bail!("search: give a query: --image IMG, --path P (a path in the index) or --vector '[…]'");
+        bail!(
+            "search: give a query: --image IMG, --path P (a path in the index) or --vector '[…]'"
+        );
     }
     Ok(qs)
 }
@@ -117,23 +159,50 @@ fn search_file(args: &SearchArgs, set: &Vectors, qs: &[Query]) -> Result<Results
     let dim = set.dim();
     for q in qs {
         if q.vector.len() != dim {
-            bail!("the query {} has {} numbers; {} holds {dim}-float vectors", q.label, q.vector.len(), args.index);
+            bail!(
+                "the query {} has {} numbers; {} holds {dim}-float vectors",
+                q.label,
+                q.vector.len(),
+                args.index
+            );
         }
     }
     let exclude: Vec<Option<usize>> = qs
         .iter()
-        .map(|q| if args.exclude_query { q.own_path.as_deref().and_then(|p| set.find(p)) } else { None })
+        .map(|q| {
+            if args.exclude_query {
+                q.own_path.as_deref().and_then(|p| set.find(p))
+            } else {
+                None
+            }
+        })
         .collect();
     let refs: Vec<&[f32]> = qs.iter().map(|q| q.vector.as_slice()).collect();
     let mut times = Vec::new();
     let mut hits = Vec::new();
     for _ in 0..args.repeat.max(1) {
         let t = Instant::now();
-        hits = search_qe(set.data(), dim, &refs, args.k, &exclude, args.qe, args.alpha).0;
+        hits = search_qe(
+            set.data(),
+            dim,
+            &refs,
+            args.k,
+            &exclude,
+            args.qe,
+            args.alpha,
+        )
+        .0;
         times.push(t.elapsed().as_secs_f64());
     }
     report_times(&times, set.len(), qs.len());
-    Ok(hits.into_iter().map(|h| h.into_iter().map(|(i, s)| (set.paths()[i].clone(), s)).collect()).collect())
+    Ok(hits
+        .into_iter()
+        .map(|h| {
+            h.into_iter()
+                .map(|(i, s)| (set.paths()[i].clone(), s))
+                .collect()
+        })
+        .collect())
 }
 
 fn report_times(times: &[f64], rows: usize, queries: usize) {
@@ -152,8 +221,21 @@ fn report_times(times: &[f64], rows: usize, queries: usize) {
 }
 
 fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
-    let opts = DbSearch { exact: args.exact, ef_search: args.ef_search, probes: args.probes };
-    let exclude: Vec<Option<String>> = qs.iter().map(|q| if args.exclude_query { q.own_path.clone() } else { None }).collect();
+    let opts = DbSearch {
+        exact: args.exact,
+        ef_search: args.ef_search,
+        probes: args.probes,
+    };
+    let exclude: Vec<Option<String>> = qs
+        .iter()
+        .map(|q| {
+            if args.exclude_query {
+                q.own_path.clone()
+            } else {
+                None
+            }
+        })
+        .collect();
     let mut times = Vec::new();
     let mut out = Vec::new();
     for _ in 0..args.repeat.max(1) {
@@ -164,9 +246,12 @@ fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
             for (v, hits) in vectors.iter_mut().zip(&first) {
                 let mut rows = Vec::new();
                 for (p, _) in hits {
-                    rows.push(db.vector_of(p)?.with_context(|| format!("{p} vanished from the table during the search"))?);
+                    rows.push(db.vector_of(p)?.with_context(|| {
+                        format!("{p} vanished from the table during the search")
+                    })?);
                 }
-                let idx: Vec<(usize, f32)> = hits.iter().enumerate().map(|(i, h)| (i, h.1)).collect();
+                let idx: Vec<(usize, f32)> =
+                    hits.iter().enumerate().map(|(i, h)| (i, h.1)).collect();
                 *v = expand_query(v, &idx, |i| rows[i].clone(), args.qe, args.alpha);
             }
         }
@@ -203,7 +288,15 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                 k: args.k,
                 qe: args.qe,
                 alpha: args.alpha,
-                results: hits.iter().enumerate().map(|(i, (p, s))| Hit { rank: i + 1, path: p, score: *s }).collect(),
+                results: hits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (p, s))| Hit {
+                        rank: i + 1,
+                        path: p,
+                        score: *s,
+                    })
+                    .collect(),
             };
             serde_json::to_writer(&mut out, &answer)?;
             writeln!(out)?;
@@ -218,8 +311,15 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     out.flush()?;
     if let Some(html) = &args.html {
-        let rows: Vec<SheetRow> =
-            qs.iter().zip(&results).map(|(q, h)| SheetRow { label: q.label.clone(), image: q.image.clone(), hits: h.clone() }).collect();
+        let rows: Vec<SheetRow> = qs
+            .iter()
+            .zip(&results)
+            .map(|(q, h)| SheetRow {
+                label: q.label.clone(),
+                image: q.image.clone(),
+                hits: h.clone(),
+            })
+            .collect();
         write_contact_sheet(html, &rows, args.thumb_size)?;
         eprintln!("rmac-native: contact sheet → {}", html.display());
     }

@@ -8,24 +8,34 @@ use anyhow::{Context, Result};
 /// `weights …`.
 pub fn weights(cmd: &WeightsCommand) -> Result<()> {
     match cmd {
-        WeightsCommand::Import { file, output, allow_unverified, convention } => {
+        WeightsCommand::Import {
+            file,
+            output,
+            allow_unverified,
+            convention,
+        } => {
             // Keras .h5 (by extension or HDF5 signature), else the ONNX wheel/model.
-            let is_h5 = file
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("h5") || e.eq_ignore_ascii_case("hdf5") || e.eq_ignore_ascii_case("keras"))
-                || crate::vgg16::import_h5::is_hdf5(file);
+            let is_h5 = file.extension().is_some_and(|e| {
+                e.eq_ignore_ascii_case("h5")
+                    || e.eq_ignore_ascii_case("hdf5")
+                    || e.eq_ignore_ascii_case("keras")
+            }) || crate::vgg16::import_h5::is_hdf5(file);
             let (weights, report) = if is_h5 {
                 let (w, r) = crate::vgg16::import_h5::import_h5(file, *convention)?;
                 (w, r.to_string())
             } else {
                 if convention.is_some() {
-                    anyhow::bail!("--convention applies to Keras .h5 files only; {} is not one", file.display());
+                    anyhow::bail!(
+                        "--convention applies to Keras .h5 files only; {} is not one",
+                        file.display()
+                    );
                 }
                 let (w, r) = crate::vgg16::import_onnx::import_onnx(file, *allow_unverified)?;
                 (w, r.to_string())
             };
             if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             weights.save(output)?;
             eprintln!("{report}");
@@ -35,8 +45,14 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
         WeightsCommand::Check { file } => {
             let weights = Vgg16Weights::load(file)?;
             for (layer, spec) in weights.layers.iter().zip(VGG16_CONVS.iter()) {
-                let (lo, hi) = layer.kernel.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-                println!("{:<13} kernel [3, 3, {}, {}] in [{lo:.4}, {hi:.4}], bias [{}]", spec.name, spec.cin, spec.cout, spec.cout);
+                let (lo, hi) = layer
+                    .kernel
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                println!(
+                    "{:<13} kernel [3, 3, {}, {}] in [{lo:.4}, {hi:.4}], bias [{}]",
+                    spec.name, spec.cin, spec.cout, spec.cout
+                );
             }
             println!("{}: all 13 layers present and valid", file.display());
             Ok(())
@@ -51,9 +67,12 @@ pub fn pca(cmd: &PcaCommand) -> Result<()> {
         PcaCommand::Import { file, output } => {
             let pca = crate::vgg16::import_mat::import_pca_mat(file)?;
             pca.save(output)?;
-            eprintln!("wrote {} (512×512 weight, 512 bias) from {}", output.display(), file.display());
+            eprintln!(
+                "wrote {} (512×512 weight, 512 bias) from {}",
+                output.display(),
+                file.display()
+            );
             Ok(())
         }
     }
 }
-

@@ -38,7 +38,9 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_pixels: PILLOW_MAX_PIXELS }
+        DecodeLimits {
+            max_pixels: PILLOW_MAX_PIXELS,
+        }
     }
 }
 
@@ -60,11 +62,18 @@ pub enum DecodeError {
         fmt_pixels(u64::from(*width) * u64::from(*height)),
         fmt_pixels(*max_pixels)
     )]
-    TooLarge { width: u32, height: u32, max_pixels: u64 },
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     #[error("image has a zero width or height ({width}×{height})")]
     ZeroSize { width: u32, height: u32 },
     #[error("truncated or corrupt {format} data: {detail}; re-export or re-download the file")]
-    Corrupt { format: &'static str, detail: String },
+    Corrupt {
+        format: &'static str,
+        detail: String,
+    },
 }
 
 /// "3.6 Gpx", "179 Mpx", "12 kpx", "100 px".
@@ -87,7 +96,10 @@ fn describe_head(bytes: &[u8]) -> String {
     if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         format!("\"{}\"", String::from_utf8_lossy(head))
     } else {
-        head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        head.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -108,7 +120,11 @@ fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), Deco
         return Err(DecodeError::ZeroSize { width, height });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooLarge { width, height, max_pixels: limits.max_pixels });
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+        });
     }
     Ok(())
 }
@@ -128,8 +144,9 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Decod
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let format = image::guess_format(bytes)
-        .map_err(|_| DecodeError::UnknownFormat { head: describe_head(bytes) })?;
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::UnknownFormat {
+        head: describe_head(bytes),
+    })?;
     match format {
         ImageFormat::Jpeg => jpeg::decode(bytes, limits),
         ImageFormat::Png
@@ -144,8 +161,13 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Decod
 fn image_error(format: ImageFormat, e: image::ImageError) -> DecodeError {
     match e {
         image::ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
-        image::ImageError::Limits(l) => DecodeError::Unsupported(format!("over a decoder limit: {l}")),
-        other => DecodeError::Corrupt { format: format_name(format), detail: other.to_string() },
+        image::ImageError::Limits(l) => {
+            DecodeError::Unsupported(format!("over a decoder limit: {l}"))
+        }
+        other => DecodeError::Corrupt {
+            format: format_name(format),
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -154,7 +176,11 @@ fn png_ihdr(bytes: &[u8]) -> Option<(u8, u8)> {
     (bytes.len() >= 26 && &bytes[12..16] == b"IHDR").then(|| (bytes[24], bytes[25]))
 }
 
-fn decode_other(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+fn decode_other(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, DecodeError> {
     let err = |e| image_error(format, e);
     // Header only: no pixel buffer yet.
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
@@ -171,7 +197,10 @@ fn decode_other(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Res
     reader.limits(l);
     // A decoder panic on hostile input is an error for this image, not a crash of the run.
     let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
-        .map_err(|_| DecodeError::Corrupt { format: format_name(format), detail: "the decoder panicked".into() })?
+        .map_err(|_| DecodeError::Corrupt {
+            format: format_name(format),
+            detail: "the decoder panicked".into(),
+        })?
         .map_err(err)?;
 
     // 16-bit grayscale PNG opens in Pillow as I;16 (even with tRNS, which the image crate
@@ -214,7 +243,11 @@ fn to_rgb_like_pillow(img: DynamicImage, gray16_png: bool) -> Result<RgbImage, D
             for p in im.as_raw().chunks_exact(2) {
                 // 16-bit gray + tRNS PNG is I;16 in Pillow (clip); 16-bit gray+alpha
                 // PNG is RGBA via LA;16B (most significant byte).
-                let v = if gray16_png { clip16(p[0]) } else { msb16(p[0]) };
+                let v = if gray16_png {
+                    clip16(p[0])
+                } else {
+                    msb16(p[0])
+                };
                 out.extend_from_slice(&[v, v, v]);
             }
         }
@@ -227,7 +260,10 @@ fn to_rgb_like_pillow(img: DynamicImage, gray16_png: bool) -> Result<RgbImage, D
             }
         }
         other => {
-            return Err(DecodeError::Unsupported(format!("{:?} pixels", other.color())));
+            return Err(DecodeError::Unsupported(format!(
+                "{:?} pixels",
+                other.color()
+            )));
         }
     }
     Ok(RgbImage::from_raw(w, h, out).expect("buffer size matches"))
@@ -245,7 +281,10 @@ mod jpeg {
     struct JpegFatal(String);
 
     fn corrupt(detail: String) -> DecodeError {
-        DecodeError::Corrupt { format: "JPEG", detail }
+        DecodeError::Corrupt {
+            format: "JPEG",
+            detail,
+        }
     }
 
     /// libjpeg's message text for the error manager's current code.
@@ -314,13 +353,18 @@ mod jpeg {
 
     pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
         // SAFETY: plain-old-data C structs, initialised by jpeg_std_error / jpeg_create_decompress.
-        let mut err: Box<Err> = Box::new(Err { mgr: unsafe { std::mem::zeroed() }, first_loss: None });
+        let mut err: Box<Err> = Box::new(Err {
+            mgr: unsafe { std::mem::zeroed() },
+            first_loss: None,
+        });
         unsafe { jpeg_std_error(&mut err.mgr) };
         err.mgr.error_exit = Some(error_exit);
         err.mgr.emit_message = Some(emit_message);
         let mut cinfo: Box<jpeg_decompress_struct> = Box::new(unsafe { std::mem::zeroed() });
         cinfo.common.err = &mut err.mgr;
-        let created = catch_unwind(AssertUnwindSafe(|| unsafe { jpeg_create_decompress(&mut *cinfo) }));
+        let created = catch_unwind(AssertUnwindSafe(|| unsafe {
+            jpeg_create_decompress(&mut *cinfo)
+        }));
         if let Err(p) = created {
             return Err(corrupt(payload_text(p)));
         }
@@ -336,7 +380,10 @@ mod jpeg {
             Ok(f) => f.0,
             Err(p) => match p.downcast::<String>() {
                 Ok(s) => *s,
-                Err(p) => p.downcast::<&str>().map(|s| s.to_string()).unwrap_or_else(|_| "decoder panic".into()),
+                Err(p) => p
+                    .downcast::<&str>()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|_| "decoder panic".into()),
             },
         }
     }
@@ -348,7 +395,11 @@ mod jpeg {
         }
     }
 
-    fn run(d: &mut Decompress, bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+    fn run(
+        d: &mut Decompress,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<RgbImage, DecodeError> {
         let cinfo = &mut *d.cinfo;
         // SAFETY: `bytes` outlives the decompressor use inside this function.
         unsafe {
@@ -366,7 +417,11 @@ mod jpeg {
             1 => JCS_GRAYSCALE,
             3 => JCS_RGB,
             4 => JCS_CMYK,
-            n => return Err(DecodeError::Unsupported(format!("JPEG with {n} colour components"))),
+            n => {
+                return Err(DecodeError::Unsupported(format!(
+                    "JPEG with {n} colour components"
+                )));
+            }
         };
         // libjpeg defaults, as Pillow (no draft mode) leaves them.
         cinfo.dct_method = J_DCT_METHOD::JDCT_ISLOW;
@@ -416,7 +471,12 @@ mod jpeg {
         };
         let mut out = Vec::with_capacity(raw.len() / 4 * 3);
         for p in raw.chunks_exact(4) {
-            let (c, m, y, k) = (255 - i32::from(p[0]), 255 - i32::from(p[1]), 255 - i32::from(p[2]), 255 - i32::from(p[3]));
+            let (c, m, y, k) = (
+                255 - i32::from(p[0]),
+                255 - i32::from(p[1]),
+                255 - i32::from(p[2]),
+                255 - i32::from(p[3]),
+            );
             let nk = 255 - k;
             for v in [c, m, y] {
                 out.push((nk - muldiv255(v, nk)).clamp(0, 255) as u8);

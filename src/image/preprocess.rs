@@ -45,13 +45,19 @@ mod tests {
     fn keras_mode_subtracts_in_rgb_order_then_reverses() {
         let img = image::RgbImage::from_raw(1, 1, vec![200, 100, 50]).unwrap();
         let t = to_bgr_tensor(&img, Preprocess::Keras);
-        assert_eq!(t.data, vec![50.0 - 123.68, 100.0 - 116.779, 200.0 - 103.939]);
+        assert_eq!(
+            t.data,
+            vec![50.0 - 123.68, 100.0 - 116.779, 200.0 - 103.939]
+        );
     }
 
     #[test]
     fn caffe_mode_reverses_then_subtracts_bgr_means() {
         let img = image::RgbImage::from_raw(1, 1, vec![200, 100, 50]).unwrap();
         let t = to_bgr_tensor(&img, Preprocess::Caffe);
-        assert_eq!(t.data, vec![50.0 - 103.939, 100.0 - 116.779, 200.0 - 123.68]);
+        assert_eq!(
+            t.data,
+            vec![50.0 - 103.939, 100.0 - 116.779, 200.0 - 123.68]
+        );
     }
 }

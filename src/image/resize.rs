@@ -20,7 +20,10 @@ const BICUBIC_SUPPORT: f64 = 2.0;
 /// exactly in that order (600×525 at 512 → 512×449: the overshoot is kept).
 pub fn target_size(w: u32, h: u32, max_size: u32) -> (u32, u32) {
     let scale = f64::from(max_size) / f64::from(w.max(h));
-    ((scale * f64::from(w)).ceil() as u32, (scale * f64::from(h)).ceil() as u32)
+    (
+        (scale * f64::from(w)).ceil() as u32,
+        (scale * f64::from(h)).ceil() as u32,
+    )
 }
 
 /// `bicubic_filter` of Resample.c, a = -0.5.
@@ -88,12 +91,21 @@ fn precompute_coeffs(in_size: u32, out_size: u32) -> Coeffs {
         let kr = &mut k[xx * ksize..xx * ksize + ksize];
         for (kx, &wx) in kr.iter_mut().zip(w.iter()).take(cnt) {
             let f = wx * f64::from(1u32 << PRECISION_BITS);
-            *kx = if wx < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            *kx = if wx < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         start.push(xmin as usize);
         len.push(cnt);
     }
-    Coeffs { ksize, start, len, k }
+    Coeffs {
+        ksize,
+        start,
+        len,
+        k,
+    }
 }
 
 /// `clip8`: `_clip8_lookups[640 + (v >> PRECISION_BITS)]`, i.e. a clamp to 0..=255 of the
@@ -112,24 +124,26 @@ fn horizontal(src: &[u8], in_w: usize, row0: usize, out_h: usize, c: &Coeffs) ->
     if out_w == 0 {
         return out;
     }
-    out.par_chunks_mut(out_w * 3).enumerate().for_each(|(y, line_out)| {
-        let line_in = &src[(row0 + y) * in_w * 3..(row0 + y + 1) * in_w * 3];
-        for (xx, px) in line_out.chunks_exact_mut(3).enumerate() {
-            let xmin = c.start[xx];
-            let n = c.len[xx];
-            let k = &c.k[xx * c.ksize..xx * c.ksize + n];
-            let inp = &line_in[xmin * 3..(xmin + n) * 3];
-            let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
-            for (&kx, p) in k.iter().zip(inp.chunks_exact(3)) {
-                s0 += i32::from(p[0]) * kx;
-                s1 += i32::from(p[1]) * kx;
-                s2 += i32::from(p[2]) * kx;
+    out.par_chunks_mut(out_w * 3)
+        .enumerate()
+        .for_each(|(y, line_out)| {
+            let line_in = &src[(row0 + y) * in_w * 3..(row0 + y + 1) * in_w * 3];
+            for (xx, px) in line_out.chunks_exact_mut(3).enumerate() {
+                let xmin = c.start[xx];
+                let n = c.len[xx];
+                let k = &c.k[xx * c.ksize..xx * c.ksize + n];
+                let inp = &line_in[xmin * 3..(xmin + n) * 3];
+                let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
+                for (&kx, p) in k.iter().zip(inp.chunks_exact(3)) {
+                    s0 += i32::from(p[0]) * kx;
+                    s1 += i32::from(p[1]) * kx;
+                    s2 += i32::from(p[2]) * kx;
+                }
+                px[0] = clip8(s0);
+                px[1] = clip8(s1);
+                px[2] = clip8(s2);
             }
-            px[0] = clip8(s0);
-            px[1] = clip8(s1);
-            px[2] = clip8(s2);
-        }
-    });
+        });
     out
 }
 
@@ -178,7 +192,12 @@ pub fn resize_bicubic(src: &RgbImage, new_w: u32, new_h: u32) -> RgbImage {
     }
     let need_h = new_w != in_w;
     let need_v = new_h != in_h;
-    let (iw, ih, ow, oh) = (i64::from(in_w), i64::from(in_h), i64::from(new_w), i64::from(new_h));
+    let (iw, ih, ow, oh) = (
+        i64::from(in_w),
+        i64::from(in_h),
+        i64::from(new_w),
+        i64::from(new_h),
+    );
     let horizontal_first = !((ih - oh) > 0 && (ih - oh) > (iw - ow) * 2);
     let data = src.as_raw();
     let out = if horizontal_first {
@@ -193,7 +212,11 @@ pub fn resize_bicubic(src: &RgbImage, new_w: u32, new_h: u32) -> RgbImage {
                 (0, in_h as usize)
             };
             let tmp = horizontal(data, in_w as usize, first, last - first, &hc);
-            if need_v { vertical(&tmp, new_w as usize, first, &vc) } else { tmp }
+            if need_v {
+                vertical(&tmp, new_w as usize, first, &vc)
+            } else {
+                tmp
+            }
         } else {
             vertical(data, in_w as usize, 0, &vc)
         }
@@ -236,7 +259,10 @@ mod tests {
             let c = precompute_coeffs(i, o);
             for x in 0..o as usize {
                 let s: i32 = c.k[x * c.ksize..x * c.ksize + c.len[x]].iter().sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= c.len[x] as i32, "{i}->{o} @{x}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= c.len[x] as i32,
+                    "{i}->{o} @{x}: {s}"
+                );
             }
         }
     }

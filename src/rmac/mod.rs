@@ -57,5 +57,10 @@ pub fn rmac(pool5: &Tensor3, levels: usize, pca: Option<&PcaWeights>) -> RmacPar
     }
     let mut vector: Vec<f32> = sum.iter().map(|&s| s as f32).collect();
     l2_normalize(&mut vector);
-    RmacParts { regions, region_max, region_vectors, vector }
+    RmacParts {
+        regions,
+        region_max,
+        region_vectors,
+        vector,
+    }
 }

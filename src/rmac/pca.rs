@@ -9,7 +9,11 @@ pub fn apply(pca: &PcaWeights, x: &[f32]) -> Vec<f32> {
         .chunks_exact(n)
         .zip(&pca.bias)
         .map(|(row, &b)| {
-            let dot: f64 = row.iter().zip(x).map(|(&w, &v)| f64::from(w) * f64::from(v)).sum();
+            let dot: f64 = row
+                .iter()
+                .zip(x)
+                .map(|(&w, &v)| f64::from(w) * f64::from(v))
+                .sum();
             (dot + f64::from(b)) as f32
         })
         .collect()

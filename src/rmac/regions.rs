@@ -60,7 +60,12 @@ pub fn rmac_regions(w5: usize, h5: usize, levels: usize) -> Vec<Region> {
         for &y in &cen_h {
             for &x in &cen_w {
                 // np.array(..., dtype=int) truncates; the values are already integral.
-                regions.push(Region { x: x as usize, y: y as usize, w: wl as usize, h: wl as usize });
+                regions.push(Region {
+                    x: x as usize,
+                    y: y as usize,
+                    w: wl as usize,
+                    h: wl as usize,
+                });
             }
         }
     }

@@ -22,7 +22,11 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
     let meta = std::fs::metadata(input).with_context(|| {
         format!("cannot read the input {}: it does not exist or is not readable (pass a list file with one image path per line, or a folder)", input.display())
     })?;
-    let paths = if meta.is_dir() { scan_folder(input)? } else { read_list(input)? };
+    let paths = if meta.is_dir() {
+        scan_folder(input)?
+    } else {
+        read_list(input)?
+    };
     let mut seen = HashSet::with_capacity(paths.len());
     let mut unique = Vec::with_capacity(paths.len());
     let mut duplicates = 0;
@@ -33,16 +37,26 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
             duplicates += 1;
         }
     }
-    Ok(InputList { paths: unique, duplicates })
+    Ok(InputList {
+        paths: unique,
+        duplicates,
+    })
 }
 
 /// One path per line; blank lines skipped, one trailing CR stripped, nothing
 /// else trimmed (paths may start or end with spaces).
 fn read_list(list: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(list).with_context(|| format!("cannot read the image list {}", list.display()))?;
+    let bytes = std::fs::read(list)
+        .with_context(|| format!("cannot read the image list {}", list.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-        anyhow::anyhow!("the image list {} is not UTF-8 text (line {line}); write the paths as UTF-8", list.display())
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        anyhow::anyhow!(
+            "the image list {} is not UTF-8 text (line {line}); write the paths as UTF-8",
+            list.display()
+        )
     })?;
     Ok(text
         .split('\n')
@@ -64,9 +78,11 @@ fn scan_folder(root: &Path) -> Result<Vec<String>> {
     let mut found: Vec<PathBuf> = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list the folder {}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list the folder {}", dir.display()))?;
         for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list the folder {}", dir.display()))?;
+            let entry =
+                entry.with_context(|| format!("cannot list the folder {}", dir.display()))?;
             let path = entry.path();
             let kind = entry.file_type()?;
             if kind.is_dir() {
@@ -80,7 +96,10 @@ fn scan_folder(root: &Path) -> Result<Vec<String>> {
     for p in found {
         match p.into_os_string().into_string() {
             Ok(s) => paths.push(s),
-            Err(os) => bail!("the file name {} is not UTF-8; rename it or list it in a UTF-8 list file", Path::new(&os).display()),
+            Err(os) => bail!(
+                "the file name {} is not UTF-8; rename it or list it in a UTF-8 list file",
+                Path::new(&os).display()
+            ),
         }
     }
     paths.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -106,21 +125,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
-        for f in ["b.JPG", "a.png", "sub/deeper/z.webp", "sub/c.TiF", "notes.txt", "Z.jpeg", "x.jpgx"] {
+        for f in [
+            "b.JPG",
+            "a.png",
+            "sub/deeper/z.webp",
+            "sub/c.TiF",
+            "notes.txt",
+            "Z.jpeg",
+            "x.jpgx",
+        ] {
             std::fs::write(root.join(f), b"x").unwrap();
         }
         let inputs = read_inputs(root).unwrap();
         let rel: Vec<String> = inputs
             .paths
             .iter()
-            .map(|p| Path::new(p).strip_prefix(root).unwrap().to_string_lossy().into_owned())
+            .map(|p| {
+                Path::new(p)
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
-        assert_eq!(rel, vec!["Z.jpeg", "a.png", "b.JPG", "sub/c.TiF", "sub/deeper/z.webp"]);
+        assert_eq!(
+            rel,
+            vec!["Z.jpeg", "a.png", "b.JPG", "sub/c.TiF", "sub/deeper/z.webp"]
+        );
     }
 
     #[test]
     fn missing_input_says_what_to_pass() {
-        let err = read_inputs(Path::new("/nonexistent/list.txt")).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/list.txt") && err.contains("list file"), "{err}");
+        let err = read_inputs(Path::new("/nonexistent/list.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/list.txt") && err.contains("list file"),
+            "{err}"
+        );
     }
 }

@@ -37,11 +37,22 @@ struct Backoff {
 impl Backoff {
     /// One rank alone has no one to poll for: it only wakes for its own results.
     fn new(ranks: usize) -> Self {
-        Backoff { wait: POLL_MIN, max: if ranks == 1 { Duration::from_millis(200) } else { POLL_MAX } }
+        Backoff {
+            wait: POLL_MIN,
+            max: if ranks == 1 {
+                Duration::from_millis(200)
+            } else {
+                POLL_MAX
+            },
+        }
     }
 
     fn next(&mut self, busy: bool) -> Duration {
-        self.wait = if busy { POLL_MIN } else { (self.wait * 2).min(self.max) };
+        self.wait = if busy {
+            POLL_MIN
+        } else {
+            (self.wait * 2).min(self.max)
+        };
         self.wait
     }
 }
@@ -109,7 +120,12 @@ pub struct RankStats {
 
 impl RankStats {
     fn new(rank: usize, me: &RankInfo) -> Self {
-        RankStats { rank, host: me.host.clone(), threads: me.threads, ..Default::default() }
+        RankStats {
+            rank,
+            host: me.host.clone(),
+            threads: me.threads,
+            ..Default::default()
+        }
     }
 
     fn add(&mut self, d: &Done) {
@@ -121,7 +137,11 @@ impl RankStats {
 
     fn finish(&mut self, start: Instant) {
         self.wall_s = start.elapsed().as_secs_f64();
-        self.images_per_s = if self.wall_s > 0.0 { self.images as f64 / self.wall_s } else { 0.0 };
+        self.images_per_s = if self.wall_s > 0.0 {
+            self.images as f64 / self.wall_s
+        } else {
+            0.0
+        };
     }
 }
 
@@ -140,7 +160,14 @@ impl Progress {
     fn new(total: usize) -> Self {
         let bar = progress_bar(total);
         let plain = bar.is_hidden();
-        Progress { bar, plain, total, done: 0, start: Instant::now(), last_line: Instant::now() }
+        Progress {
+            bar,
+            plain,
+            total,
+            done: 0,
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
 
     fn inc(&mut self) {
@@ -170,7 +197,11 @@ impl Progress {
 fn thread_cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+        })
         .map_or(0.0, |ns| ns as f64 * 1e-9)
 }
 
@@ -195,9 +226,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn record(&mut self, id: u64, outcome: &Outcome) -> Result<()> {
-        let i = *self.pending.get(id as usize).with_context(|| format!("a rank sent a result for unknown image #{id}"))?;
+        let i = *self
+            .pending
+            .get(id as usize)
+            .with_context(|| format!("a rank sent a result for unknown image #{id}"))?;
         let path = self.paths[i].as_str();
-        ensure!(!std::mem::replace(&mut self.recorded[id as usize], true), "image {path} came back twice");
+        ensure!(
+            !std::mem::replace(&mut self.recorded[id as usize], true),
+            "image {path} came back twice"
+        );
         match outcome {
             Outcome::Vector(v) => {
                 ensure!(v.len() == 512, "a {}-float vector for {path}", v.len());
@@ -222,10 +259,16 @@ impl Writer<'_> {
         for pos in range {
             let path = &paths[pending[pos]];
             if path.len() > MAX_PATH_BYTES {
-                let msg = format!("the path is {} bytes long; no file system opens a path this long", path.len());
+                let msg = format!(
+                    "the path is {} bytes long; no file system opens a path this long",
+                    path.len()
+                );
                 self.record(pos as u64, &Outcome::Error(msg))?;
             } else {
-                jobs.push(Job { id: pos as u64, path: path.clone() });
+                jobs.push(Job {
+                    id: pos as u64,
+                    path: path.clone(),
+                });
             }
         }
         Ok(jobs)
@@ -244,8 +287,14 @@ pub fn coordinate<T: Transport>(
     me: &RankInfo,
 ) -> Result<RunSummary> {
     let start = Instant::now();
-    let pending: Vec<usize> = (0..paths.len()).filter(|&i| !done.contains(&paths[i])).collect();
-    let summary = RunSummary { total: paths.len(), already_done: paths.len() - pending.len(), ..Default::default() };
+    let pending: Vec<usize> = (0..paths.len())
+        .filter(|&i| !done.contains(&paths[i]))
+        .collect();
+    let summary = RunSummary {
+        total: paths.len(),
+        already_done: paths.len() - pending.len(),
+        ..Default::default()
+    };
     let workers = t.size() - 1;
     let mut sched = Scheduler::new(pending.len(), t.size());
     let mut w = Writer {
@@ -277,7 +326,10 @@ pub fn coordinate<T: Transport>(
             while local_in_flight < LOW_WATER && !sched.is_exhausted() {
                 for job in w.next_chunk(&mut sched)? {
                     local_in_flight += 1;
-                    jobs_tx.as_ref().expect("open while work is left").send(job)?;
+                    jobs_tx
+                        .as_ref()
+                        .expect("open while work is left")
+                        .send(job)?;
                 }
             }
             if sched.is_exhausted() {
@@ -295,13 +347,19 @@ pub fn coordinate<T: Transport>(
                     Ok(d) => Some(d),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => {
-                        ensure!(local_in_flight == 0, "rank 0's extraction thread stopped with {local_in_flight} images unfinished");
+                        ensure!(
+                            local_in_flight == 0,
+                            "rank 0's extraction thread stopped with {local_in_flight} images unfinished"
+                        );
                         local_done = true;
                         None
                     }
                 }
             };
-            for d in first.into_iter().chain(std::iter::from_fn(|| results_rx.try_recv().ok())) {
+            for d in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| results_rx.try_recv().ok()))
+            {
                 busy = true;
                 local_in_flight -= 1;
                 local.add(&d);
@@ -314,14 +372,19 @@ pub fn coordinate<T: Transport>(
                 match tag {
                     TAG_REQUEST => {
                         let jobs = w.next_chunk(&mut sched)?;
-                        t.send(from, TAG_WORK, &encode_work(jobs.iter().map(|j| (j.id, j.path.as_str()))))?;
+                        t.send(
+                            from,
+                            TAG_WORK,
+                            &encode_work(jobs.iter().map(|j| (j.id, j.path.as_str()))),
+                        )?;
                     }
                     TAG_RESULT => {
                         let (id, outcome) = decode_result(&bytes)?;
                         w.record(id, &outcome)?;
                     }
                     TAG_STATS => {
-                        let mut s: RankStats = serde_json::from_slice(&bytes).context("a rank's stats message")?;
+                        let mut s: RankStats =
+                            serde_json::from_slice(&bytes).context("a rank's stats message")?;
                         s.rank = from;
                         ranks[from] = Some(s);
                         workers_done += 1;
@@ -338,7 +401,10 @@ pub fn coordinate<T: Transport>(
         Ok(())
     })?;
     let missing = w.recorded.iter().filter(|r| !**r).count();
-    ensure!(missing == 0, "{missing} images were handed out but never came back");
+    ensure!(
+        missing == 0,
+        "{missing} images were handed out but never came back"
+    );
     w.sink.sync()?;
     w.progress.bar.finish_and_clear();
     let mut summary = w.summary;
@@ -374,18 +440,27 @@ pub fn work<T: Transport>(t: &mut T, extractor: &mut Extractor, me: &RankInfo) -
                 Ok(d) => Some(d),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    ensure!(in_flight == 0 && no_more, "the extraction thread stopped with {in_flight} images unfinished");
+                    ensure!(
+                        in_flight == 0 && no_more,
+                        "the extraction thread stopped with {in_flight} images unfinished"
+                    );
                     break;
                 }
             };
-            for d in first.into_iter().chain(std::iter::from_fn(|| results_rx.try_recv().ok())) {
+            for d in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| results_rx.try_recv().ok()))
+            {
                 busy = true;
                 in_flight -= 1;
                 stats.add(&d);
                 t.send(0, TAG_RESULT, &encode_result(d.id, &d.outcome))?;
             }
             while let Some((from, tag, bytes)) = t.poll()? {
-                ensure!(from == 0 && tag == TAG_WORK, "unexpected message (tag {tag}) from rank {from}");
+                ensure!(
+                    from == 0 && tag == TAG_WORK,
+                    "unexpected message (tag {tag}) from rank {from}"
+                );
                 busy = true;
                 requested = false;
                 let jobs = decode_work(&bytes)?;
@@ -395,7 +470,10 @@ pub fn work<T: Transport>(t: &mut T, extractor: &mut Extractor, me: &RankInfo) -
                 }
                 for job in jobs {
                     in_flight += 1;
-                    jobs_tx.as_ref().context("work after the end of work")?.send(job)?;
+                    jobs_tx
+                        .as_ref()
+                        .context("work after the end of work")?
+                        .send(job)?;
                 }
             }
         }
@@ -410,7 +488,10 @@ pub fn work<T: Transport>(t: &mut T, extractor: &mut Extractor, me: &RankInfo) -
 pub fn wait_for<T: Transport>(t: &mut T, tag: Tag) -> Result<Vec<u8>> {
     loop {
         if let Some((from, got, bytes)) = t.poll()? {
-            ensure!(from == 0 && got == tag, "unexpected message (tag {got}) from rank {from} while waiting for tag {tag}");
+            ensure!(
+                from == 0 && got == tag,
+                "unexpected message (tag {got}) from rank {from} while waiting for tag {tag}"
+            );
             return Ok(bytes);
         }
         std::thread::sleep(POLL_MAX);

@@ -39,18 +39,30 @@ impl RunSummary {
     /// The process exit status (contract): 0 when every listed image has a
     /// vector, 3 when some failed (in this run or in the run it resumed).
     pub fn exit_code(&self) -> u8 {
-        if self.failed + self.failed_before > 0 { 3 } else { 0 }
+        if self.failed + self.failed_before > 0 {
+            3
+        } else {
+            0
+        }
     }
 
     pub fn images_per_second(&self) -> f64 {
         let n = (self.succeeded + self.failed) as f64;
-        if self.seconds > 0.0 { n / self.seconds } else { 0.0 }
+        if self.seconds > 0.0 {
+            n / self.seconds
+        } else {
+            0.0
+        }
     }
 }
 
 /// Runs `f`, turning a panic into an error message for that image (a bug in a
 /// decoder must not take the other images down with it).
-fn guarded<T>(what: &str, path: &str, f: impl FnOnce() -> Result<T, ExtractError>) -> Result<T, String> {
+fn guarded<T>(
+    what: &str,
+    path: &str,
+    f: impl FnOnce() -> Result<T, ExtractError>,
+) -> Result<T, String> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
@@ -60,7 +72,9 @@ fn guarded<T>(what: &str, path: &str, f: impl FnOnce() -> Result<T, ExtractError
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown panic");
-            Err(format!("internal error while {what} {path}: {msg} (please report this image to the rmac-native developers)"))
+            Err(format!(
+                "internal error while {what} {path}: {msg} (please report this image to the rmac-native developers)"
+            ))
         }
     }
 }
@@ -71,9 +85,11 @@ pub(crate) fn progress_bar(pending: usize) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(pending as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }
@@ -101,7 +117,9 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
             .spawn_scoped(scope, move || {
                 for job in jobs {
                     let t = Instant::now();
-                    let prepared = guarded("decoding", &job.path, || prepare_path(Path::new(&job.path), &config));
+                    let prepared = guarded("decoding", &job.path, || {
+                        prepare_path(Path::new(&job.path), &config)
+                    });
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
                         break; // the compute side stopped
                     }
@@ -110,11 +128,18 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
             .expect("cannot start the decode thread");
         for (job, prepared, decode_s) in rx {
             let t = Instant::now();
-            let outcome = match prepared.and_then(|p| guarded("computing", &job.path, || extractor.describe_prepared(&p))) {
+            let outcome = match prepared
+                .and_then(|p| guarded("computing", &job.path, || extractor.describe_prepared(&p)))
+            {
                 Ok(v) => Outcome::Vector(v),
                 Err(e) => Outcome::Error(e),
             };
-            let done = Done { id: job.id, outcome, decode_s, compute_s: t.elapsed().as_secs_f64() };
+            let done = Done {
+                id: job.id,
+                outcome,
+                decode_s,
+                compute_s: t.elapsed().as_secs_f64(),
+            };
             if results.send(done).is_err() {
                 break;
             }
@@ -130,6 +155,16 @@ pub fn run_batch(
     done: &std::collections::HashSet<String>,
     sink: &mut dyn VectorSink,
 ) -> Result<RunSummary> {
-    let me = crate::run::job::RankInfo { host: String::new(), threads: 0 };
-    crate::run::job::coordinate(&mut crate::run::job::NoTransport, extractor, paths, done, sink, &me)
+    let me = crate::run::job::RankInfo {
+        host: String::new(),
+        threads: 0,
+    };
+    crate::run::job::coordinate(
+        &mut crate::run::job::NoTransport,
+        extractor,
+        paths,
+        done,
+        sink,
+        &me,
+    )
 }

@@ -10,14 +10,23 @@ use anyhow::{Result, bail};
 
 /// Environment variables by which launchers announce the number of processes
 /// they started (Open MPI, MPICH/Intel MPI hydra and Slurm PMI-2, PMIx, MVAPICH, srun).
-const LAUNCHER_SIZE_VARS: [&str; 5] =
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"];
+const LAUNCHER_SIZE_VARS: [&str; 5] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "PMIX_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+];
 
 /// The first launcher variable that says more than one process was started.
 pub fn launcher_size_from_env() -> Option<(&'static str, usize)> {
-    LAUNCHER_SIZE_VARS
-        .iter()
-        .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse::<usize>().ok()).filter(|&n| n > 1).map(|n| (*v, n)))
+    LAUNCHER_SIZE_VARS.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n > 1)
+            .map(|n| (*v, n))
+    })
 }
 
 /// Refuses to run as one of several independent copies (toolchain pitfall 2).
@@ -44,7 +53,12 @@ pub fn guard_launcher(world_size: usize) -> Result<()> {
 fn cpu_set() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_owned())
+            })
+        })
         .unwrap_or_default()
 }
 
@@ -54,7 +68,9 @@ fn cpu_set() -> String {
 /// task/affinity) has already divided them; unbound ranks share the node.
 /// So ranks × threads never exceeds the cores.
 pub fn default_threads(sharing_ranks: usize) -> usize {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     (cores / sharing_ranks.max(1)).max(1)
 }
 
@@ -84,7 +100,8 @@ mod with_mpi {
     impl Mpi {
         /// Initialises MPI (as a singleton without a launcher) and checks the launcher.
         pub fn init() -> Result<Self> {
-            let Some((mut universe, _level)) = mpi::initialize_with_threading(Threading::Funneled) else {
+            let Some((mut universe, _level)) = mpi::initialize_with_threading(Threading::Funneled)
+            else {
                 bail!("MPI was already initialised");
             };
             let world = universe.world();
@@ -96,7 +113,12 @@ mod with_mpi {
                 let per_worker = MAX_CHUNK_BYTES.max(MAX_PATH_BYTES + 16) + 4096;
                 universe.set_buffer_size((size - 1) * per_worker);
             }
-            Ok(Mpi { world, rank, size, universe })
+            Ok(Mpi {
+                world,
+                rank,
+                size,
+                universe,
+            })
         }
 
         /// Ranks on this node that share this rank's CPU set (for [`default_threads`]).
@@ -117,12 +139,20 @@ mod with_mpi {
         }
 
         pub fn host(&self) -> String {
-            mpi::environment::processor_name().unwrap_or_default().trim_end_matches('\0').to_owned()
+            mpi::environment::processor_name()
+                .unwrap_or_default()
+                .trim_end_matches('\0')
+                .to_owned()
         }
 
         pub fn library(&self) -> String {
             let v = mpi::environment::library_version().unwrap_or_default();
-            v.trim_end_matches('\0').lines().next().unwrap_or("").trim().to_owned()
+            v.trim_end_matches('\0')
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
         }
 
         /// Ends the whole job now (every rank), with `code`.
@@ -137,7 +167,9 @@ mod with_mpi {
     }
 
     fn fnv1a(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
     }
 
     impl Transport for Mpi {
@@ -151,9 +183,14 @@ mod with_mpi {
 
         fn poll(&mut self) -> Result<Option<(usize, Tag, Vec<u8>)>> {
             // Only this thread talks MPI, so a plain probe followed by the receive is race-free.
-            let Some(status) = self.world.any_process().immediate_probe() else { return Ok(None) };
+            let Some(status) = self.world.any_process().immediate_probe() else {
+                return Ok(None);
+            };
             let from = status.source_rank();
-            let (bytes, _) = self.world.process_at_rank(from).receive_vec_with_tag::<u8>(status.tag());
+            let (bytes, _) = self
+                .world
+                .process_at_rank(from)
+                .receive_vec_with_tag::<u8>(status.tag());
             Ok(Some((from as usize, status.tag(), bytes)))
         }
 

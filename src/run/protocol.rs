@@ -100,8 +100,16 @@ pub fn decode_result(mut buf: &[u8]) -> Result<(u64, Outcome)> {
     let kind = take(&mut buf, 1)?[0];
     let outcome = match kind {
         0 => {
-            ensure!(buf.len() % 4 == 0, "a vector message of {} bytes", buf.len());
-            Outcome::Vector(buf.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            ensure!(
+                buf.len() % 4 == 0,
+                "a vector message of {} bytes",
+                buf.len()
+            );
+            Outcome::Vector(
+                buf.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
         }
         1 => Outcome::Error(String::from_utf8_lossy(buf).into_owned()),
         k => bail!("unknown result kind {k}"),
@@ -127,18 +135,28 @@ mod tests {
         let msg = encode_work([(7u64, "a b.jpg"), (u64::MAX, "ü/\r.png"), (0, "")]);
         let jobs = decode_work(&msg).unwrap();
         assert_eq!(jobs.len(), 3);
-        assert_eq!(jobs[1], Job { id: u64::MAX, path: "ü/\r.png".into() });
+        assert_eq!(
+            jobs[1],
+            Job {
+                id: u64::MAX,
+                path: "ü/\r.png".into()
+            }
+        );
         assert!(decode_work(&encode_work([])).unwrap().is_empty());
         assert!(decode_work(&msg[..msg.len() - 1]).is_err());
     }
 
     #[test]
     fn results_round_trip_bit_exactly() {
-        let v: Vec<f32> = (0..512).map(|i| f32::from_bits(0x3f80_0001 + i * 7919)).collect();
+        let v: Vec<f32> = (0..512)
+            .map(|i| f32::from_bits(0x3f80_0001 + i * 7919))
+            .collect();
         let (id, out) = decode_result(&encode_result(42, &Outcome::Vector(v.clone()))).unwrap();
         assert_eq!(id, 42);
         match out {
-            Outcome::Vector(w) => assert!(v.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits())),
+            Outcome::Vector(w) => {
+                assert!(v.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()))
+            }
             _ => panic!(),
         }
         let (_, out) = decode_result(&encode_result(1, &Outcome::Error("bad ü".into()))).unwrap();

@@ -27,7 +27,11 @@ pub struct Scheduler {
 impl Scheduler {
     /// `workers`: how many ranks pull work (the coordinator's own pipeline included).
     pub fn new(len: usize, workers: usize) -> Self {
-        Scheduler { next: 0, len, workers: workers.max(1) }
+        Scheduler {
+            next: 0,
+            len,
+            workers: workers.max(1),
+        }
     }
 
     pub fn remaining(&self) -> usize {
@@ -41,7 +45,10 @@ impl Scheduler {
     /// How many images the next chunk holds: a quarter of a fair share of what
     /// is left, between 1 and [`MAX_CHUNK`].
     pub fn chunk_len(&self) -> usize {
-        self.remaining().div_ceil(4 * self.workers).clamp(1, MAX_CHUNK).min(self.remaining())
+        self.remaining()
+            .div_ceil(4 * self.workers)
+            .clamp(1, MAX_CHUNK)
+            .min(self.remaining())
     }
 
     /// The next chunk (empty when everything is handed out). `bytes(i)` is the

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// `vectors.jsonl` → `vectors.<what>.json`.
 pub fn beside(out: &Path, what: &str) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
     out.with_file_name(format!("{stem}.{what}.json"))
 }
@@ -29,9 +32,11 @@ pub struct RunSettings {
 
 /// sha256 and size of a file (memory-mapped; the page cache serves the later load).
 pub fn file_digest(path: &Path) -> Result<(String, u64)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     // SAFETY: read-only map of a file we only read; a concurrent writer could change the digest, nothing worse.
-    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot read {}", path.display()))?;
     Ok((sha256_hex(&map), map.len() as u64))
 }
 
@@ -44,12 +49,32 @@ impl RunSettings {
                 d.push(format!("{what}: {a} before, {b} now"));
             }
         };
-        cmp("weights (sha256)", self.weights_sha256.clone(), now.weights_sha256.clone());
-        cmp("weights (bytes)", self.weights_bytes.to_string(), now.weights_bytes.to_string());
-        cmp("pca (sha256)", self.pca_sha256.clone(), now.pca_sha256.clone());
-        cmp("--max-size", self.max_size.to_string(), now.max_size.to_string());
+        cmp(
+            "weights (sha256)",
+            self.weights_sha256.clone(),
+            now.weights_sha256.clone(),
+        );
+        cmp(
+            "weights (bytes)",
+            self.weights_bytes.to_string(),
+            now.weights_bytes.to_string(),
+        );
+        cmp(
+            "pca (sha256)",
+            self.pca_sha256.clone(),
+            now.pca_sha256.clone(),
+        );
+        cmp(
+            "--max-size",
+            self.max_size.to_string(),
+            now.max_size.to_string(),
+        );
         cmp("--levels", self.levels.to_string(), now.levels.to_string());
-        cmp("--preprocess", self.preprocess.clone(), now.preprocess.clone());
+        cmp(
+            "--preprocess",
+            self.preprocess.clone(),
+            now.preprocess.clone(),
+        );
         d
     }
 
@@ -111,8 +136,14 @@ mod tests {
 
     #[test]
     fn files_sit_beside_out() {
-        assert_eq!(beside(Path::new("/d/vectors.jsonl"), "settings"), Path::new("/d/vectors.settings.json"));
-        assert_eq!(beside(Path::new("out"), "summary"), Path::new("out.summary.json"));
+        assert_eq!(
+            beside(Path::new("/d/vectors.jsonl"), "settings"),
+            Path::new("/d/vectors.settings.json")
+        );
+        assert_eq!(
+            beside(Path::new("out"), "summary"),
+            Path::new("out.summary.json")
+        );
     }
 
     #[test]
@@ -122,9 +153,15 @@ mod tests {
         let a = settings();
         a.check_and_write(&out, 0, false).unwrap();
         a.check_and_write(&out, 5, false).unwrap();
-        let b = RunSettings { max_size: 512, ..settings() };
+        let b = RunSettings {
+            max_size: 512,
+            ..settings()
+        };
         let err = b.check_and_write(&out, 5, false).unwrap_err().to_string();
-        assert!(err.contains("--max-size: 1024 before, 512 now") && err.contains("--restart"), "{err}");
+        assert!(
+            err.contains("--max-size: 1024 before, 512 now") && err.contains("--restart"),
+            "{err}"
+        );
         b.check_and_write(&out, 5, true).unwrap();
         b.check_and_write(&out, 5, false).unwrap();
     }

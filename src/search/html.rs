@@ -17,7 +17,10 @@ pub struct SheetRow {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Standard base64 (RFC 4648) with padding.
@@ -25,9 +28,15 @@ pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(if i <= c.len() { T[(n >> shift) as usize & 63] as char } else { '=' });
+            out.push(if i <= c.len() {
+                T[(n >> shift) as usize & 63] as char
+            } else {
+                '='
+            });
         }
     }
     out
@@ -48,7 +57,11 @@ fn cell(out: &mut String, path: Option<&str>, caption: &str, size: u32, title: &
         Some(Err(e)) => format!("<div class=\"missing\">{}</div>", escape(&format!("{e:#}"))),
         None => "<div class=\"missing\">(a vector)</div>".to_owned(),
     };
-    let _ = write!(out, "<figure class=\"{class}\" title=\"{}\">{img}<figcaption>{caption}</figcaption></figure>", escape(title));
+    let _ = write!(
+        out,
+        "<figure class=\"{class}\" title=\"{}\">{img}<figcaption>{caption}</figcaption></figure>",
+        escape(title)
+    );
 }
 
 /// Writes the sheet; thumbnails are `size` pixels on their longest side.
@@ -69,8 +82,19 @@ pub fn write_contact_sheet(out: &Path, rows: &[SheetRow], size: u32) -> Result<(
         w = size
     );
     for r in rows {
-        let _ = write!(h, "<section><h2>query: {}</h2><div class=\"row\">", escape(&r.label));
-        cell(&mut h, r.image.as_deref(), "<b>query</b>", size, &r.label, "query");
+        let _ = write!(
+            h,
+            "<section><h2>query: {}</h2><div class=\"row\">",
+            escape(&r.label)
+        );
+        cell(
+            &mut h,
+            r.image.as_deref(),
+            "<b>query</b>",
+            size,
+            &r.label,
+            "query",
+        );
         for (rank, (path, score)) in r.hits.iter().enumerate() {
             let caption = format!("#{} &nbsp; {score:.4}<br>{}", rank + 1, escape(path));
             cell(&mut h, Some(path), &caption, size, path, "hit");
@@ -78,7 +102,8 @@ pub fn write_contact_sheet(out: &Path, rows: &[SheetRow], size: u32) -> Result<(
         h.push_str("</div></section>\n");
     }
     h.push_str("</body></html>\n");
-    std::fs::write(out, h).with_context(|| format!("cannot write the contact sheet {}", out.display()))
+    std::fs::write(out, h)
+        .with_context(|| format!("cannot write the contact sheet {}", out.display()))
 }
 
 #[cfg(test)]
@@ -87,7 +112,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }

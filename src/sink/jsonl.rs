@@ -37,7 +37,10 @@ struct AnyLine {
 
 /// `vectors.jsonl` → `vectors.errors.jsonl` (contract: the error file beside OUT).
 pub fn errors_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
     out.with_file_name(format!("{stem}.errors.jsonl"))
 }
@@ -58,10 +61,22 @@ impl LineFile {
             .read(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("cannot open {} for writing (check the folder exists and is writable)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot open {} for writing (check the folder exists and is writable)",
+                    path.display()
+                )
+            })?;
         if restart {
-            file.set_len(0).with_context(|| format!("cannot truncate {}", path.display()))?;
-            return Ok((LineFile { path: path.to_path_buf(), file }, Vec::new()));
+            file.set_len(0)
+                .with_context(|| format!("cannot truncate {}", path.display()))?;
+            return Ok((
+                LineFile {
+                    path: path.to_path_buf(),
+                    file,
+                },
+                Vec::new(),
+            ));
         }
         let mut done = Vec::new();
         let mut good_len = 0u64;
@@ -71,14 +86,20 @@ impl LineFile {
         let mut number = 0;
         loop {
             line.clear();
-            let n = reader.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             if n == 0 {
                 break;
             }
             number += 1;
             let complete = line.ends_with(b"\n");
             let parsed = serde_json::from_slice::<AnyLine>(&line).ok().filter(|l| {
-                if want_vector { l.vector.as_ref().is_some_and(|v| v.len() == 512) } else { l.error.is_some() }
+                if want_vector {
+                    l.vector.as_ref().is_some_and(|v| v.len() == 512)
+                } else {
+                    l.error.is_some()
+                }
             });
             match (complete, parsed) {
                 (true, Some(l)) => {
@@ -96,18 +117,31 @@ impl LineFile {
                             path.display()
                         );
                     }
-                    file.set_len(good_len).with_context(|| format!("cannot cut the torn last line of {}", path.display()))?;
-                    eprintln!("note: {}: cut a torn last line (line {number}); that image is done again", path.display());
+                    file.set_len(good_len).with_context(|| {
+                        format!("cannot cut the torn last line of {}", path.display())
+                    })?;
+                    eprintln!(
+                        "note: {}: cut a torn last line (line {number}); that image is done again",
+                        path.display()
+                    );
                     break;
                 }
             }
         }
-        Ok((LineFile { path: path.to_path_buf(), file }, done))
+        Ok((
+            LineFile {
+                path: path.to_path_buf(),
+                file,
+            },
+            done,
+        ))
     }
 
     fn append(&mut self, line: &[u8]) -> Result<()> {
         // One write of the whole line: a kill leaves it complete or torn, never interleaved.
-        self.file.write_all(line).with_context(|| format!("cannot write to {} (disk full?)", self.path.display()))
+        self.file
+            .write_all(line)
+            .with_context(|| format!("cannot write to {} (disk full?)", self.path.display()))
     }
 }
 
@@ -125,7 +159,14 @@ impl JsonlSink {
         let (vectors, mut done) = LineFile::open_resume(out, true, restart)?;
         let (errors, failed) = LineFile::open_resume(&errors_path(out), false, restart)?;
         done.extend(failed);
-        Ok((JsonlSink { vectors, errors, last_sync: Instant::now() }, done.into_iter().collect()))
+        Ok((
+            JsonlSink {
+                vectors,
+                errors,
+                last_sync: Instant::now(),
+            },
+            done.into_iter().collect(),
+        ))
     }
 
     pub fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
@@ -151,8 +192,14 @@ impl JsonlSink {
 
     /// Forces everything written to disk.
     pub fn sync(&mut self) -> Result<()> {
-        self.vectors.file.sync_data().with_context(|| format!("cannot sync {}", self.vectors.path.display()))?;
-        self.errors.file.sync_data().with_context(|| format!("cannot sync {}", self.errors.path.display()))?;
+        self.vectors
+            .file
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.vectors.path.display()))?;
+        self.errors
+            .file
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.errors.path.display()))?;
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -168,7 +215,10 @@ mod tests {
 
     #[test]
     fn errors_file_sits_beside_out() {
-        assert_eq!(errors_path(Path::new("/d/vectors.jsonl")), Path::new("/d/vectors.errors.jsonl"));
+        assert_eq!(
+            errors_path(Path::new("/d/vectors.jsonl")),
+            Path::new("/d/vectors.errors.jsonl")
+        );
         assert_eq!(errors_path(Path::new("out")), Path::new("out.errors.jsonl"));
     }
 
@@ -185,7 +235,8 @@ mod tests {
         }
         // Simulate a kill in the middle of writing d.jpg's line.
         let mut f = OpenOptions::new().append(true).open(&out).unwrap();
-        f.write_all(br#"{"path":"d.jpg","vector":[0.1,0.2"#).unwrap();
+        f.write_all(br#"{"path":"d.jpg","vector":[0.1,0.2"#)
+            .unwrap();
         drop(f);
         let (mut sink, done) = JsonlSink::open(&out, false).unwrap();
         let mut done: Vec<_> = done.into_iter().collect();
@@ -194,14 +245,21 @@ mod tests {
         sink.write_vector("d.jpg", &vec512(1.0)).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         assert_eq!(text.lines().count(), 3);
-        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
     }
 
     #[test]
     fn damage_before_the_last_line_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("v.jsonl");
-        let good = serde_json::to_string(&VectorLine { path: "a", vector: &vec512(0.0) }).unwrap();
+        let good = serde_json::to_string(&VectorLine {
+            path: "a",
+            vector: &vec512(0.0),
+        })
+        .unwrap();
         std::fs::write(&out, format!("garbage\n{good}\n")).unwrap();
         let err = JsonlSink::open(&out, false).err().unwrap().to_string();
         assert!(err.contains("line 1") && err.contains("--restart"), "{err}");

@@ -80,7 +80,9 @@ pub fn errors_file(output: &Path) -> std::path::PathBuf {
     match OutputKind::of(&text) {
         OutputKind::Npy => npy::errors_path(output),
         // Not a file: what messages show for a database output.
-        OutputKind::Postgres => format!("{} (table {})", postgres::redact(&text), postgres::ERRORS).into(),
+        OutputKind::Postgres => {
+            format!("{} (table {})", postgres::redact(&text), postgres::ERRORS).into()
+        }
         OutputKind::Jsonl => jsonl::errors_path(output),
     }
 }
@@ -112,10 +114,17 @@ pub fn open_sink(
             (Box::new(s), d)
         }
     };
-    let Some(db) = db else { return Ok((first, done)) };
+    let Some(db) = db else {
+        return Ok((first, done));
+    };
     let (second, done2) = postgres::PgSink::open(db, restart, tool, settings)?;
     let both: HashSet<String> = done.intersection(&done2).cloned().collect();
-    let tee = Tee { a: first, a_done: done, b: Box::new(second), b_done: done2 };
+    let tee = Tee {
+        a: first,
+        a_done: done,
+        b: Box::new(second),
+        b_done: done2,
+    };
     Ok((Box::new(tee), both))
 }
 

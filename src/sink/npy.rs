@@ -34,7 +34,10 @@ pub fn header(rows: u64, dim: usize) -> [u8; HEADER_LEN] {
     h[6] = 1;
     h[7] = 0;
     h[8..10].copy_from_slice(&((HEADER_LEN - 10) as u16).to_le_bytes());
-    assert!(10 + dict.len() < HEADER_LEN, "shape too long for a v1.0 header");
+    assert!(
+        10 + dict.len() < HEADER_LEN,
+        "shape too long for a v1.0 header"
+    );
     h[10..10 + dict.len()].copy_from_slice(dict.as_bytes());
     h[HEADER_LEN - 1] = b'\n';
     h
@@ -51,16 +54,22 @@ pub struct NpyShape {
 /// Parses an NPY v1/v2/v3 header of a 2-D little-endian float32 C-order array
 /// (what we write, and what `np.save(f, a.astype('<f4'))` writes).
 pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
-    let bad = |why: &str| anyhow::anyhow!("{} is not a float32 N×D .npy file: {why}", what.display());
+    let bad =
+        |why: &str| anyhow::anyhow!("{} is not a float32 N×D .npy file: {why}", what.display());
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("no NumPy magic at the start"));
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(&format!("format version {v} is not supported"))),
     };
-    let dict = bytes.get(start..start + len).ok_or_else(|| bad("the header is cut short"))?;
+    let dict = bytes
+        .get(start..start + len)
+        .ok_or_else(|| bad("the header is cut short"))?;
     let dict = std::str::from_utf8(dict).map_err(|_| bad("the header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let at = dict.find(&format!("'{key}':"))? + key.len() + 3;
@@ -68,41 +77,74 @@ pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
     };
     let descr = field("descr").ok_or_else(|| bad("no 'descr'"))?;
     if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
-        return Err(bad(&format!("dtype {} (convert with a.astype('<f4'))", descr.split(',').next().unwrap_or(""))));
+        return Err(bad(&format!(
+            "dtype {} (convert with a.astype('<f4'))",
+            descr.split(',').next().unwrap_or("")
+        )));
     }
-    if !field("fortran_order").ok_or_else(|| bad("no 'fortran_order'"))?.starts_with("False") {
+    if !field("fortran_order")
+        .ok_or_else(|| bad("no 'fortran_order'"))?
+        .starts_with("False")
+    {
         return Err(bad("Fortran order (save np.ascontiguousarray(a))"));
     }
     let shape = field("shape").ok_or_else(|| bad("no 'shape'"))?;
-    let inner = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad("unreadable shape"))?;
+    let inner = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("unreadable shape"))?;
     let dims: Vec<u64> = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<u64>().map_err(|_| bad("unreadable shape")))
         .collect::<Result<_>>()?;
-    ensure!(dims.len() == 2, bad(&format!("{} dimensions; want 2 (rows × {})", dims.len(), 512)));
-    Ok(NpyShape { rows: dims[0], dim: dims[1] as usize, data_offset: start + len })
+    ensure!(
+        dims.len() == 2,
+        bad(&format!(
+            "{} dimensions; want 2 (rows × {})",
+            dims.len(),
+            512
+        ))
+    );
+    Ok(NpyShape {
+        rows: dims[0],
+        dim: dims[1] as usize,
+        data_offset: start + len,
+    })
 }
 
 /// `x.npy` → `x.paths.txt`.
 pub fn paths_path(npy: &Path) -> PathBuf {
-    let name = npy.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = npy
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".npy").unwrap_or(&name);
     npy.with_file_name(format!("{stem}.paths.txt"))
 }
 
 /// `x.npy` → `x.errors.jsonl`.
 pub fn errors_path(npy: &Path) -> PathBuf {
-    let name = npy.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = npy
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".npy").unwrap_or(&name);
     npy.with_file_name(format!("{stem}.errors.jsonl"))
 }
 
 /// Writes a whole matrix at once (`convert`, tests): `x.npy` and `x.paths.txt`.
 pub fn write_npy(out: &Path, paths: &[String], data: &[f32], dim: usize) -> Result<()> {
-    ensure!(data.len() == paths.len() * dim, "{} paths but {} numbers for dimension {dim}", paths.len(), data.len());
-    let mut f = std::io::BufWriter::new(File::create(out).with_context(|| format!("cannot create {}", out.display()))?);
+    ensure!(
+        data.len() == paths.len() * dim,
+        "{} paths but {} numbers for dimension {dim}",
+        paths.len(),
+        data.len()
+    );
+    let mut f = std::io::BufWriter::new(
+        File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
     f.write_all(&header(paths.len() as u64, dim))?;
     for x in data {
         f.write_all(&x.to_le_bytes())?;
@@ -114,11 +156,15 @@ pub fn write_npy(out: &Path, paths: &[String], data: &[f32], dim: usize) -> Resu
         p.extend_from_slice(path.as_bytes());
         p.push(b'\n');
     }
-    std::fs::write(paths_path(out), p).with_context(|| format!("cannot write {}", paths_path(out).display()))
+    std::fs::write(paths_path(out), p)
+        .with_context(|| format!("cannot write {}", paths_path(out).display()))
 }
 
 fn check_path_line(path: &str) -> Result<()> {
-    ensure!(!path.contains('\n') && !path.ends_with('\r'), "the path {path:?} cannot be stored one per line in a .paths.txt file");
+    ensure!(
+        !path.contains('\n') && !path.ends_with('\r'),
+        "the path {path:?} cannot be stored one per line in a .paths.txt file"
+    );
     Ok(())
 }
 
@@ -126,7 +172,10 @@ fn check_path_line(path: &str) -> Result<()> {
 pub fn read_paths(npy: &Path) -> Result<Vec<String>> {
     let p = paths_path(npy);
     let text = std::fs::read(&p).with_context(|| {
-        format!("cannot read {} (a .npy output keeps its image paths there, one per line)", p.display())
+        format!(
+            "cannot read {} (a .npy output keeps its image paths there, one per line)",
+            p.display()
+        )
     })?;
     let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", p.display()))?;
     Ok(text.split_terminator('\n').map(str::to_owned).collect())
@@ -140,9 +189,11 @@ pub struct MappedNpy {
 
 impl MappedNpy {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("cannot open the vectors file {}", path.display()))?;
+        let file = File::open(path)
+            .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
         // SAFETY: read-only map; a concurrent writer appending to the file cannot invalidate the mapped prefix.
-        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let shape = parse_header(&map[..map.len().min(4096)], path)?;
         let need = shape.data_offset as u64 + shape.rows * shape.dim as u64 * 4;
         ensure!(
@@ -153,13 +204,18 @@ impl MappedNpy {
             shape.dim,
             map.len()
         );
-        ensure!(shape.data_offset % 4 == 0, "{}: data is not 4-byte aligned", path.display());
+        ensure!(
+            shape.data_offset % 4 == 0,
+            "{}: data is not 4-byte aligned",
+            path.display()
+        );
         Ok(MappedNpy { map, shape })
     }
 
     /// The rows, row-major.
     pub fn data(&self) -> &[f32] {
-        let bytes = &self.map[self.shape.data_offset..self.shape.data_offset + self.shape.rows as usize * self.shape.dim * 4];
+        let bytes = &self.map[self.shape.data_offset
+            ..self.shape.data_offset + self.shape.rows as usize * self.shape.dim * 4];
         // The map is page-aligned and the offset a multiple of 4; fall back to nothing on a big-endian host.
         bytemuck::try_cast_slice(bytes).expect("an aligned little-endian float32 matrix")
     }
@@ -188,13 +244,18 @@ pub struct NpySink {
 fn complete_lines(file: &mut File, path: &Path) -> Result<Vec<String>> {
     file.seek(SeekFrom::Start(0))?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if keep < bytes.len() {
-        eprintln!("note: {}: cut a torn last line; that image is done again", path.display());
+        eprintln!(
+            "note: {}: cut a torn last line; that image is done again",
+            path.display()
+        );
         file.set_len(keep as u64)?;
     }
-    let text = String::from_utf8(bytes[..keep].to_vec()).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let text = String::from_utf8(bytes[..keep].to_vec())
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
     Ok(text.split_terminator('\n').map(str::to_owned).collect())
 }
 
@@ -210,7 +271,12 @@ impl NpySink {
                 .write(true)
                 .truncate(false)
                 .open(p)
-                .with_context(|| format!("cannot open {} for writing (check the folder exists and is writable)", p.display()))
+                .with_context(|| {
+                    format!(
+                        "cannot open {} for writing (check the folder exists and is writable)",
+                        p.display()
+                    )
+                })
         };
         let (pp, ep) = (paths_path(out), errors_path(out));
         let (mut data, mut paths, mut errors) = (open(out)?, open(&pp)?, open(&ep)?);
@@ -244,10 +310,18 @@ impl NpySink {
             let n = (listed.len() as u64).min(full_rows);
             if n < listed.len() as u64 {
                 // Paths without a row can only come from damage (rows are written first).
-                eprintln!("note: {}: {} paths have no row; they are done again", pp.display(), listed.len() as u64 - n);
+                eprintln!(
+                    "note: {}: {} paths have no row; they are done again",
+                    pp.display(),
+                    listed.len() as u64 - n
+                );
             }
             if n < full_rows {
-                eprintln!("note: {}: {} rows have no path line (a killed run); they are done again", out.display(), full_rows - n);
+                eprintln!(
+                    "note: {}: {} rows have no path line (a killed run); they are done again",
+                    out.display(),
+                    full_rows - n
+                );
             }
             let kept: usize = listed[..n as usize].iter().map(|p| p.len() + 1).sum();
             paths.set_len(kept as u64)?;
@@ -259,8 +333,12 @@ impl NpySink {
             if line.is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .with_context(|| format!("{} holds a line that is not JSON; repair it or start over with --restart", ep.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&line).with_context(|| {
+                format!(
+                    "{} holds a line that is not JSON; repair it or start over with --restart",
+                    ep.display()
+                )
+            })?;
             if let Some(p) = v["path"].as_str() {
                 done.insert(p.to_owned());
             }
@@ -270,7 +348,16 @@ impl NpySink {
         data.seek(SeekFrom::End(0))?;
         paths.seek(SeekFrom::End(0))?;
         errors.seek(SeekFrom::End(0))?;
-        let sink = NpySink { out: out.to_path_buf(), data, paths, errors, dim, rows, header_rows: rows, last_sync: Instant::now() };
+        let sink = NpySink {
+            out: out.to_path_buf(),
+            data,
+            paths,
+            errors,
+            dim,
+            rows,
+            header_rows: rows,
+            last_sync: Instant::now(),
+        };
         Ok((sink, done))
     }
 
@@ -280,18 +367,28 @@ impl NpySink {
     }
 
     pub fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
-        ensure!(vector.len() == self.dim, "a {}-float vector for {path}; {} holds {}-float rows", vector.len(), self.out.display(), self.dim);
+        ensure!(
+            vector.len() == self.dim,
+            "a {}-float vector for {path}; {} holds {}-float rows",
+            vector.len(),
+            self.out.display(),
+            self.dim
+        );
         check_path_line(path)?;
         let mut row = Vec::with_capacity(self.dim * 4);
         for x in vector {
             row.extend_from_slice(&x.to_le_bytes());
         }
         // Row first, then its path line: a kill in between leaves a row without a path, which open() drops.
-        self.data.write_all(&row).with_context(|| format!("cannot write to {} (disk full?)", self.out.display()))?;
+        self.data
+            .write_all(&row)
+            .with_context(|| format!("cannot write to {} (disk full?)", self.out.display()))?;
         let mut line = Vec::with_capacity(path.len() + 1);
         line.extend_from_slice(path.as_bytes());
         line.push(b'\n');
-        self.paths.write_all(&line).with_context(|| format!("cannot write to {}", paths_path(&self.out).display()))?;
+        self.paths
+            .write_all(&line)
+            .with_context(|| format!("cannot write to {}", paths_path(&self.out).display()))?;
         self.rows += 1;
         self.maybe_sync()
     }
@@ -299,7 +396,9 @@ impl NpySink {
     pub fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
         let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
         line.push(b'\n');
-        self.errors.write_all(&line).with_context(|| format!("cannot write to {}", errors_path(&self.out).display()))?;
+        self.errors
+            .write_all(&line)
+            .with_context(|| format!("cannot write to {}", errors_path(&self.out).display()))?;
         self.maybe_sync()
     }
 
@@ -323,7 +422,9 @@ impl NpySink {
     /// Rewrites the header with the current row count and forces all three files to disk.
     pub fn sync(&mut self) -> Result<()> {
         self.write_header()?;
-        self.data.sync_data().with_context(|| format!("cannot sync {}", self.out.display()))?;
+        self.data
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.out.display()))?;
         self.paths.sync_data()?;
         self.errors.sync_data()?;
         self.last_sync = Instant::now();
@@ -345,12 +446,25 @@ mod tests {
     #[test]
     fn header_is_numpys() {
         let h = header(3, 512);
-        let expect = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3, 512), }";
+        let expect =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3, 512), }";
         assert_eq!(&h[..expect.len()], expect);
         assert!(h[expect.len()..127].iter().all(|&b| b == b' '));
         assert_eq!(h[127], b'\n');
         let s = parse_header(&h, Path::new("x")).unwrap();
-        assert_eq!(s, NpyShape { rows: 3, dim: 512, data_offset: 128 });
-        assert_eq!(parse_header(&header(u64::MAX, 512), Path::new("x")).unwrap().rows, u64::MAX);
+        assert_eq!(
+            s,
+            NpyShape {
+                rows: 3,
+                dim: 512,
+                data_offset: 128
+            }
+        );
+        assert_eq!(
+            parse_header(&header(u64::MAX, 512), Path::new("x"))
+                .unwrap()
+                .rows,
+            u64::MAX
+        );
     }
 }

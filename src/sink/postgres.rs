@@ -51,7 +51,11 @@ pub const RUNS: &str = "rmac_runs";
 pub const DIM: usize = 512;
 /// Rows per COPY batch (`RMAC_PG_BATCH` overrides it).
 fn batch_size() -> usize {
-    std::env::var("RMAC_PG_BATCH").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(2000)
+    std::env::var("RMAC_PG_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2000)
 }
 /// A batch is also sent when it is this old, so progress is visible and durable.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -61,7 +65,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 pub fn is_database(s: &str) -> bool {
     s.starts_with("postgresql://")
         || s.starts_with("postgres://")
-        || (s.contains('=') && s.split_whitespace().any(|kv| kv.starts_with("host=") || kv.starts_with("dbname=")))
+        || (s.contains('=')
+            && s.split_whitespace()
+                .any(|kv| kv.starts_with("host=") || kv.starts_with("dbname=")))
 }
 
 /// The connection string with any password hidden, for messages.
@@ -76,7 +82,13 @@ pub fn redact(conninfo: &str) -> String {
     }
     conninfo
         .split_whitespace()
-        .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -91,13 +103,20 @@ fn is_transient(e: &postgres::Error) -> bool {
         None => e.as_db_error().is_none(), // I/O, timeouts, protocol: not a SQL error
         Some(code) => {
             let c = code.code();
-            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01" || c == "53300"
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+                || c == "53300"
         }
     }
 }
 
 fn retry_budget() -> Duration {
-    let s = std::env::var("RMAC_PG_RETRY_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(300.0);
+    let s = std::env::var("RMAC_PG_RETRY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(300.0);
     Duration::from_secs_f64(s.max(0.0))
 }
 
@@ -112,21 +131,28 @@ impl Db {
     /// Connects (retrying a refused connection within the retry budget) and
     /// makes sure the `vector` extension exists.
     pub fn connect(conninfo: &str) -> Result<Db> {
-        let mut db = Db { conninfo: conninfo.to_owned(), client: None, vector_type: None };
+        let mut db = Db {
+            conninfo: conninfo.to_owned(),
+            client: None,
+            vector_type: None,
+        };
         db.with_retry("connect", |_| Ok(()))?;
         Ok(db)
     }
 
     fn open(&mut self) -> Result<(), postgres::Error> {
         let mut client = Client::connect(&self.conninfo, NoTls)?;
-        client.batch_execute("SET application_name = 'rmac-native'; SET client_min_messages = warning")?;
+        client.batch_execute(
+            "SET application_name = 'rmac-native'; SET client_min_messages = warning",
+        )?;
         // Needs CREATE privilege on the database when missing; a clear error comes from the lookup below.
         let _ = client.batch_execute("CREATE EXTENSION IF NOT EXISTS vector");
         let row = client.query_opt(
             "SELECT t.oid, n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = 'vector' LIMIT 1",
             &[],
         )?;
-        self.vector_type = row.map(|r| Type::new("vector".into(), r.get::<_, u32>(0), Kind::Simple, r.get(1)));
+        self.vector_type =
+            row.map(|r| Type::new("vector".into(), r.get::<_, u32>(0), Kind::Simple, r.get(1)));
         self.client = Some(client);
         Ok(())
     }
@@ -146,7 +172,11 @@ impl Db {
     /// exponential backoff (0.2 s … 10 s) and runs `f` again, within
     /// `RMAC_PG_RETRY_SECONDS`. `f` must be safe to repeat (ours are
     /// transactions whose effects are idempotent).
-    pub fn with_retry<T>(&mut self, what: &str, mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>) -> Result<T> {
+    pub fn with_retry<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
         let start = Instant::now();
         let mut wait = Duration::from_millis(200);
         let mut attempt = 0u32;
@@ -154,7 +184,9 @@ impl Db {
             attempt += 1;
             let result = match self.client.as_mut() {
                 Some(c) if !c.is_closed() => f(c),
-                _ => self.open().and_then(|_| f(self.client.as_mut().expect("just connected"))),
+                _ => self
+                    .open()
+                    .and_then(|_| f(self.client.as_mut().expect("just connected"))),
             };
             match result {
                 Ok(v) => {
@@ -179,8 +211,12 @@ impl Db {
                     } else {
                         ""
                     };
-                    return Err(anyhow::Error::new(e))
-                        .with_context(|| format!("PostgreSQL ({}): {what} failed{hint}", redact(&self.conninfo)));
+                    return Err(anyhow::Error::new(e)).with_context(|| {
+                        format!(
+                            "PostgreSQL ({}): {what} failed{hint}",
+                            redact(&self.conninfo)
+                        )
+                    });
                 }
             }
         }
@@ -214,7 +250,10 @@ impl Db {
     /// Whether the vectors table exists.
     pub fn has_table(&mut self) -> Result<bool> {
         self.with_retry("look up the tables", |c| {
-            Ok(c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&VECTORS])?.get(0))
+            Ok(
+                c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&VECTORS])?
+                    .get(0),
+            )
         })
     }
 
@@ -233,7 +272,10 @@ impl Db {
     pub fn done_set(&mut self) -> Result<HashSet<String>> {
         self.with_retry("read the paths already loaded", |c| {
             let mut done = HashSet::new();
-            for q in [format!("SELECT path FROM {VECTORS}"), format!("SELECT path FROM {ERRORS}")] {
+            for q in [
+                format!("SELECT path FROM {VECTORS}"),
+                format!("SELECT path FROM {ERRORS}"),
+            ] {
                 let mut rows = c.query_raw(q.as_str(), std::iter::empty::<i32>())?;
                 while let Some(r) = rows.next()? {
                     done.insert(r.get::<_, String>(0));
@@ -246,7 +288,12 @@ impl Db {
     /// Row count of the vectors table.
     pub fn count(&mut self) -> Result<i64> {
         self.require_table()?;
-        self.with_retry("count rows", |c| Ok(c.query_one(&format!("SELECT count(*) FROM {VECTORS}"), &[])?.get(0)))
+        self.with_retry("count rows", |c| {
+            Ok(
+                c.query_one(&format!("SELECT count(*) FROM {VECTORS}"), &[])?
+                    .get(0),
+            )
+        })
     }
 
     /// Every (path, vector), in insertion order, by binary COPY.
@@ -254,7 +301,9 @@ impl Db {
         self.require_table()?;
         let vt = self.vector_type()?;
         self.with_retry("read the vectors", |c| {
-            let reader = c.copy_out(&format!("COPY (SELECT path, embedding FROM {VECTORS} ORDER BY id) TO STDOUT (FORMAT binary)"))?;
+            let reader = c.copy_out(&format!(
+                "COPY (SELECT path, embedding FROM {VECTORS} ORDER BY id) TO STDOUT (FORMAT binary)"
+            ))?;
             let mut rows = BinaryCopyOutIter::new(reader, &[Type::TEXT, vt.clone()]);
             let (mut paths, mut data) = (Vec::new(), Vec::new());
             while let Some(r) = rows.next()? {
@@ -269,10 +318,13 @@ impl Db {
     pub fn read_errors(&mut self) -> Result<Vec<(String, String)>> {
         self.require_table()?;
         self.with_retry("read the errors", |c| {
-            Ok(c.query(&format!("SELECT path, error FROM {ERRORS} ORDER BY path COLLATE \"C\""), &[])?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect())
+            Ok(c.query(
+                &format!("SELECT path, error FROM {ERRORS} ORDER BY path COLLATE \"C\""),
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
         })
     }
 
@@ -280,19 +332,29 @@ impl Db {
     pub fn vector_of(&mut self, path: &str) -> Result<Option<Vec<f32>>> {
         self.require_table()?;
         self.with_retry("look up a path", |c| {
-            Ok(c.query_opt(&format!("SELECT embedding FROM {VECTORS} WHERE path = $1"), &[&path])?
-                .map(|r| r.get::<_, Vector>(0).to_vec()))
+            Ok(c.query_opt(
+                &format!("SELECT embedding FROM {VECTORS} WHERE path = $1"),
+                &[&path],
+            )?
+            .map(|r| r.get::<_, Vector>(0).to_vec()))
         })
     }
 
     /// The `k` most similar rows to each query by inner product (pgvector
     /// `<#>`), skipping `exclude` paths; ties by path. With an index the
     /// planner may use it (approximate); `opts.exact` forbids that.
-    pub fn search(&mut self, queries: &[Vec<f32>], k: usize, exclude: &[Option<String>], opts: &DbSearch) -> Result<Vec<Vec<(String, f32)>>> {
+    pub fn search(
+        &mut self,
+        queries: &[Vec<f32>],
+        k: usize,
+        exclude: &[Option<String>],
+        opts: &DbSearch,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
         self.require_table()?;
         let mut settings = String::new();
         if opts.exact {
-            settings.push_str("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off;");
+            settings
+                .push_str("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off;");
         }
         if let Some(ef) = opts.ef_search {
             settings.push_str(&format!("SET LOCAL hnsw.ef_search = {ef};"));
@@ -314,7 +376,10 @@ impl Db {
             for (q, ex) in queries.iter().zip(exclude) {
                 let v = Vector::from(q.clone());
                 let rows = tx.query(&stmt, &[&v, &(k as i64), ex])?;
-                let mut hits: Vec<(String, f32)> = rows.iter().map(|r| (r.get(0), r.get::<_, f64>(1) as f32)).collect();
+                let mut hits: Vec<(String, f32)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, f64>(1) as f32))
+                    .collect();
                 hits.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 all.push(hits);
             }
@@ -328,20 +393,36 @@ impl Db {
         self.require_table()?;
         let rows = self.count()?;
         let (name, with) = match kind {
-            IndexKind::Hnsw => (format!("{VECTORS}_embedding_hnsw"), format!("m = {}, ef_construction = {}", params.m, params.ef_construction)),
+            IndexKind::Hnsw => (
+                format!("{VECTORS}_embedding_hnsw"),
+                format!(
+                    "m = {}, ef_construction = {}",
+                    params.m, params.ef_construction
+                ),
+            ),
             IndexKind::Ivfflat => {
                 // pgvector's advice: rows/1000 lists up to 1M rows, sqrt(rows) beyond.
                 let lists = params.lists.unwrap_or_else(|| {
-                    if rows <= 1_000_000 { (rows / 1000).max(1) as usize } else { (rows as f64).sqrt() as usize }
+                    if rows <= 1_000_000 {
+                        (rows / 1000).max(1) as usize
+                    } else {
+                        (rows as f64).sqrt() as usize
+                    }
                 });
-                (format!("{VECTORS}_embedding_ivfflat"), format!("lists = {lists}"))
+                (
+                    format!("{VECTORS}_embedding_ivfflat"),
+                    format!("lists = {lists}"),
+                )
             }
         };
         let method = match kind {
             IndexKind::Hnsw => "hnsw",
             IndexKind::Ivfflat => "ivfflat",
         };
-        let mut sql = format!("SET maintenance_work_mem = '{}';", params.maintenance_work_mem);
+        let mut sql = format!(
+            "SET maintenance_work_mem = '{}';",
+            params.maintenance_work_mem
+        );
         if params.replace {
             sql.push_str(&format!("DROP INDEX IF EXISTS {name};"));
         }
@@ -352,9 +433,16 @@ impl Db {
 
     /// Records a run; refuses (unless `restart`) when the table already holds
     /// vectors made with other settings. With `restart` both tables are emptied.
-    fn start_run(&mut self, tool: &str, settings: Option<&serde_json::Value>, restart: bool) -> Result<i64> {
+    fn start_run(
+        &mut self,
+        tool: &str,
+        settings: Option<&serde_json::Value>,
+        restart: bool,
+    ) -> Result<i64> {
         if restart {
-            self.with_retry("empty the tables (--restart)", |c| c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}")))?;
+            self.with_retry("empty the tables (--restart)", |c| {
+                c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}"))
+            })?;
         }
         if let Some(now) = settings {
             let before: Option<serde_json::Value> = self.with_retry("read the settings of earlier runs", |c| {
@@ -381,15 +469,24 @@ impl Db {
         }
         let settings = settings.map(|s| s.to_string());
         self.with_retry("record the run", |c| {
-            Ok(c.query_one(&format!("INSERT INTO {RUNS} (tool, settings) VALUES ($1, $2::text::jsonb) RETURNING id"), &[&tool, &settings])?
-                .get(0))
+            Ok(c.query_one(
+                &format!(
+                    "INSERT INTO {RUNS} (tool, settings) VALUES ($1, $2::text::jsonb) RETURNING id"
+                ),
+                &[&tool, &settings],
+            )?
+            .get(0))
         })
     }
 }
 
 fn json_differences(before: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
     let (Some(a), Some(b)) = (before.as_object(), now.as_object()) else {
-        return if before == now { vec![] } else { vec![format!("{before} before, {now} now")] };
+        return if before == now {
+            vec![]
+        } else {
+            vec![format!("{before} before, {now} now")]
+        };
     };
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
@@ -397,7 +494,8 @@ fn json_differences(before: &serde_json::Value, now: &serde_json::Value) -> Vec<
     keys.into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| {
-            let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), |v| v.to_string());
+            let show =
+                |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), |v| v.to_string());
             format!("{k}: {} before, {} now", show(a.get(k)), show(b.get(k)))
         })
         .collect()
@@ -443,18 +541,35 @@ pub struct PgSink {
 impl PgSink {
     /// Connects, creates the tables when missing, checks `settings` against
     /// what the table holds, records the run and returns the done set.
-    pub fn open(conninfo: &str, restart: bool, tool: &str, settings: Option<&serde_json::Value>) -> Result<(Self, HashSet<String>)> {
+    pub fn open(
+        conninfo: &str,
+        restart: bool,
+        tool: &str,
+        settings: Option<&serde_json::Value>,
+    ) -> Result<(Self, HashSet<String>)> {
         let mut db = Db::connect(conninfo)?;
         db.ensure_schema()?;
         let run_id = db.start_run(tool, settings, restart)?;
         let done = db.done_set()?;
-        let sink = PgSink { db, run_id, rows: Vec::new(), row_index: HashMap::new(), errors: Vec::new(), oldest: None, batch: batch_size(), written: 0 };
+        let sink = PgSink {
+            db,
+            run_id,
+            rows: Vec::new(),
+            row_index: HashMap::new(),
+            errors: Vec::new(),
+            oldest: None,
+            batch: batch_size(),
+            written: 0,
+        };
         Ok((sink, done))
     }
 
     pub fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
         if vector.len() != DIM {
-            bail!("a {}-float vector for {path}; the {VECTORS} table holds vector({DIM})", vector.len());
+            bail!(
+                "a {}-float vector for {path}; the {VECTORS} table holds vector({DIM})",
+                vector.len()
+            );
         }
         if let Some(&i) = self.row_index.get(path) {
             self.rows[i].1 = vector.to_vec();
@@ -473,7 +588,10 @@ impl PgSink {
     }
 
     fn maybe_flush(&mut self) -> Result<()> {
-        if self.rows.len() >= self.batch || self.errors.len() >= self.batch || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+        if self.rows.len() >= self.batch
+            || self.errors.len() >= self.batch
+            || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY)
+        {
             self.flush()?;
         }
         Ok(())
@@ -504,7 +622,8 @@ impl PgSink {
             let mut tx = c.transaction()?;
             if !rows.is_empty() {
                 tx.batch_execute(&stage)?;
-                let writer = tx.copy_in("COPY rmac_stage (ord, path, embedding) FROM STDIN (FORMAT binary)")?;
+                let writer = tx
+                    .copy_in("COPY rmac_stage (ord, path, embedding) FROM STDIN (FORMAT binary)")?;
                 let mut w = BinaryCopyInWriter::new(writer, &[Type::INT8, Type::TEXT, vt.clone()]);
                 for (i, (path, v)) in rows.iter().enumerate() {
                     w.write(&[&(i as i64), path, &Vector::from(v.clone())])?;
@@ -552,14 +671,22 @@ mod tests {
     fn database_outputs_are_recognised() {
         assert!(is_database("postgresql://u@h/db"));
         assert!(is_database("postgres://h/db"));
-        assert!(is_database("host=127.0.0.1 port=54329 user=postgres dbname=postgres"));
+        assert!(is_database(
+            "host=127.0.0.1 port=54329 user=postgres dbname=postgres"
+        ));
         assert!(!is_database("vectors.jsonl"));
         assert!(!is_database("/data/a=b.npy"));
     }
 
     #[test]
     fn passwords_are_hidden() {
-        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
-        assert_eq!(redact("host=h password=secret dbname=d"), "host=h password=*** dbname=d");
+        assert_eq!(
+            redact("postgresql://u:secret@h:5432/db"),
+            "postgresql://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact("host=h password=secret dbname=d"),
+            "host=h password=*** dbname=d"
+        );
     }
 }

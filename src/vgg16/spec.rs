@@ -16,8 +16,20 @@ pub struct ConvSpec {
     pub pool_after: bool,
 }
 
-const fn conv(name: &'static str, block: usize, cin: usize, cout: usize, pool_after: bool) -> ConvSpec {
-    ConvSpec { name, block, cin, cout, pool_after }
+const fn conv(
+    name: &'static str,
+    block: usize,
+    cin: usize,
+    cout: usize,
+    pool_after: bool,
+) -> ConvSpec {
+    ConvSpec {
+        name,
+        block,
+        cin,
+        cout,
+        pool_after,
+    }
 }
 
 /// VGG16's convolution base in forward order.

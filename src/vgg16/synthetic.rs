@@ -53,7 +53,11 @@ pub fn vgg16(seed: u8) -> Vgg16Weights {
             let bias = (0..spec.cout as u64)
                 .map(|j| ((uniform(seed, 2 * k as u64 + 1, j) - 0.5) * 0.2) as f32)
                 .collect();
-            ConvWeights { spec: *spec, kernel, bias }
+            ConvWeights {
+                spec: *spec,
+                kernel,
+                bias,
+            }
         })
         .collect();
     Vgg16Weights { layers }

@@ -18,7 +18,10 @@ pub fn weights() -> &'static (PathBuf, PathBuf) {
     static W: OnceLock<(tempfile::TempDir, (PathBuf, PathBuf))> = OnceLock::new();
     &W.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let (w, p) = (dir.path().join("vgg16.safetensors"), dir.path().join("pca.safetensors"));
+        let (w, p) = (
+            dir.path().join("vgg16.safetensors"),
+            dir.path().join("pca.safetensors"),
+        );
         synthetic::vgg16(1).save(&w).unwrap();
         synthetic::pca(1).save(&p).unwrap();
         (dir, (w, p))
@@ -48,7 +51,11 @@ pub fn batch(good: usize) -> Batch {
         let (w, h) = (40 + (i * 7) % 31, 40 + (i * 13) % 31);
         let img = image::RgbImage::from_fn(w, h, |x, y| {
             let v = (x * (7 + i) + y * 3 + i * 31) % 256;
-            image::Rgb([v as u8, ((x * y + i) % 256) as u8, ((255 - v) ^ (y * 5)) as u8])
+            image::Rgb([
+                v as u8,
+                ((x * y + i) % 256) as u8,
+                ((255 - v) ^ (y * 5)) as u8,
+            ])
         });
         let p = dir.path().join(format!("img{i:03}.png"));
         img.save(&p).unwrap();
@@ -73,7 +80,12 @@ pub fn batch(good: usize) -> Batch {
     }
     let list = dir.path().join("list.txt");
     std::fs::write(&list, paths.join("\n") + "\n").unwrap();
-    Batch { dir, list, paths, bad }
+    Batch {
+        dir,
+        list,
+        paths,
+        bad,
+    }
 }
 
 /// The common arguments: the list, OUT, synthetic weights, `--max-size 64`.
@@ -120,18 +132,37 @@ pub fn results(out: &Path) -> Results {
     let mut vectors = BTreeMap::new();
     let mut errors = BTreeSet::new();
     for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad line {line:.80}: {e}", out.display()));
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: bad line {line:.80}: {e}", out.display()));
         let path = v["path"].as_str().unwrap().to_owned();
-        let bits: Vec<u32> = v["vector"].as_array().unwrap().iter().map(|x| (x.as_f64().unwrap() as f32).to_bits()).collect();
+        let bits: Vec<u32> = v["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+            .collect();
         assert_eq!(bits.len(), 512);
-        assert!(vectors.insert(path.clone(), bits).is_none(), "{path} twice in {}", out.display());
+        assert!(
+            vectors.insert(path.clone(), bits).is_none(),
+            "{path} twice in {}",
+            out.display()
+        );
     }
-    for line in std::fs::read_to_string(&errors_file).unwrap_or_default().lines() {
+    for line in std::fs::read_to_string(&errors_file)
+        .unwrap_or_default()
+        .lines()
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let path = v["path"].as_str().unwrap().to_owned();
         assert!(!v["error"].as_str().unwrap().is_empty());
-        assert!(errors.insert(path.clone()), "{path} twice in the error file");
-        assert!(!vectors.contains_key(&path), "{path} both written and failed");
+        assert!(
+            errors.insert(path.clone()),
+            "{path} twice in the error file"
+        );
+        assert!(
+            !vectors.contains_key(&path),
+            "{path} both written and failed"
+        );
     }
     Results { vectors, errors }
 }
@@ -148,5 +179,7 @@ pub fn assert_complete(b: &Batch, r: &Results) {
 
 /// Lines in a file (0 when it does not exist yet).
 pub fn lines(path: &Path) -> usize {
-    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
 }

@@ -85,7 +85,10 @@ pub(crate) fn maxpool2(full: &[f32], rows: usize, w: usize, c: usize, out: &mut 
         let bottom = &full[(2 * ry + 1) * w * c..(2 * ry + 2) * w * c];
         let dst = &mut out[ry * wo * c..(ry + 1) * wo * c];
         for x in 0..wo {
-            let (a, b) = (&top[2 * x * c..(2 * x + 2) * c], &bottom[2 * x * c..(2 * x + 2) * c]);
+            let (a, b) = (
+                &top[2 * x * c..(2 * x + 2) * c],
+                &bottom[2 * x * c..(2 * x + 2) * c],
+            );
             for ch in 0..c {
                 dst[x * c + ch] = a[ch].max(a[c + ch]).max(b[ch].max(b[c + ch]));
             }
@@ -97,7 +100,11 @@ pub(crate) fn maxpool2(full: &[f32], rows: usize, w: usize, c: usize, out: &mut 
 /// current rayon pool.
 pub fn conv3x3_relu(input: &Tensor3, layer: &ConvWeights, threads: usize) -> Tensor3 {
     let spec = layer.spec;
-    assert_eq!(input.c, spec.cin, "{}: input has {} channels, expected {}", spec.name, input.c, spec.cin);
+    assert_eq!(
+        input.c, spec.cin,
+        "{}: input has {} channels, expected {}",
+        spec.name, input.c, spec.cin
+    );
     let (h, w) = (input.h, input.w);
     let k = KERNEL * KERNEL * spec.cin;
     let n = spec.cout;
@@ -106,15 +113,18 @@ pub fn conv3x3_relu(input: &Tensor3, layer: &ConvWeights, threads: usize) -> Ten
 
     if !pool {
         let mut out = Tensor3::zeros(h, w, n);
-        out.data.par_chunks_mut(rows * w * n).enumerate().for_each_init(
-            || vec![0.0f32; rows * w * k],
-            |patches, (t, chunk)| {
-                let tile_rows = chunk.len() / (w * n);
-                let m = tile_rows * w;
-                im2col(input, t * rows, tile_rows, &mut patches[..m * k]);
-                gemm_bias_relu(&patches[..m * k], m, layer, chunk);
-            },
-        );
+        out.data
+            .par_chunks_mut(rows * w * n)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0f32; rows * w * k],
+                |patches, (t, chunk)| {
+                    let tile_rows = chunk.len() / (w * n);
+                    let m = tile_rows * w;
+                    im2col(input, t * rows, tile_rows, &mut patches[..m * k]);
+                    gemm_bias_relu(&patches[..m * k], m, layer, chunk);
+                },
+            );
         out
     } else {
         // Only the rows the pool reads are computed (an odd last row is dropped).
@@ -123,16 +133,19 @@ pub fn conv3x3_relu(input: &Tensor3, layer: &ConvWeights, threads: usize) -> Ten
         if ho == 0 || wo == 0 {
             return out;
         }
-        out.data.par_chunks_mut((rows / 2) * wo * n).enumerate().for_each_init(
-            || (vec![0.0f32; rows * w * k], vec![0.0f32; rows * w * n]),
-            |(patches, full), (t, chunk)| {
-                let tile_rows = 2 * (chunk.len() / (wo * n));
-                let m = tile_rows * w;
-                im2col(input, t * rows, tile_rows, &mut patches[..m * k]);
-                gemm_bias_relu(&patches[..m * k], m, layer, &mut full[..m * n]);
-                maxpool2(&full[..m * n], tile_rows, w, n, chunk);
-            },
-        );
+        out.data
+            .par_chunks_mut((rows / 2) * wo * n)
+            .enumerate()
+            .for_each_init(
+                || (vec![0.0f32; rows * w * k], vec![0.0f32; rows * w * n]),
+                |(patches, full), (t, chunk)| {
+                    let tile_rows = 2 * (chunk.len() / (wo * n));
+                    let m = tile_rows * w;
+                    im2col(input, t * rows, tile_rows, &mut patches[..m * k]);
+                    gemm_bias_relu(&patches[..m * k], m, layer, &mut full[..m * n]);
+                    maxpool2(&full[..m * n], tile_rows, w, n, chunk);
+                },
+            );
         out
     }
 }

@@ -55,7 +55,17 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ldb: usize, out: &mut Vec<f32>) -> 
 
 /// `c[m × n_pad] = a[m × k] · bp` (`bp` from [`pack_b`]); `m % MR == 0`.
 /// `a` has row stride `lda`, `c` row stride `ldc` (both ≥ the row length).
-pub fn gemm_packed(isa: Isa, m: usize, k: usize, a: &[f32], lda: usize, bp: &[f32], n_pad: usize, c: &mut [f32], ldc: usize) {
+pub fn gemm_packed(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    bp: &[f32],
+    n_pad: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
     assert!(m % MR == 0 && n_pad % NR == 0 && lda >= k && ldc >= n_pad);
     assert!(m == 0 || (a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n_pad));
     assert!(bp.len() >= n_pad * k);
@@ -64,10 +74,37 @@ pub fn gemm_packed(isa: Isa, m: usize, k: usize, a: &[f32], lda: usize, bp: &[f3
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => drive_avx512(m, k, a.as_ptr(), lda, bp.as_ptr(), n_pad, c.as_mut_ptr(), ldc),
+            Isa::Avx512 => drive_avx512(
+                m,
+                k,
+                a.as_ptr(),
+                lda,
+                bp.as_ptr(),
+                n_pad,
+                c.as_mut_ptr(),
+                ldc,
+            ),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => drive_avx2(m, k, a.as_ptr(), lda, bp.as_ptr(), n_pad, c.as_mut_ptr(), ldc),
-            _ => drive_portable(m, k, a.as_ptr(), lda, bp.as_ptr(), n_pad, c.as_mut_ptr(), ldc),
+            Isa::Avx2 => drive_avx2(
+                m,
+                k,
+                a.as_ptr(),
+                lda,
+                bp.as_ptr(),
+                n_pad,
+                c.as_mut_ptr(),
+                ldc,
+            ),
+            _ => drive_portable(
+                m,
+                k,
+                a.as_ptr(),
+                lda,
+                bp.as_ptr(),
+                n_pad,
+                c.as_mut_ptr(),
+                ldc,
+            ),
         }
     }
 }
@@ -97,7 +134,14 @@ driver!(drive_portable, micro_portable);
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn micro_avx512(k: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize) {
+unsafe fn micro_avx512(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
     use std::arch::x86_64::*;
     macro_rules! kernel {
         ($(($i:literal, $lo:ident, $hi:ident))*) => {{
@@ -120,7 +164,9 @@ unsafe fn micro_avx512(k: usize, a: *const f32, lda: usize, b: *const f32, c: *m
             })*
         }};
     }
-    kernel!((0, l0, h0) (1, l1, h1) (2, l2, h2) (3, l3, h3) (4, l4, h4) (5, l5, h5) (6, l6, h6) (7, l7, h7));
+    kernel!((0, l0, h0)(1, l1, h1)(2, l2, h2)(3, l3, h3)(4, l4, h4)(
+        5, l5, h5
+    )(6, l6, h6)(7, l7, h7));
 }
 
 /// The portable kernel body: an MR×NR accumulator array the compiler keeps in
@@ -151,7 +197,11 @@ macro_rules! micro_generic {
 }
 
 #[cfg(target_arch = "x86_64")]
-micro_generic!(micro_avx2, |a: f32, b: f32, c: f32| a.mul_add(b, c), "avx2,fma");
+micro_generic!(
+    micro_avx2,
+    |a: f32, b: f32, c: f32| a.mul_add(b, c),
+    "avx2,fma"
+);
 micro_generic!(micro_portable, |a: f32, b: f32, c: f32| a * b + c);
 
 #[cfg(test)]
@@ -161,8 +211,12 @@ mod tests {
     #[test]
     fn every_kernel_matches_a_plain_loop() {
         let (m, k, n) = (16, 37, 45);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
         let mut bp = Vec::new();
         let n_pad = pack_b(&b, k, n, n, &mut bp);
         let mut isas = vec![Isa::Portable];

@@ -18,12 +18,12 @@ pub mod winograd;
 use super::{Backend, BackendError};
 use crate::tensor::Tensor3;
 use crate::vgg16::spec::{ConvSpec, FEATURE_DIM};
+use crate::vgg16::weights::Vgg16Weights;
 use kernel::Isa;
 use packed::PackedLayer;
 use rayon::prelude::*;
-use winograd::{Tile, WinogradLayer};
-use crate::vgg16::weights::Vgg16Weights;
 use std::sync::Arc;
+use winograd::{Tile, WinogradLayer};
 
 /// How the CPU backend convolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,7 +43,13 @@ pub enum CpuAlgo {
 }
 
 impl CpuAlgo {
-    pub const ALL: [CpuAlgo; 5] = [CpuAlgo::Auto, CpuAlgo::Winograd4, CpuAlgo::Winograd2, CpuAlgo::Packed, CpuAlgo::Im2col];
+    pub const ALL: [CpuAlgo; 5] = [
+        CpuAlgo::Auto,
+        CpuAlgo::Winograd4,
+        CpuAlgo::Winograd2,
+        CpuAlgo::Packed,
+        CpuAlgo::Im2col,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -117,9 +123,15 @@ impl CpuBackend {
     }
 
     /// A backend running `algo`; `threads == 0` means all available cores.
-    pub fn with_algo(weights: Arc<Vgg16Weights>, threads: usize, algo: CpuAlgo) -> Result<Self, BackendError> {
+    pub fn with_algo(
+        weights: Arc<Vgg16Weights>,
+        threads: usize,
+        algo: CpuAlgo,
+    ) -> Result<Self, BackendError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
@@ -127,7 +139,9 @@ impl CpuBackend {
             .num_threads(threads)
             .thread_name(|i| format!("rmac-cpu-{i}"))
             .build()
-            .map_err(|e| BackendError::Device(format!("cannot start {threads} CPU threads: {e}")))?;
+            .map_err(|e| {
+                BackendError::Device(format!("cannot start {threads} CPU threads: {e}"))
+            })?;
         let prepared: Vec<Prepared> = pool.install(|| {
             weights
                 .layers
@@ -135,7 +149,9 @@ impl CpuBackend {
                 .map(|layer| match algo.kind(&layer.spec) {
                     LayerKind::Im2col => Prepared::Im2col,
                     LayerKind::Packed => Prepared::Packed(PackedLayer::new(layer)),
-                    LayerKind::Winograd(tile) => Prepared::Winograd(WinogradLayer::new(layer, tile)),
+                    LayerKind::Winograd(tile) => {
+                        Prepared::Winograd(WinogradLayer::new(layer, tile))
+                    }
                 })
                 .collect()
         });
@@ -147,7 +163,14 @@ impl CpuBackend {
                 raw.layers.iter_mut().for_each(|l| l.kernel = Vec::new());
             }
         }
-        Ok(CpuBackend { weights, prepared, algo, isa: kernel::detect(), pool, threads })
+        Ok(CpuBackend {
+            weights,
+            prepared,
+            algo,
+            isa: kernel::detect(),
+            pool,
+            threads,
+        })
     }
 
     pub fn algo(&self) -> CpuAlgo {
@@ -194,7 +217,10 @@ impl CpuBackend {
         mut observe: impl FnMut(usize, &Tensor3),
     ) -> Result<Tensor3, BackendError> {
         if input.h < 32 || input.w < 32 {
-            return Err(BackendError::TooSmall { h: input.h, w: input.w });
+            return Err(BackendError::TooSmall {
+                h: input.h,
+                w: input.w,
+            });
         }
         assert_eq!(input.c, 3, "VGG16 input must have 3 channels");
         let mut x = self.layer(input, 0);
@@ -223,7 +249,10 @@ impl CpuBackend {
             return self.forward_observed(input, |_, _| {});
         }
         if input.h < 32 || input.w < 32 {
-            return Err(BackendError::TooSmall { h: input.h, w: input.w });
+            return Err(BackendError::TooSmall {
+                h: input.h,
+                w: input.w,
+            });
         }
         let (h, w, c) = (input.h, input.w, input.c);
         let n = self.weights.layers[1].spec.cout;
@@ -233,11 +262,13 @@ impl CpuBackend {
         while s < 2 * ho {
             let e = (s + BLOCK1_BAND_ROWS).min(2 * ho);
             let (bs, be) = (s.saturating_sub(2), (e + 2).min(h));
-            let band = Tensor3::from_vec(be - bs, w, c, input.data[bs * w * c..be * w * c].to_vec());
+            let band =
+                Tensor3::from_vec(be - bs, w, c, input.data[bs * w * c..be * w * c].to_vec());
             let x = self.layer(&self.layer(&band, 0), 1);
             // Band pooled row p is global pooled row bs/2 + p (bs is even).
             let (p0, p1) = (s / 2 - bs / 2, e / 2 - bs / 2);
-            pool1.data[(s / 2) * wo * n..(e / 2) * wo * n].copy_from_slice(&x.data[p0 * wo * n..p1 * wo * n]);
+            pool1.data[(s / 2) * wo * n..(e / 2) * wo * n]
+                .copy_from_slice(&x.data[p0 * wo * n..p1 * wo * n]);
             s = e;
         }
         let mut x = pool1;

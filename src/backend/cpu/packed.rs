@@ -27,7 +27,14 @@ impl PackedLayer {
         let k = KERNEL * KERNEL * cin;
         let mut bp = Vec::new();
         let cout_pad = kernel::pack_b(&layer.kernel, k, cout, cout, &mut bp);
-        PackedLayer { cin, cout, cout_pad, bp, bias: layer.bias.clone(), pool: layer.spec.pool_after }
+        PackedLayer {
+            cin,
+            cout,
+            cout_pad,
+            bp,
+            bias: layer.bias.clone(),
+            pool: layer.spec.pool_after,
+        }
     }
 
     pub fn weight_bytes(&self) -> usize {
@@ -36,7 +43,11 @@ impl PackedLayer {
 
     /// Runs the layer on the current rayon pool.
     pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
-        assert_eq!(input.c, self.cin, "packed layer expects {} input channels, got {}", self.cin, input.c);
+        assert_eq!(
+            input.c, self.cin,
+            "packed layer expects {} input channels, got {}",
+            self.cin, input.c
+        );
         let (h, w, n) = (input.h, input.w, self.cout);
         let k = KERNEL * KERNEL * self.cin;
         let np = self.cout_pad;
@@ -49,7 +60,17 @@ impl PackedLayer {
             let mp = round_up(m, MR);
             im2col(input, t * rows, tile_rows, &mut patches[..m * k]);
             patches[m * k..mp * k].fill(0.0);
-            kernel::gemm_packed(isa, mp, k, &patches[..mp * k], k, &self.bp, np, &mut full[..mp * np], np);
+            kernel::gemm_packed(
+                isa,
+                mp,
+                k,
+                &patches[..mp * k],
+                k,
+                &self.bp,
+                np,
+                &mut full[..mp * np],
+                np,
+            );
             for r in 0..m {
                 // Compact rows to stride n while adding the bias: row r moves
                 // down to r·n ≤ r·np, past everything already written.
@@ -61,14 +82,17 @@ impl PackedLayer {
         };
         if !pool {
             let mut out = Tensor3::zeros(h, w, n);
-            out.data.par_chunks_mut(rows * w * n).enumerate().for_each_init(
-                || (vec![0.0f32; mpad * k], vec![0.0f32; mpad * np]),
-                |(patches, full), (t, chunk)| {
-                    let tile_rows = chunk.len() / (w * n);
-                    tile(t, tile_rows, patches, full);
-                    chunk.copy_from_slice(&full[..tile_rows * w * n]);
-                },
-            );
+            out.data
+                .par_chunks_mut(rows * w * n)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0.0f32; mpad * k], vec![0.0f32; mpad * np]),
+                    |(patches, full), (t, chunk)| {
+                        let tile_rows = chunk.len() / (w * n);
+                        tile(t, tile_rows, patches, full);
+                        chunk.copy_from_slice(&full[..tile_rows * w * n]);
+                    },
+                );
             out
         } else {
             let (ho, wo) = (h / 2, w / 2);
@@ -76,14 +100,17 @@ impl PackedLayer {
             if ho == 0 || wo == 0 {
                 return out;
             }
-            out.data.par_chunks_mut((rows / 2) * wo * n).enumerate().for_each_init(
-                || (vec![0.0f32; mpad * k], vec![0.0f32; mpad * np]),
-                |(patches, full), (t, chunk)| {
-                    let tile_rows = 2 * (chunk.len() / (wo * n));
-                    tile(t, tile_rows, patches, full);
-                    maxpool2(&full[..tile_rows * w * n], tile_rows, w, n, chunk);
-                },
-            );
+            out.data
+                .par_chunks_mut((rows / 2) * wo * n)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0.0f32; mpad * k], vec![0.0f32; mpad * np]),
+                    |(patches, full), (t, chunk)| {
+                        let tile_rows = 2 * (chunk.len() / (wo * n));
+                        tile(t, tile_rows, patches, full);
+                        maxpool2(&full[..tile_rows * w * n], tile_rows, w, n, chunk);
+                    },
+                );
             out
         }
     }

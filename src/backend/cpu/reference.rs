@@ -21,7 +21,8 @@ pub fn conv3x3_relu_f64(input: &Tensor3, kernel: &[f32], bias: &[f32], cout: usi
                         }
                         for ci in 0..cin {
                             let wgt = kernel[((ky * 3 + kx) * cin + ci) * cout + co];
-                            acc += f64::from(wgt) * f64::from(input.at(sy as usize, sx as usize, ci));
+                            acc +=
+                                f64::from(wgt) * f64::from(input.at(sy as usize, sx as usize, ci));
                         }
                     }
                 }

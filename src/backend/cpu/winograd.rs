@@ -15,7 +15,7 @@
 //! F(4×4) (α = 6) 4× fewer, at some cost in float32 accuracy (see
 //! `tests/cpu_fast.rs`, which measures it on real activations).
 
-use super::kernel::{self, Isa, NR, MR, round_up};
+use super::kernel::{self, Isa, MR, NR, round_up};
 use crate::tensor::Tensor3;
 use crate::vgg16::weights::ConvWeights;
 use rayon::prelude::*;
@@ -45,7 +45,12 @@ impl Tile {
     }
     /// G (α × 3), the kernel transform.
     fn g(self) -> &'static [[f64; 3]] {
-        const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        const G2: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
         const G4: [[f64; 3]; 6] = [
             [1.0 / 4.0, 0.0, 0.0],
             [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
@@ -88,7 +93,9 @@ impl WinogradLayer {
         let mut flat = vec![0.0f32; a * a * cin_pad * cout_pad];
         for ci in 0..cin {
             for co in 0..cout {
-                let w = |ky: usize, kx: usize| f64::from(layer.kernel[((ky * 3 + kx) * cin + ci) * cout + co]);
+                let w = |ky: usize, kx: usize| {
+                    f64::from(layer.kernel[((ky * 3 + kx) * cin + ci) * cout + co])
+                };
                 // t = G·w (α × 3), then U = t·Gᵀ (α × α).
                 let mut t = [[0.0f64; 3]; 6];
                 for i in 0..a {
@@ -107,13 +114,28 @@ impl WinogradLayer {
         let mut u = Vec::with_capacity(a * a * cin_pad * cout_pad);
         let mut packed = Vec::new();
         for xi in 0..a * a {
-            let n_pad = kernel::pack_b(&flat[xi * cin_pad * cout_pad..(xi + 1) * cin_pad * cout_pad], cin_pad, cout_pad, cout_pad, &mut packed);
+            let n_pad = kernel::pack_b(
+                &flat[xi * cin_pad * cout_pad..(xi + 1) * cin_pad * cout_pad],
+                cin_pad,
+                cout_pad,
+                cout_pad,
+                &mut packed,
+            );
             debug_assert_eq!(n_pad, cout_pad);
             u.extend_from_slice(&packed);
         }
         let mut bias = layer.bias.clone();
         bias.resize(cout_pad, 0.0);
-        WinogradLayer { tile, cin, cout, cin_pad, cout_pad, u, bias, pool: layer.spec.pool_after }
+        WinogradLayer {
+            tile,
+            cin,
+            cout,
+            cin_pad,
+            cout_pad,
+            u,
+            bias,
+            pool: layer.spec.pool_after,
+        }
     }
 
     /// Bytes held by the transformed weights.
@@ -220,11 +242,19 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
     threads: usize,
     isa: Isa,
 ) -> Tensor3 {
-    assert_eq!(input.c, layer.cin, "winograd layer expects {} input channels, got {}", layer.cin, input.c);
+    assert_eq!(
+        input.c, layer.cin,
+        "winograd layer expects {} input channels, got {}",
+        layer.cin, input.c
+    );
     let (h, w, cout) = (input.h, input.w, layer.cout);
     let pool = layer.pool;
     // Output rows/cols the layer must produce at full resolution.
-    let (hu, wu) = if pool { (2 * (h / 2), 2 * (w / 2)) } else { (h, w) };
+    let (hu, wu) = if pool {
+        (2 * (h / 2), 2 * (w / 2))
+    } else {
+        (h, w)
+    };
     let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
     let mut out = Tensor3::zeros(oh, ow, cout);
     if hu == 0 || wu == 0 {
@@ -236,23 +266,33 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
     let out_rows = if pool { rows * M / 2 } else { rows * M };
     let tiles_max = round_up(rows * tw, MR);
     let (a2, kp, np) = (A * A, layer.cin_pad, layer.cout_pad);
-    out.data.par_chunks_mut(out_rows * ow * cout).enumerate().for_each_init(
-        || Scratch { v: vec![0.0; a2 * tiles_max * kp], m: vec![0.0; a2 * tiles_max * np] },
-        |s, (strip, chunk)| {
-            let ty0 = strip * rows;
-            let ty1 = (ty0 + rows).min(th);
-            // SAFETY: the ISA was detected on this CPU by the caller.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => strip_avx512::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => strip_avx2::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
-                    _ => strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
+    out.data
+        .par_chunks_mut(out_rows * ow * cout)
+        .enumerate()
+        .for_each_init(
+            || Scratch {
+                v: vec![0.0; a2 * tiles_max * kp],
+                m: vec![0.0; a2 * tiles_max * np],
+            },
+            |s, (strip, chunk)| {
+                let ty0 = strip * rows;
+                let ty1 = (ty0 + rows).min(th);
+                // SAFETY: the ISA was detected on this CPU by the caller.
+                unsafe {
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => {
+                            strip_avx512::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => {
+                            strip_avx2::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+                        }
+                        _ => strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
+                    }
                 }
-            }
-        },
-    );
+            },
+        );
     out
 }
 
@@ -260,7 +300,14 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn strip_avx512<T: Transforms<A, M>, const A: usize, const M: usize>(
-    layer: &WinogradLayer, input: &Tensor3, ty0: usize, ty1: usize, tw: usize, s: &mut Scratch, chunk: &mut [f32], isa: Isa,
+    layer: &WinogradLayer,
+    input: &Tensor3,
+    ty0: usize,
+    ty1: usize,
+    tw: usize,
+    s: &mut Scratch,
+    chunk: &mut [f32],
+    isa: Isa,
 ) {
     strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
 }
@@ -269,7 +316,14 @@ unsafe fn strip_avx512<T: Transforms<A, M>, const A: usize, const M: usize>(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn strip_avx2<T: Transforms<A, M>, const A: usize, const M: usize>(
-    layer: &WinogradLayer, input: &Tensor3, ty0: usize, ty1: usize, tw: usize, s: &mut Scratch, chunk: &mut [f32], isa: Isa,
+    layer: &WinogradLayer,
+    input: &Tensor3,
+    ty0: usize,
+    ty1: usize,
+    tw: usize,
+    s: &mut Scratch,
+    chunk: &mut [f32],
+    isa: Isa,
 ) {
     strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
 }

@@ -54,17 +54,26 @@ pub(crate) fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 /// The adapters this machine offers, best first, numbered as `--gpu N` counts them:
 /// `"[0] NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)"`.
 pub fn list_adapters() -> Vec<String> {
-    ranked_adapters(&instance()).iter().enumerate().map(|(i, a)| format!("[{i}] {}", describe(&a.get_info()))).collect()
+    ranked_adapters(&instance())
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("[{i}] {}", describe(&a.get_info())))
+        .collect()
 }
 
 /// Whether any adapter is real GPU hardware (not a software rasteriser such as
 /// lavapipe or llvmpipe), checked without creating a device.
 pub fn hardware_adapter_available() -> bool {
-    ranked_adapters(&instance()).iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+    ranked_adapters(&instance())
+        .iter()
+        .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
 
 /// Picks the adapter `opts` asks for (see [`GpuOptions`]).
-pub(crate) fn select(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, BackendError> {
+pub(crate) fn select(
+    instance: &wgpu::Instance,
+    opts: &GpuOptions,
+) -> Result<wgpu::Adapter, BackendError> {
     let mut adapters = ranked_adapters(instance);
     if adapters.is_empty() {
         return Err(BackendError::Device(NO_ADAPTER_HINT.to_string()));

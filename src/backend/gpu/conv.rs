@@ -50,7 +50,11 @@ impl LayerShape {
     }
     /// Output size (pooled when `pool`).
     pub fn out_hw(&self) -> (usize, usize) {
-        if self.pool { (self.h / 2, self.w / 2) } else { (self.h, self.w) }
+        if self.pool {
+            (self.h / 2, self.w / 2)
+        } else {
+            (self.h, self.w)
+        }
     }
     pub fn out_bytes(&self) -> u64 {
         let (ho, wo) = self.out_hw();
@@ -58,7 +62,11 @@ impl LayerShape {
     }
     /// Index (f32 elements) where output row `y` (conv rows, pooled: `y` even) starts.
     fn out_elem(&self, y: usize) -> u64 {
-        if self.pool { ((y / 2) * (self.w / 2) * self.cout) as u64 } else { (y * self.w * self.cout) as u64 }
+        if self.pool {
+            ((y / 2) * (self.w / 2) * self.cout) as u64
+        } else {
+            (y * self.w * self.cout) as u64
+        }
     }
 }
 
@@ -117,7 +125,10 @@ pub fn band_rows(s: &LayerShape, limit: u64, align: u64) -> Result<usize, String
 
 fn range(start_byte: u64, end_byte: u64, align: u64) -> Range {
     let offset = start_byte / align * align;
-    Range { offset, size: end_byte - offset }
+    Range {
+        offset,
+        size: end_byte - offset,
+    }
 }
 
 /// The dispatches of one layer, in order. Empty when the output is empty.
@@ -135,12 +146,24 @@ pub fn plan_layer(s: &LayerShape, limit: u64, align: u64) -> Result<Vec<Dispatch
     while y0 < s.h {
         let y1 = (y0 + rows).min(s.h);
         let (input, output) = if whole {
-            (Range { offset: 0, size: s.in_bytes() }, Range { offset: 0, size: s.out_bytes() })
+            (
+                Range {
+                    offset: 0,
+                    size: s.in_bytes(),
+                },
+                Range {
+                    offset: 0,
+                    size: s.out_bytes(),
+                },
+            )
         } else {
             let row = (s.w * s.cin) as u64;
             let i0 = y0.saturating_sub(1) as u64 * row * 4;
             let i1 = (y1 + 1).min(s.h) as u64 * row * 4;
-            (range(i0, i1, align), range(s.out_elem(y0) * 4, s.out_elem(y1) * 4, align))
+            (
+                range(i0, i1, align),
+                range(s.out_elem(y0) * 4, s.out_elem(y1) * 4, align),
+            )
         };
         if output.size > 0 {
             out.push(Dispatch {
@@ -177,7 +200,13 @@ mod tests {
     use super::*;
 
     fn shape(h: usize, w: usize, cin: usize, cout: usize, pool: bool) -> LayerShape {
-        LayerShape { h, w, cin, cout, pool }
+        LayerShape {
+            h,
+            w,
+            cin,
+            cout,
+            pool,
+        }
     }
 
     #[test]
@@ -214,7 +243,10 @@ mod tests {
             for x in &d {
                 assert_eq!(x.params.y0 % 2, 0);
                 assert_eq!(x.params.y0, next);
-                assert!(x.input.size <= limit && x.output.size <= limit, "{limit}: {x:?}");
+                assert!(
+                    x.input.size <= limit && x.output.size <= limit,
+                    "{limit}: {x:?}"
+                );
                 // the band's input holds rows y0-1 ..= y1 (clipped)
                 let row = 9 * 8 * 4;
                 let first = x.params.y0.saturating_sub(1) as u64 * row;

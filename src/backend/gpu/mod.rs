@@ -108,7 +108,14 @@ impl GpuBackend {
             )));
         }
         for l in &weights.layers {
-            let lb = b.upload_layer(&l.kernel, &l.bias, l.spec.cin, l.spec.cout, l.spec.pool_after, l.spec.name)?;
+            let lb = b.upload_layer(
+                &l.kernel,
+                &l.bias,
+                l.spec.cin,
+                l.spec.cout,
+                l.spec.pool_after,
+                l.spec.name,
+            )?;
             b.layers.push(lb);
         }
         Ok(b)
@@ -142,7 +149,9 @@ impl GpuBackend {
             }));
             let sink = uncaptured.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+                sink.lock()
+                    .unwrap()
+                    .push(format!("device lost ({reason:?}): {msg}"));
             });
         }
 
@@ -165,7 +174,9 @@ impl GpuBackend {
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
                         has_dynamic_offset: false,
-                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                        min_binding_size: wgpu::BufferSize::new(
+                            std::mem::size_of::<Params>() as u64
+                        ),
                     },
                     count: None,
                 },
@@ -187,7 +198,9 @@ impl GpuBackend {
             // bounds it is given, and every binding holds the band `conv::plan_layer`
             // computed (see `conv::tests` and tests/gpu_backend.rs); loops are bounded
             // by uniforms; divisors (cin, 3) are non-zero whenever a dispatch is made.
-            unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
         };
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("conv3x3"),
@@ -206,7 +219,9 @@ impl GpuBackend {
             return Err(dev_err("conv3x3.wgsl does not build on this device", e));
         }
 
-        let binding_limit = limits.max_storage_buffer_binding_size.min(opts.max_binding_bytes.unwrap_or(u64::MAX));
+        let binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(opts.max_binding_bytes.unwrap_or(u64::MAX));
         Ok(GpuBackend {
             device,
             queue,
@@ -253,7 +268,9 @@ impl GpuBackend {
         name: &str,
     ) -> Result<LayerBufs, BackendError> {
         if !cout.is_multiple_of(4) || cout == 0 {
-            return Err(BackendError::Device(format!("{name}: cout {cout} is not a multiple of 4")));
+            return Err(BackendError::Device(format!(
+                "{name}: cout {cout} is not a multiple of 4"
+            )));
         }
         if kernel.len() != 9 * cin * cout || bias.len() != cout {
             return Err(BackendError::Device(format!(
@@ -272,7 +289,14 @@ impl GpuBackend {
             self.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
             b
         };
-        Ok(LayerBufs { kernel: buf(name, kernel), bias: buf(name, bias), cin, cout, pool, name: name.to_string() })
+        Ok(LayerBufs {
+            kernel: buf(name, kernel),
+            bias: buf(name, bias),
+            cin,
+            cout,
+            pool,
+            name: name.to_string(),
+        })
     }
 
     /// Runs one 3×3 conv (+ bias + ReLU, + 2×2 max-pool when `pool`) with the given
@@ -293,7 +317,10 @@ impl GpuBackend {
 
     /// [`Backend::pool5`] with the wall time of every layer (each layer is submitted
     /// and waited for on its own, so the total is a little above `pool5`'s).
-    pub fn pool5_timed(&mut self, input: &Tensor3) -> Result<(Tensor3, Vec<LayerTiming>), BackendError> {
+    pub fn pool5_timed(
+        &mut self,
+        input: &Tensor3,
+    ) -> Result<(Tensor3, Vec<LayerTiming>), BackendError> {
         check_input(input)?;
         let layers = std::mem::take(&mut self.layers);
         let refs: Vec<&LayerBufs> = layers.iter().collect();
@@ -304,21 +331,47 @@ impl GpuBackend {
 
     /// Seconds for `iters` back-to-back runs of VGG16 layer `index` on an `h × w`
     /// input already on the GPU (no upload or read-back in the timing).
-    pub fn time_layer(&mut self, index: usize, h: usize, w: usize, iters: u64) -> Result<f64, BackendError> {
+    pub fn time_layer(
+        &mut self,
+        index: usize,
+        h: usize,
+        w: usize,
+        iters: u64,
+    ) -> Result<f64, BackendError> {
         let layers = std::mem::take(&mut self.layers);
         let r = self.time_layer_inner(&layers[index], h, w, iters);
         self.layers = layers;
         r
     }
 
-    fn time_layer_inner(&mut self, l: &LayerBufs, h: usize, w: usize, iters: u64) -> Result<f64, BackendError> {
-        let shape = LayerShape { h, w, cin: l.cin, cout: l.cout, pool: l.pool };
-        let plan = conv::plan_layer(&shape, self.binding_limit, self.storage_align).map_err(BackendError::Device)?;
+    fn time_layer_inner(
+        &mut self,
+        l: &LayerBufs,
+        h: usize,
+        w: usize,
+        iters: u64,
+    ) -> Result<f64, BackendError> {
+        let shape = LayerShape {
+            h,
+            w,
+            cin: l.cin,
+            cout: l.cout,
+            pool: l.pool,
+        };
+        let plan = conv::plan_layer(&shape, self.binding_limit, self.storage_align)
+            .map_err(BackendError::Device)?;
         self.ensure_buffers(shape.in_bytes().max(shape.out_bytes()), plan.len(), 0)?;
-        let input: Vec<f32> = (0..h * w * l.cin).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-        self.queue.write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input));
+        let input: Vec<f32> = (0..h * w * l.cin)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+            .collect();
+        self.queue
+            .write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input));
         self.write_params(&plan);
-        let bind_groups: Vec<_> = plan.iter().enumerate().map(|(i, d)| self.bind_group(i, d, l, 0)).collect();
+        let bind_groups: Vec<_> = plan
+            .iter()
+            .enumerate()
+            .map(|(i, d)| self.bind_group(i, d, l, 0))
+            .collect();
         let encode = |n: u64| {
             let mut enc = self.device.create_command_encoder(&Default::default());
             {
@@ -343,7 +396,10 @@ impl GpuBackend {
     }
 
     fn wait(&self) -> Result<(), BackendError> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| dev_err("waiting for the GPU", e))
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| dev_err("waiting for the GPU", e))
     }
 
     /// Makes sure both activation buffers hold `act` bytes, the params buffer
@@ -362,12 +418,15 @@ impl GpuBackend {
         if act > self.act_bytes {
             self.act.clear(); // free the old ones first
             for name in ["activations A", "activations B"] {
-                self.act.push(self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(name),
-                    size: act,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }));
+                self.act
+                    .push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(name),
+                        size: act,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_DST
+                            | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }));
             }
             self.act_bytes = act;
         }
@@ -401,7 +460,8 @@ impl GpuBackend {
             bytes[i * stride..i * stride + std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&d.params));
         }
-        self.queue.write_buffer(self.params.as_ref().unwrap(), 0, &bytes);
+        self.queue
+            .write_buffer(self.params.as_ref().unwrap(), 0, &bytes);
     }
 
     /// Bind group of dispatch `slot`, reading `act[src]` and writing `act[1 - src]`.
@@ -427,10 +487,22 @@ impl GpuBackend {
                         },
                     ),
                 },
-                wgpu::BindGroupEntry { binding: 1, resource: part(&self.act[src], d.input) },
-                wgpu::BindGroupEntry { binding: 2, resource: l.kernel.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: l.bias.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 4, resource: part(&self.act[1 - src], d.output) },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: part(&self.act[src], d.input),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: l.kernel.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: l.bias.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: part(&self.act[1 - src], d.output),
+                },
             ],
         })
     }
@@ -449,9 +521,18 @@ impl GpuBackend {
         let mut act = (h * w * c * 4) as u64;
         for l in layers {
             if l.cin != c {
-                return Err(BackendError::Device(format!("{}: expects {} channels, got {c}", l.name, l.cin)));
+                return Err(BackendError::Device(format!(
+                    "{}: expects {} channels, got {c}",
+                    l.name, l.cin
+                )));
             }
-            let s = LayerShape { h, w, cin: c, cout: l.cout, pool: l.pool };
+            let s = LayerShape {
+                h,
+                w,
+                cin: c,
+                cout: l.cout,
+                pool: l.pool,
+            };
             act = act.max(s.out_bytes());
             (h, w) = s.out_hw();
             c = l.cout;
@@ -459,13 +540,14 @@ impl GpuBackend {
         }
         let mut plans = Vec::with_capacity(layers.len());
         for (s, l) in shapes.iter().zip(layers) {
-            let plan = conv::plan_layer(s, self.binding_limit, self.storage_align).map_err(|e| {
-                BackendError::Device(format!(
-                    "{}: image {}×{} cannot be tiled under the storage-binding limit ({e}); \
+            let plan =
+                conv::plan_layer(s, self.binding_limit, self.storage_align).map_err(|e| {
+                    BackendError::Device(format!(
+                        "{}: image {}×{} cannot be tiled under the storage-binding limit ({e}); \
                      use a smaller --max-size or --backend cpu",
-                    l.name, input.h, input.w
-                ))
-            })?;
+                        l.name, input.h, input.w
+                    ))
+                })?;
             plans.push(plan);
         }
         let out_bytes = (h * w * c * 4) as u64;
@@ -475,14 +557,21 @@ impl GpuBackend {
         self.uncaptured.lock().unwrap().clear();
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let result = self.forward_inner(input, layers, &shapes, &plans, timed, out_bytes, [h, w, c]);
+        let result =
+            self.forward_inner(input, layers, &shapes, &plans, timed, out_bytes, [h, w, c]);
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(e) = o.or(v) {
-            return Err(dev_err(&format!("GPU error on a {}×{} image", input.h, input.w), e));
+            return Err(dev_err(
+                &format!("GPU error on a {}×{} image", input.h, input.w),
+                e,
+            ));
         }
         if let Some(e) = self.uncaptured.lock().unwrap().first() {
-            return Err(dev_err(&format!("GPU error on a {}×{} image", input.h, input.w), e));
+            return Err(dev_err(
+                &format!("GPU error on a {}×{} image", input.h, input.w),
+                e,
+            ));
         }
         result
     }
@@ -498,7 +587,8 @@ impl GpuBackend {
         out_bytes: u64,
         [h, w, c]: [usize; 3],
     ) -> Result<(Tensor3, Vec<LayerTiming>), BackendError> {
-        self.queue.write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input.data));
+        self.queue
+            .write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input.data));
         let flat: Vec<Dispatch> = plans.iter().flatten().copied().collect();
         self.write_params(&flat);
 
@@ -508,10 +598,16 @@ impl GpuBackend {
         let mut src = 0;
         for (i, (l, plan)) in layers.iter().zip(plans).enumerate() {
             let t = Instant::now();
-            let groups: Vec<_> = plan.iter().enumerate().map(|(j, d)| self.bind_group(slot + j, d, l, src)).collect();
+            let groups: Vec<_> = plan
+                .iter()
+                .enumerate()
+                .map(|(j, d)| self.bind_group(slot + j, d, l, src))
+                .collect();
             {
-                let mut pass =
-                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                });
                 pass.set_pipeline(&self.pipeline);
                 for (d, bg) in plan.iter().zip(&groups) {
                     pass.set_bind_group(0, bg, &[]);
@@ -521,7 +617,10 @@ impl GpuBackend {
             slot += plan.len();
             src = 1 - src;
             if timed {
-                let done = std::mem::replace(&mut enc, self.device.create_command_encoder(&Default::default()));
+                let done = std::mem::replace(
+                    &mut enc,
+                    self.device.create_command_encoder(&Default::default()),
+                );
                 self.queue.submit([done.finish()]);
                 self.wait()?;
                 let s = shapes[i];
@@ -547,9 +646,13 @@ impl GpuBackend {
                 let _ = tx.send(r);
             });
             self.wait()?;
-            rx.recv().map_err(|e| dev_err("read-back", e))?.map_err(|e| dev_err("read-back", e))?;
+            rx.recv()
+                .map_err(|e| dev_err("read-back", e))?
+                .map_err(|e| dev_err("read-back", e))?;
             {
-                let view = slice.get_mapped_range().map_err(|e| dev_err("read-back", e))?;
+                let view = slice
+                    .get_mapped_range()
+                    .map_err(|e| dev_err("read-back", e))?;
                 data.copy_from_slice(bytemuck::cast_slice(&view));
             }
             staging.unmap();
@@ -562,24 +665,35 @@ impl GpuBackend {
 
 fn check_input(input: &Tensor3) -> Result<(), BackendError> {
     if input.h < 32 || input.w < 32 {
-        return Err(BackendError::TooSmall { h: input.h, w: input.w });
+        return Err(BackendError::TooSmall {
+            h: input.h,
+            w: input.w,
+        });
     }
     if input.c != 3 {
-        return Err(BackendError::Device(format!("VGG16 input must have 3 channels, got {}", input.c)));
+        return Err(BackendError::Device(format!(
+            "VGG16 input must have 3 channels, got {}",
+            input.c
+        )));
     }
     Ok(())
 }
 
 impl Backend for GpuBackend {
     fn name(&self) -> String {
-        format!("gpu ({}, {:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "gpu ({}, {:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     fn pool5(&mut self, input: &Tensor3) -> Result<Tensor3, BackendError> {
         check_input(input)?;
         let layers = std::mem::take(&mut self.layers);
         if layers.is_empty() {
-            return Err(BackendError::Device("GpuBackend has no weights (built without_weights)".into()));
+            return Err(BackendError::Device(
+                "GpuBackend has no weights (built without_weights)".into(),
+            ));
         }
         let refs: Vec<&LayerBufs> = layers.iter().collect();
         let r = self.forward(input, &refs, false);
