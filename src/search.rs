@@ -264,11 +264,11 @@ impl TopK {
     fn offer_in_order(&mut self, score: f32, row: usize) {
         if self.heap.len() < self.k {
             self.heap.push(Cand { score, row });
-        } else if let Some(worst) = self.heap.peek() {
-            if score.total_cmp(&worst.score) == Ordering::Greater {
-                self.heap.pop();
-                self.heap.push(Cand { score, row });
-            }
+        } else if let Some(worst) = self.heap.peek()
+            && score.total_cmp(&worst.score) == Ordering::Greater
+        {
+            self.heap.pop();
+            self.heap.push(Cand { score, row });
         }
     }
     fn merge(mut self, other: TopK) -> TopK {
@@ -374,7 +374,7 @@ pub fn search_many(
     exclude: &[Option<usize>],
 ) -> Vec<Vec<(usize, f32)>> {
     assert!(
-        dim > 0 && data.len() % dim == 0,
+        dim > 0 && data.len().is_multiple_of(dim),
         "data is not a whole number of {dim}-float rows"
     );
     assert_eq!(queries.len(), exclude.len());
@@ -463,6 +463,9 @@ pub fn expand_query(
     q.iter().map(|x| (x / norm) as f32).collect()
 }
 
+/// Top-k hits per query, and the (possibly expanded) query vectors used.
+pub type HitsAndQueries = (Vec<Vec<(usize, f32)>>, Vec<Vec<f32>>);
+
 /// Search with optional query expansion: with `qe > 0`, search once, expand
 /// each query with its first `qe` results ([`expand_query`]), search again.
 pub fn search_qe(
@@ -473,7 +476,7 @@ pub fn search_qe(
     exclude: &[Option<usize>],
     qe: usize,
     alpha: f32,
-) -> (Vec<Vec<(usize, f32)>>, Vec<Vec<f32>>) {
+) -> HitsAndQueries {
     if qe == 0 {
         return (
             search_many(data, dim, queries, k, exclude),

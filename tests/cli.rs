@@ -26,7 +26,7 @@ fn picture(w: u32, h: u32, seed: u32) -> image::RgbImage {
         image::Rgb([
             v as u8,
             ((x * y + seed) % 256) as u8,
-            ((255 - v) ^ (y * 5)) as u8 & 0xff,
+            (((255 - v) ^ (y * 5)) as u8),
         ])
     })
 }

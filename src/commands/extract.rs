@@ -173,14 +173,13 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
         .output
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !to_db)
+        && !dir.is_dir()
     {
-        if !dir.is_dir() {
-            bail!(
-                "cannot write {}: the output folder {} does not exist; create it or pass another --output",
-                args.output.display(),
-                dir.display()
-            );
-        }
+        bail!(
+            "cannot write {}: the output folder {} does not exist; create it or pass another --output",
+            args.output.display(),
+            dir.display()
+        );
     }
     let pca = load_pca(&args.pca, true)?;
     let weights = Arc::new(Vgg16Weights::load(&args.weights)?);

@@ -31,19 +31,19 @@ pub fn launcher_size_from_env() -> Option<(&'static str, usize)> {
 
 /// Refuses to run as one of several independent copies (toolchain pitfall 2).
 pub fn guard_launcher(world_size: usize) -> Result<()> {
-    if world_size == 1 {
-        if let Some((var, n)) = launcher_size_from_env() {
-            let why = if cfg!(feature = "mpi") {
-                "this binary's MPI library is not the one the launcher belongs to (e.g. built with MPICH, started by Open MPI's mpiexec)"
-            } else {
-                "this binary was built without MPI (cargo feature `mpi`)"
-            };
-            bail!(
-                "the launcher started {n} processes ({var}={n}) but each of them sees a world of 1: {why}. \
+    if world_size == 1
+        && let Some((var, n)) = launcher_size_from_env()
+    {
+        let why = if cfg!(feature = "mpi") {
+            "this binary's MPI library is not the one the launcher belongs to (e.g. built with MPICH, started by Open MPI's mpiexec)"
+        } else {
+            "this binary was built without MPI (cargo feature `mpi`)"
+        };
+        bail!(
+            "the launcher started {n} processes ({var}={n}) but each of them sees a world of 1: {why}. \
                  They would each do the whole list into the same output. Use the mpiexec of the MPI the binary was built with \
                  (`ldd $(which rmac-native) | grep mpi`), or rebuild with `--features mpi` against the cluster's MPI"
-            );
-        }
+        );
     }
     Ok(())
 }

@@ -101,7 +101,7 @@ pub fn decode_result(mut buf: &[u8]) -> Result<(u64, Outcome)> {
     let outcome = match kind {
         0 => {
             ensure!(
-                buf.len() % 4 == 0,
+                buf.len().is_multiple_of(4),
                 "a vector message of {} bytes",
                 buf.len()
             );

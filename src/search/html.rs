@@ -73,12 +73,12 @@ pub fn write_contact_sheet(out: &Path, rows: &[SheetRow], size: u32) -> Result<(
          .row{display:flex;flex-wrap:wrap;gap:8px}\
          figure{margin:0;width:",
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "{w}px;background:#fff;border:1px solid #ddd;padding:4px}}\
          figure.query{{border:2px solid #c33}}img{{max-width:{w}px;max-height:{w}px;display:block;margin:auto}}\
          figcaption{{font-size:11px;word-break:break-all}}.missing{{height:{w}px;color:#a00;font-size:11px;overflow:hidden}}\
-         </style></head><body>\n",
+         </style></head><body>",
         w = size
     );
     for r in rows {

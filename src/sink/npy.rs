@@ -287,10 +287,9 @@ impl NpySink {
         }
         let len = data.metadata()?.len();
         let mut done = HashSet::new();
-        let rows;
-        if len == 0 {
+        let rows = if len == 0 {
             paths.set_len(0)?;
-            rows = 0;
+            0
         } else {
             let mut head = vec![0u8; (len as usize).min(4096)];
             data.seek(SeekFrom::Start(0))?;
@@ -327,8 +326,8 @@ impl NpySink {
             paths.set_len(kept as u64)?;
             data.set_len(HEADER_LEN as u64 + n * dim as u64 * 4)?;
             done.extend(listed.into_iter().take(n as usize));
-            rows = n;
-        }
+            n
+        };
         for line in complete_lines(&mut errors, &ep)? {
             if line.is_empty() {
                 continue;

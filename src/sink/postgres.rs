@@ -73,10 +73,10 @@ pub fn is_database(s: &str) -> bool {
 /// The connection string with any password hidden, for messages.
 pub fn redact(conninfo: &str) -> String {
     if let Some(rest) = conninfo.split_once("://") {
-        if let Some((auth, host)) = rest.1.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{}://{user}:***@{host}", rest.0);
-            }
+        if let Some((auth, host)) = rest.1.split_once('@')
+            && let Some((user, _)) = auth.split_once(':')
+        {
+            return format!("{}://{user}:***@{host}", rest.0);
         }
         return conninfo.to_owned();
     }
@@ -655,10 +655,10 @@ impl PgSink {
 impl Drop for PgSink {
     fn drop(&mut self) {
         // Best effort: what does not make it is simply done again on resume.
-        if !std::thread::panicking() {
-            if let Err(e) = self.flush() {
-                eprintln!("warning: {e:#}; the unsent images are done again on the next run");
-            }
+        if !std::thread::panicking()
+            && let Err(e) = self.flush()
+        {
+            eprintln!("warning: {e:#}; the unsent images are done again on the next run");
         }
     }
 }

@@ -55,6 +55,7 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ldb: usize, out: &mut Vec<f32>) -> 
 
 /// `c[m × n_pad] = a[m × k] · bp` (`bp` from [`pack_b`]); `m % MR == 0`.
 /// `a` has row stride `lda`, `c` row stride `ldc` (both ≥ the row length).
+#[allow(clippy::too_many_arguments)] // a BLAS-style signature: sizes, pointers and strides
 pub fn gemm_packed(
     isa: Isa,
     m: usize,
@@ -66,7 +67,7 @@ pub fn gemm_packed(
     c: &mut [f32],
     ldc: usize,
 ) {
-    assert!(m % MR == 0 && n_pad % NR == 0 && lda >= k && ldc >= n_pad);
+    assert!(m.is_multiple_of(MR) && n_pad.is_multiple_of(NR) && lda >= k && ldc >= n_pad);
     assert!(m == 0 || (a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n_pad));
     assert!(bp.len() >= n_pad * k);
     // SAFETY: the bounds are checked above; the kernels read A rows
@@ -114,6 +115,7 @@ pub fn gemm_packed(
 macro_rules! driver {
     ($name:ident, $micro:ident $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
+        #[allow(clippy::too_many_arguments)] // BLAS-style: sizes, pointers and strides
         unsafe fn $name(m: usize, k: usize, a: *const f32, lda: usize, bp: *const f32, n_pad: usize, c: *mut f32, ldc: usize) {
             for j in 0..n_pad / NR {
                 let b = unsafe { bp.add(j * k * NR) };

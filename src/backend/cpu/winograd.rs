@@ -98,6 +98,7 @@ impl WinogradLayer {
                 };
                 // t = G·w (α × 3), then U = t·Gᵀ (α × α).
                 let mut t = [[0.0f64; 3]; 6];
+                #[allow(clippy::needless_range_loop)] // matrix products read best with indices
                 for i in 0..a {
                     for kx in 0..3 {
                         t[i][kx] = (0..3).map(|ky| g[i][ky] * w(ky, kx)).sum();
@@ -332,6 +333,7 @@ unsafe fn strip_avx2<T: Transforms<A, M>, const A: usize, const M: usize>(
 /// `chunk` (the strip's output rows).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // transform indices address several arrays at once
 fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
     layer: &WinogradLayer,
     input: &Tensor3,
