@@ -14,7 +14,7 @@ DIR=${RMAC_BENCH_DIR:-$(mktemp -d)}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
 [ -n "${RMAC_BENCH_NO_BUILD:-}" ] || cargo build --release --quiet
 [ -f "$DIR/list.txt" ] ||   # RMAC_BENCH_DIR from an earlier run: reuse its inputs
-  RMAC_BENCH_DIR=$DIR RMAC_BENCH_IMAGES=$N cargo test --release --quiet --test mpi -- --ignored write_bench_inputs >/dev/null
+  RMAC_BENCH_DIR=$DIR RMAC_BENCH_IMAGES=$N cargo bench --quiet --bench mpi_bench_inputs >/dev/null
 BIN=target/release/rmac-native
 COMMON=(--backend cpu --weights "$DIR/vgg16.safetensors" --pca "$DIR/pca.safetensors")
 

@@ -2,32 +2,15 @@
 //! float64 loop, on random shapes: odd sizes, 1-pixel images, every tile
 //! boundary case, with and without the fused pool.
 
+mod common;
+
+use common::{random, random_layer};
 use rmac_native::backend::cpu::conv::conv3x3_relu;
 use rmac_native::backend::cpu::reference::{conv3x3_relu_f64, maxpool2_f64};
 use rmac_native::tensor::Tensor3;
-use rmac_native::vgg16::spec::ConvSpec;
-use rmac_native::vgg16::synthetic::uniform;
-use rmac_native::vgg16::weights::ConvWeights;
-
-fn random(seed: u8, stream: u64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32)
-        .collect()
-}
 
 fn check(h: usize, w: usize, cin: usize, cout: usize, pool: bool, threads: usize, seed: u8) {
-    let spec = ConvSpec {
-        name: "test",
-        block: 1,
-        cin,
-        cout,
-        pool_after: pool,
-    };
-    let layer = ConvWeights {
-        spec,
-        kernel: random(seed, 1, 9 * cin * cout, (6.0 / (9 * cin) as f64).sqrt()),
-        bias: random(seed, 2, cout, 0.1),
-    };
+    let layer = random_layer(cin, cout, pool, seed);
     let input = Tensor3::from_vec(h, w, cin, random(seed, 3, h * w * cin, 1.0));
     let pool_rt = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -7,7 +7,7 @@
 //! algorithm against the Keras fixtures.
 mod common;
 
-use common::{fixtures, max_abs, max_abs_diff, read_f32};
+use common::{fixtures, max_abs, max_abs_diff, random, random_layer, read_f32};
 use rmac_native::backend::Backend;
 use rmac_native::backend::cpu::conv::conv3x3_relu;
 use rmac_native::backend::cpu::kernel;
@@ -20,8 +20,7 @@ use rmac_native::image::decode::{DecodeLimits, load_rgb};
 use rmac_native::image::preprocess::Preprocess;
 use rmac_native::rmac::rmac;
 use rmac_native::tensor::Tensor3;
-use rmac_native::vgg16::spec::ConvSpec;
-use rmac_native::vgg16::synthetic::{self, uniform};
+use rmac_native::vgg16::synthetic;
 use rmac_native::vgg16::weights::ConvWeights;
 use std::sync::Arc;
 
@@ -43,27 +42,6 @@ fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) ->
         Fast::Packed => PackedLayer::new(layer).forward(input, threads, isa),
         Fast::Wino(tile) => WinogradLayer::new(layer, tile).forward(input, threads, isa),
     })
-}
-
-fn random(seed: u8, stream: u64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32)
-        .collect()
-}
-
-fn random_layer(cin: usize, cout: usize, pool: bool, seed: u8) -> ConvWeights {
-    let spec = ConvSpec {
-        name: "test",
-        block: 1,
-        cin,
-        cout,
-        pool_after: pool,
-    };
-    ConvWeights {
-        spec,
-        kernel: random(seed, 1, 9 * cin * cout, (6.0 / (9 * cin) as f64).sqrt()),
-        bias: random(seed, 2, cout, 0.1),
-    }
 }
 
 /// Max |fast − f64| / max |f64| over the layer's output.

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: fixture paths and tensor reading.
 #![allow(dead_code)]
 
+use rmac_native::vgg16::spec::ConvSpec;
+use rmac_native::vgg16::synthetic::uniform;
+use rmac_native::vgg16::weights::ConvWeights;
 use std::path::{Path, PathBuf};
 
 pub fn fixtures() -> PathBuf {
@@ -45,4 +48,27 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 pub fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// `n` uniform values in ±`scale` from the synthetic-weights hash (stream `stream`).
+pub fn random(seed: u8, stream: u64, n: usize, scale: f64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| ((2.0 * uniform(seed, stream, i) - 1.0) * scale) as f32)
+        .collect()
+}
+
+/// A random conv layer (He-uniform kernel, small biases) of the given shape.
+pub fn random_layer(cin: usize, cout: usize, pool: bool, seed: u8) -> ConvWeights {
+    let spec = ConvSpec {
+        name: "test",
+        block: 1,
+        cin,
+        cout,
+        pool_after: pool,
+    };
+    ConvWeights {
+        spec,
+        kernel: random(seed, 1, 9 * cin * cout, (6.0 / (9 * cin) as f64).sqrt()),
+        bias: random(seed, 2, cout, 0.1),
+    }
 }
