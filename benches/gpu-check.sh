@@ -23,12 +23,12 @@ mkdir -p "$DIR" "$(dirname "$LOG")"
 
 pack() {
     set -e
-    cargo test --release --features gpu --test gpu_backend --no-run 2>&1 | tail -n 3
-    cargo bench --features gpu --bench gpu_conv --no-run 2>&1 | tail -n 3
+    cargo test --release --no-default-features --features gpu --test gpu_backend --no-run 2>&1 | tail -n 3
+    cargo bench --no-default-features --features gpu --bench gpu_conv --no-run 2>&1 | tail -n 3
     local t b
-    t=$(cargo test --release --features gpu --test gpu_backend --no-run --message-format=json 2>/dev/null |
+    t=$(cargo test --release --no-default-features --features gpu --test gpu_backend --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*gpu_backend[^"]*\)".*/\1/p' | tail -n 1)
-    b=$(cargo bench --features gpu --bench gpu_conv --no-run --message-format=json 2>/dev/null |
+    b=$(cargo bench --no-default-features --features gpu --bench gpu_conv --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*gpu_conv[^"]*\)".*/\1/p' | tail -n 1)
     objcopy --strip-debug "$t" "$DIR/gpu_backend"
     objcopy --strip-debug "$b" "$DIR/gpu_conv"
