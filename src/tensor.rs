@@ -19,6 +19,23 @@ impl Tensor3 {
         }
     }
 
+    /// An `h×w×c` tensor in `storage`, reused as it is: elements it already
+    /// holds keep their values (the caller overwrites them all), new ones are 0.
+    pub fn reuse(h: usize, w: usize, c: usize, mut storage: Vec<f32>) -> Self {
+        let n = h * w * c;
+        if storage.len() >= n {
+            storage.truncate(n);
+        } else {
+            storage.resize(n, 0.0);
+        }
+        Tensor3 {
+            h,
+            w,
+            c,
+            data: storage,
+        }
+    }
+
     /// Wraps `data` (length must be `h·w·c`).
     pub fn from_vec(h: usize, w: usize, c: usize, data: Vec<f32>) -> Self {
         assert_eq!(

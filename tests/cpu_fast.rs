@@ -1,4 +1,5 @@
-//! The fast CPU paths (packed AVX-512/AVX2 kernel, Winograd F(2×2) and F(4×4))
+//! The fast CPU paths (packed AVX-512/AVX2 kernel, direct small-`cin`
+//! convolution on every ISA, Winograd F(2×2) and F(4×4))
 //! against the reference im2col + matrixmultiply path and the float64 loop:
 //! random shapes (odd sizes, 1-pixel maps, channel counts that are not
 //! multiples of the vector width, with and without the fused pool), then the
@@ -10,7 +11,8 @@ mod common;
 use common::{fixtures, max_abs, max_abs_diff, random, random_layer, read_f32};
 use rmac_native::backend::Backend;
 use rmac_native::backend::cpu::conv::conv3x3_relu;
-use rmac_native::backend::cpu::kernel;
+use rmac_native::backend::cpu::direct::DirectLayer;
+use rmac_native::backend::cpu::kernel::{self, Isa};
 use rmac_native::backend::cpu::packed::PackedLayer;
 use rmac_native::backend::cpu::reference::{conv3x3_relu_f64, maxpool2_f64};
 use rmac_native::backend::cpu::winograd::{Tile, WinogradLayer};
@@ -27,20 +29,37 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug)]
 enum Fast {
     Packed,
+    /// The direct small-`cin` kernel on one ISA (each one this CPU has is tested).
+    Direct(Isa),
     Wino(Tile),
 }
 
-const FAST: [Fast; 3] = [Fast::Packed, Fast::Wino(Tile::F2), Fast::Wino(Tile::F4)];
+/// Every fast path this CPU can run.
+fn fast_paths() -> Vec<Fast> {
+    let mut all = vec![Fast::Packed, Fast::Direct(Isa::Portable)];
+    if kernel::detect() != Isa::Portable {
+        all.push(Fast::Direct(Isa::Avx2));
+    }
+    if kernel::detect() == Isa::Avx512 {
+        all.push(Fast::Direct(Isa::Avx512));
+    }
+    all.extend([Fast::Wino(Tile::F2), Fast::Wino(Tile::F4)]);
+    all
+}
 
-fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) -> Tensor3 {
+/// The layer through `kind`, or `None` where that path does not take the layer.
+fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) -> Option<Tensor3> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     let isa = kernel::detect();
     pool.install(|| match kind {
-        Fast::Packed => PackedLayer::new(layer).forward(input, threads, isa),
-        Fast::Wino(tile) => WinogradLayer::new(layer, tile).forward(input, threads, isa),
+        Fast::Packed => Some(PackedLayer::new(layer).forward(input, threads, isa)),
+        Fast::Direct(isa) => {
+            DirectLayer::supports(layer).then(|| DirectLayer::new(layer).forward(input, isa))
+        }
+        Fast::Wino(tile) => Some(WinogradLayer::new(layer, tile).forward(input, threads, isa)),
     })
 }
 
@@ -57,7 +76,7 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 
 fn tolerance(kind: Fast) -> f64 {
     match kind {
-        Fast::Packed => 5e-6,
+        Fast::Packed | Fast::Direct(_) => 5e-6,
         Fast::Wino(Tile::F2) => 5e-6,
         Fast::Wino(Tile::F4) => 5e-5,
     }
@@ -77,8 +96,10 @@ fn check_random(h: usize, w: usize, cin: usize, cout: usize, pool: bool, threads
         .build()
         .unwrap();
     let reference = rt.install(|| conv3x3_relu(&input, &layer, threads));
-    for kind in FAST {
-        let got = run_fast(kind, &layer, &input, threads);
+    for kind in fast_paths() {
+        let Some(got) = run_fast(kind, &layer, &input, threads) else {
+            continue;
+        };
         let what = format!("{kind:?} {h}×{w}×{cin}→{cout} pool={pool} threads={threads}");
         assert_eq!((got.h, got.w, got.c), (wh, ww, cout), "{what}: shape");
         let e = rel_err(&got.data, &want);
@@ -126,6 +147,13 @@ fn fast_paths_match_references_on_random_shapes() {
         (33, 45, 3, 64),
         (6, 10, 128, 16),
         (11, 3, 1, 1),
+        // The direct kernel: cin ≤ 8, cout a multiple of 64, widths around its
+        // 4-pixel blocks.
+        (5, 1, 3, 64),
+        (1, 5, 2, 128),
+        (17, 9, 8, 64),
+        (4, 7, 1, 192),
+        (3, 4, 3, 64),
     ];
     for (k, &(h, w, cin, cout)) in shapes.iter().enumerate() {
         for threads in [1, 3] {
@@ -178,7 +206,9 @@ fn winograd_error_on_real_activations_per_layer() {
         .unwrap();
     let mut x = x0;
     let mut worst = [0.0f64; 3];
-    eprintln!("layer          input        packed     F(2×2)     F(4×4)   (max |Δ| / max |f64|)");
+    eprintln!(
+        "layer          input        packed     F(2×2)     F(4×4)   (max |Δ| / max |f64|; conv1_1: direct)"
+    );
     for layer in &weights.layers {
         let spec = layer.spec;
         let mut want = conv3x3_relu_f64(&x, &layer.kernel, &layer.bias, spec.cout);
@@ -186,11 +216,18 @@ fn winograd_error_on_real_activations_per_layer() {
             want = maxpool2_f64(&want, x.h, x.w, spec.cout);
         }
         let mut errs = [0.0f64; 3];
-        for (i, kind) in FAST.into_iter().enumerate() {
+        for (i, kind) in [Fast::Packed, Fast::Wino(Tile::F2), Fast::Wino(Tile::F4)]
+            .into_iter()
+            .enumerate()
+        {
             if matches!(kind, Fast::Wino(_)) && spec.cin < 16 {
-                continue; // conv1_1 always runs packed
+                // conv1_1 runs direct: measured in its own column below.
+                let direct = run_fast(Fast::Direct(kernel::detect()), layer, &x, 2).unwrap();
+                errs[i] = rel_err(&direct.data, &want);
+                assert!(errs[i] <= 5e-6, "{}: direct {:.2e}", spec.name, errs[i]);
+                continue;
             }
-            errs[i] = rel_err(&run_fast(kind, layer, &x, 2).data, &want);
+            errs[i] = rel_err(&run_fast(kind, layer, &x, 2).unwrap().data, &want);
             worst[i] = worst[i].max(errs[i]);
             assert!(
                 errs[i] <= tolerance(kind),
@@ -297,6 +334,44 @@ fn banded_block1_matches_the_layer_by_layer_forward() {
         assert!(
             d <= 1e-5,
             "{}: banded block 1 differs by {d:.2e}",
+            algo.name()
+        );
+    }
+}
+
+/// Layer outputs reuse buffers between layers and images without clearing
+/// them: with every kept buffer poisoned (NaN) after a larger image, a smaller
+/// one must give exactly what a fresh backend gives.
+#[test]
+fn reused_buffers_are_fully_overwritten() {
+    let weights = Arc::new(synthetic::vgg16(3));
+    let big = Tensor3::from_vec(230, 75, 3, random(8, 9, 230 * 75 * 3, 120.0));
+    let (h, w) = (203, 37);
+    let small = Tensor3::from_vec(h, w, 3, random(9, 9, h * w * 3, 120.0));
+    for algo in CpuAlgo::ALL {
+        let fresh = CpuBackend::with_algo(weights.clone(), 2, algo).unwrap();
+        let want = fresh.forward(&small).unwrap();
+        let used = CpuBackend::with_algo(weights.clone(), 2, algo).unwrap();
+        used.forward(&big).unwrap();
+        used.forward_observed(&big, |_, _| {}).unwrap();
+        used.poison_buffers(f32::NAN);
+        let got = used.forward(&small).unwrap();
+        assert!(
+            got.data.iter().all(|v| v.is_finite()),
+            "{}: NaN leaked",
+            algo.name()
+        );
+        assert_eq!(
+            got,
+            want,
+            "{}: reused buffers changed the result",
+            algo.name()
+        );
+        used.poison_buffers(f32::NAN);
+        let layered = used.forward_observed(&small, |_, _| {}).unwrap();
+        assert!(
+            layered.data.iter().all(|v| v.is_finite()),
+            "{}: NaN leaked (layer by layer)",
             algo.name()
         );
     }

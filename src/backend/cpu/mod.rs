@@ -9,7 +9,9 @@
 //! tested against. The fast paths ([`CpuAlgo::Auto`], the default) prepare
 //! per-layer weights once at load: Winograd-transformed ([`winograd`]) or
 //! packed for the AVX-512/AVX2 GEMM kernel ([`kernel`], [`packed`]).
+pub mod buffers;
 pub mod conv;
+pub mod direct;
 pub mod kernel;
 pub mod packed;
 pub mod reference;
@@ -19,6 +21,8 @@ use super::{Backend, BackendError};
 use crate::tensor::Tensor3;
 use crate::vgg16::spec::{ConvSpec, FEATURE_DIM};
 use crate::vgg16::weights::Vgg16Weights;
+use buffers::Buffers;
+use direct::DirectLayer;
 use kernel::Isa;
 use packed::PackedLayer;
 use rayon::prelude::*;
@@ -32,9 +36,9 @@ pub enum CpuAlgo {
     Im2col,
     /// im2col + the packed AVX-512/AVX2 kernel, every layer.
     Packed,
-    /// Winograd F(2×2, 3×3) (conv1_1, with 3 input channels, packed).
+    /// Winograd F(2×2, 3×3) (conv1_1, with 3 input channels, direct).
     Winograd2,
-    /// Winograd F(4×4, 3×3) (conv1_1 packed).
+    /// Winograd F(4×4, 3×3) (conv1_1 direct).
     Winograd4,
     /// The fastest mix whose accuracy was measured to stay well inside the
     /// contract (see [`CpuAlgo::auto_plan`]).
@@ -65,24 +69,39 @@ impl CpuAlgo {
         CpuAlgo::ALL.into_iter().find(|a| a.name() == name)
     }
 
+    /// `RMAC_CPU_ALGO` (e.g. `im2col` to run the reference path in
+    /// production), or the default when unset or empty.
+    pub fn from_env() -> Result<CpuAlgo, BackendError> {
+        match std::env::var("RMAC_CPU_ALGO") {
+            Ok(name) if !name.trim().is_empty() => CpuAlgo::parse(name.trim()).ok_or_else(|| {
+                let names: Vec<&str> = CpuAlgo::ALL.iter().map(|a| a.name()).collect();
+                BackendError::Device(format!(
+                    "RMAC_CPU_ALGO={name:?} is not a CPU algorithm; use one of: {}",
+                    names.join(", ")
+                ))
+            }),
+            _ => Ok(CpuAlgo::default()),
+        }
+    }
+
     /// The kind of each layer under this algorithm.
     fn kind(self, spec: &ConvSpec) -> LayerKind {
         let small_cin = spec.cin < 16;
         match self {
             CpuAlgo::Im2col => LayerKind::Im2col,
             CpuAlgo::Packed => LayerKind::Packed,
-            _ if small_cin => LayerKind::Packed,
+            _ if small_cin => LayerKind::Direct,
             CpuAlgo::Winograd2 => LayerKind::Winograd(Tile::F2),
             CpuAlgo::Winograd4 => LayerKind::Winograd(Tile::F4),
             CpuAlgo::Auto => Self::auto_plan(spec),
         }
     }
 
-    /// `Auto`: conv1_1 (3 input channels) direct with the packed kernel; the
-    /// other layers Winograd.
+    /// `Auto`: conv1_1 (3 input channels) direct ([`direct`]); the other
+    /// layers Winograd.
     fn auto_plan(spec: &ConvSpec) -> LayerKind {
         if spec.cin < 16 {
-            LayerKind::Packed
+            LayerKind::Direct
         } else if spec.block == 1 || spec.block == 5 {
             LayerKind::Winograd(Tile::F2)
         } else {
@@ -95,6 +114,8 @@ impl CpuAlgo {
 enum LayerKind {
     Im2col,
     Packed,
+    /// Direct convolution (few input channels; see [`direct`]).
+    Direct,
     Winograd(Tile),
 }
 
@@ -102,6 +123,7 @@ enum LayerKind {
 enum Prepared {
     Im2col,
     Packed(PackedLayer),
+    Direct(DirectLayer),
     Winograd(WinogradLayer),
 }
 
@@ -114,12 +136,15 @@ pub struct CpuBackend {
     isa: Isa,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Layer outputs reused between layers and images (see [`buffers`]).
+    buffers: Buffers,
 }
 
 impl CpuBackend {
-    /// The default algorithm ([`CpuAlgo::Auto`]); `threads == 0` means all available cores.
+    /// The algorithm named by `RMAC_CPU_ALGO` (see [`CpuAlgo::from_env`]),
+    /// else [`CpuAlgo::Auto`]; `threads == 0` means all available cores.
     pub fn new(weights: Arc<Vgg16Weights>, threads: usize) -> Result<Self, BackendError> {
-        Self::with_algo(weights, threads, CpuAlgo::default())
+        Self::with_algo(weights, threads, CpuAlgo::from_env()?)
     }
 
     /// A backend running `algo`; `threads == 0` means all available cores.
@@ -149,6 +174,10 @@ impl CpuBackend {
                 .map(|layer| match algo.kind(&layer.spec) {
                     LayerKind::Im2col => Prepared::Im2col,
                     LayerKind::Packed => Prepared::Packed(PackedLayer::new(layer)),
+                    LayerKind::Direct if DirectLayer::supports(layer) => {
+                        Prepared::Direct(DirectLayer::new(layer))
+                    }
+                    LayerKind::Direct => Prepared::Packed(PackedLayer::new(layer)),
                     LayerKind::Winograd(tile) => {
                         Prepared::Winograd(WinogradLayer::new(layer, tile))
                     }
@@ -170,6 +199,7 @@ impl CpuBackend {
             isa: kernel::detect(),
             pool,
             threads,
+            buffers: Buffers::default(),
         })
     }
 
@@ -184,6 +214,7 @@ impl CpuBackend {
             .map(|p| match p {
                 Prepared::Im2col => 0,
                 Prepared::Packed(l) => l.weight_bytes(),
+                Prepared::Direct(l) => l.weight_bytes(),
                 Prepared::Winograd(l) => l.weight_bytes(),
             })
             .sum()
@@ -195,14 +226,41 @@ impl CpuBackend {
         self.layer(x, i)
     }
 
-    /// One layer on the backend's pool.
+    /// One layer on the backend's pool, its output in a reused buffer.
     fn layer(&self, x: &Tensor3, i: usize) -> Tensor3 {
         let threads = self.threads;
+        let spec = &self.weights.layers[i].spec;
+        let (oh, ow) = if spec.pool_after {
+            (x.h / 2, x.w / 2)
+        } else {
+            (x.h, x.w)
+        };
+        let storage = || self.buffers.take(oh * ow * spec.cout);
         self.pool.install(|| match &self.prepared[i] {
             Prepared::Im2col => conv::conv3x3_relu(x, &self.weights.layers[i], threads),
-            Prepared::Packed(l) => l.forward(x, threads, self.isa),
-            Prepared::Winograd(l) => l.forward(x, threads, self.isa),
+            Prepared::Packed(l) => l.forward_into(x, storage(), threads, self.isa),
+            Prepared::Direct(l) => l.forward_into(x, storage(), self.isa),
+            Prepared::Winograd(l) => l.forward_into(x, storage(), threads, self.isa),
         })
+    }
+
+    /// The result leaves the backend in an exact-size copy: its pooled
+    /// buffer may be far larger (an earlier layer's) and stays here for reuse.
+    fn hand_out(&self, x: Tensor3) -> Tensor3 {
+        let out = Tensor3::from_vec(x.h, x.w, x.c, x.data.clone());
+        self.recycle(x);
+        out
+    }
+
+    /// `x` is no longer needed: its storage goes back to the pool.
+    fn recycle(&self, x: Tensor3) {
+        self.buffers.give(x.data);
+    }
+
+    /// Fills the reused buffers with `value` (tests: NaN exposes any output
+    /// element a layer leaves unwritten).
+    pub fn poison_buffers(&self, value: f32) {
+        self.buffers.poison(value);
     }
 
     pub fn threads(&self) -> usize {
@@ -226,11 +284,12 @@ impl CpuBackend {
         let mut x = self.layer(input, 0);
         observe(0, &x);
         for i in 1..self.weights.layers.len() {
-            x = self.layer(&x, i);
+            let next = self.layer(&x, i);
+            self.recycle(std::mem::replace(&mut x, next));
             observe(i, &x);
         }
         debug_assert_eq!(x.c, FEATURE_DIM);
-        Ok(x)
+        Ok(self.hand_out(x))
     }
 }
 
@@ -257,25 +316,32 @@ impl CpuBackend {
         let (h, w, c) = (input.h, input.w, input.c);
         let n = self.weights.layers[1].spec.cout;
         let (ho, wo) = (h / 2, w / 2);
-        let mut pool1 = Tensor3::zeros(ho, wo, n);
+        // Every pooled row is written by exactly one band.
+        let mut pool1 = Tensor3::reuse(ho, wo, n, self.buffers.take(ho * wo * n));
         let mut s = 0;
         while s < 2 * ho {
             let e = (s + BLOCK1_BAND_ROWS).min(2 * ho);
             let (bs, be) = (s.saturating_sub(2), (e + 2).min(h));
-            let band =
-                Tensor3::from_vec(be - bs, w, c, input.data[bs * w * c..be * w * c].to_vec());
-            let x = self.layer(&self.layer(&band, 0), 1);
+            let mut band = Tensor3::reuse(be - bs, w, c, self.buffers.take((be - bs) * w * c));
+            band.data
+                .copy_from_slice(&input.data[bs * w * c..be * w * c]);
+            let conv1 = self.layer(&band, 0);
+            self.recycle(band);
+            let x = self.layer(&conv1, 1);
+            self.recycle(conv1);
             // Band pooled row p is global pooled row bs/2 + p (bs is even).
             let (p0, p1) = (s / 2 - bs / 2, e / 2 - bs / 2);
             pool1.data[(s / 2) * wo * n..(e / 2) * wo * n]
                 .copy_from_slice(&x.data[p0 * wo * n..p1 * wo * n]);
+            self.recycle(x);
             s = e;
         }
         let mut x = pool1;
         for i in 2..self.weights.layers.len() {
-            x = self.layer(&x, i);
+            let next = self.layer(&x, i);
+            self.recycle(std::mem::replace(&mut x, next));
         }
-        Ok(x)
+        Ok(self.hand_out(x))
     }
 }
 

@@ -43,6 +43,18 @@ impl PackedLayer {
 
     /// Runs the layer on the current rayon pool.
     pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
+        self.forward_into(input, Vec::new(), threads, isa)
+    }
+
+    /// [`PackedLayer::forward`] writing into `storage` (reused; see
+    /// [`Tensor3::reuse`]: every output element is written).
+    pub fn forward_into(
+        &self,
+        input: &Tensor3,
+        storage: Vec<f32>,
+        threads: usize,
+        isa: Isa,
+    ) -> Tensor3 {
         assert_eq!(
             input.c, self.cin,
             "packed layer expects {} input channels, got {}",
@@ -81,7 +93,7 @@ impl PackedLayer {
             }
         };
         if !pool {
-            let mut out = Tensor3::zeros(h, w, n);
+            let mut out = Tensor3::reuse(h, w, n, storage);
             out.data
                 .par_chunks_mut(rows * w * n)
                 .enumerate()
@@ -96,7 +108,7 @@ impl PackedLayer {
             out
         } else {
             let (ho, wo) = (h / 2, w / 2);
-            let mut out = Tensor3::zeros(ho, wo, n);
+            let mut out = Tensor3::reuse(ho, wo, n, storage);
             if ho == 0 || wo == 0 {
                 return out;
             }

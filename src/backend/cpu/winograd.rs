@@ -146,9 +146,21 @@ impl WinogradLayer {
 
     /// Runs the layer on `input` on the current rayon pool.
     pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
+        self.forward_into(input, Vec::new(), threads, isa)
+    }
+
+    /// [`WinogradLayer::forward`] writing into `storage` (reused; see
+    /// [`Tensor3::reuse`]: every output element is written).
+    pub fn forward_into(
+        &self,
+        input: &Tensor3,
+        storage: Vec<f32>,
+        threads: usize,
+        isa: Isa,
+    ) -> Tensor3 {
         match self.tile {
-            Tile::F2 => forward_impl::<F2, 4, 2>(self, input, threads, isa),
-            Tile::F4 => forward_impl::<F4, 6, 4>(self, input, threads, isa),
+            Tile::F2 => forward_impl::<F2, 4, 2>(self, input, storage, threads, isa),
+            Tile::F4 => forward_impl::<F4, 6, 4>(self, input, storage, threads, isa),
         }
     }
 }
@@ -240,6 +252,7 @@ pub const STRIP_BUDGET_BYTES: usize = 8 << 20;
 fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
     layer: &WinogradLayer,
     input: &Tensor3,
+    storage: Vec<f32>,
     threads: usize,
     isa: Isa,
 ) -> Tensor3 {
@@ -257,7 +270,7 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
         (h, w)
     };
     let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
-    let mut out = Tensor3::zeros(oh, ow, cout);
+    let mut out = Tensor3::reuse(oh, ow, cout, storage);
     if hu == 0 || wu == 0 {
         return out;
     }
