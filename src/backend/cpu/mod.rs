@@ -102,7 +102,7 @@ impl CpuAlgo {
     fn auto_plan(spec: &ConvSpec) -> LayerKind {
         if spec.cin < 16 {
             LayerKind::Direct
-        } else if spec.block == 1 || spec.block == 5 {
+        } else if spec.block == 1 {
             LayerKind::Winograd(Tile::F2)
         } else {
             LayerKind::Winograd(Tile::F4)

@@ -230,9 +230,29 @@ impl Transforms<6, 4> for F4 {
 }
 
 /// Per-thread scratch: the transformed inputs and the GEMM products of a strip.
+/// Kept per thread across strips, layers and images (bounded by
+/// [`STRIP_BUDGET_BYTES`]): a fresh 8 MiB pair per rayon split cost an
+/// allocation and a memset each time. Every element a strip reads it first
+/// writes (V's padding rows included), so old contents never leak.
+#[derive(Default)]
 struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
+}
+
+impl Scratch {
+    fn reserve(&mut self, v: usize, m: usize) {
+        if self.v.len() < v {
+            self.v.resize(v, 0.0);
+        }
+        if self.m.len() < m {
+            self.m.resize(m, 0.0);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// Tile rows per strip: enough tiles for the GEMMs to reuse each packed weight
@@ -283,12 +303,9 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
     out.data
         .par_chunks_mut(out_rows * ow * cout)
         .enumerate()
-        .for_each_init(
-            || Scratch {
-                v: vec![0.0; a2 * tiles_max * kp],
-                m: vec![0.0; a2 * tiles_max * np],
-            },
-            |s, (strip, chunk)| {
+        .for_each(|(strip, chunk)| {
+            SCRATCH.with_borrow_mut(|s| {
+                s.reserve(a2 * tiles_max * kp, a2 * tiles_max * np);
                 let ty0 = strip * rows;
                 let ty1 = (ty0 + rows).min(th);
                 // SAFETY: the ISA was detected on this CPU by the caller.
@@ -305,8 +322,8 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
                         _ => strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa),
                     }
                 }
-            },
-        );
+            })
+        });
     out
 }
 
@@ -365,41 +382,49 @@ fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
     let v = &mut s.v[..a2 * tp * kp];
     let mm = &mut s.m[..a2 * tp * np];
 
-    // 1. Input transform.
+    // 1. Input transform. Interior tiles of layers whose channels fill whole
+    // vectors (every Winograd layer of VGG16) read their 16-lane blocks with
+    // fixed-size copies: no bounds checks, no variable-length memcpy calls.
+    let full_lanes = cin.is_multiple_of(L);
     for t in 0..ntiles {
         let (ty, tx) = (ty0 + t / tw, t % tw);
         let (y0, x0) = ((ty * M) as isize - 1, (tx * M) as isize - 1);
+        let interior =
+            full_lanes && y0 >= 0 && x0 >= 0 && y0 as usize + A <= h && x0 as usize + A <= w;
         for c0 in (0..kp).step_by(L) {
             let lanes = L.min(cin.saturating_sub(c0));
-            let mut d = [[[0.0f32; L]; A]; A];
-            for (i, row) in d.iter_mut().enumerate() {
-                let y = y0 + i as isize;
-                if y < 0 || y >= h as isize {
-                    continue;
+            let load = |i: usize, j: usize| -> Lanes {
+                let (y, x) = (y0 + i as isize, x0 + j as isize);
+                if interior {
+                    let at = (y as usize * w + x as usize) * cin + c0;
+                    return *<&Lanes>::try_from(&input.data[at..at + L]).unwrap();
                 }
-                for (j, px) in row.iter_mut().enumerate() {
-                    let x = x0 + j as isize;
-                    if x < 0 || x >= w as isize || lanes == 0 {
-                        continue;
-                    }
+                let mut px = [0.0f32; L];
+                if y >= 0 && y < h as isize && x >= 0 && x < w as isize && lanes > 0 {
                     let at = (y as usize * w + x as usize) * cin + c0;
                     px[..lanes].copy_from_slice(&input.data[at..at + lanes]);
                 }
-            }
-            // Columns: t[·][j] = Bᵀ·d[·][j]; rows: V[i][·] = Bᵀ·t[i][·].
-            let mut tcol = [[[0.0f32; L]; A]; A];
+                px
+            };
+            // Columns: cols[j] = Bᵀ·d[·][j]; rows: V[i][·] = Bᵀ·(cols[·][i]).
+            // (Plain loops: `array::from_fn` is not inlined here and costs 10%.)
+            let mut cols = [[[0.0f32; L]; A]; A];
             for j in 0..A {
-                let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
-                let r = T::bt(&col);
+                let mut col = [[0.0f32; L]; A];
                 for i in 0..A {
-                    tcol[i][j] = r[i];
+                    col[i] = load(i, j);
                 }
+                cols[j] = T::bt(&col);
             }
-            for (i, trow) in tcol.iter().enumerate() {
-                let r = T::bt(trow);
+            for i in 0..A {
+                let mut row = [[0.0f32; L]; A];
+                for j in 0..A {
+                    row[j] = cols[j][i];
+                }
+                let r = T::bt(&row);
                 for (j, lanes_v) in r.iter().enumerate() {
                     let at = ((i * A + j) * tp + t) * kp + c0;
-                    v[at..at + L].copy_from_slice(lanes_v);
+                    *<&mut Lanes>::try_from(&mut v[at..at + L]).unwrap() = *lanes_v;
                 }
             }
         }
@@ -435,20 +460,23 @@ fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
                 break;
             }
             let lanes = L.min(cout - c0);
-            let mut tcol = [[[0.0f32; L]; A]; M];
+            // Columns: cols[j] = Aᵀ·M[·][j]; rows: y[i] = Aᵀ·(cols[·][i]).
+            let mut cols = [[[0.0f32; L]; M]; A];
             for j in 0..A {
-                let col: [Lanes; A] = std::array::from_fn(|i| {
+                let mut col = [[0.0f32; L]; A];
+                for i in 0..A {
                     let at = ((i * A + j) * tp + t) * np + c0;
-                    mm[at..at + L].try_into().unwrap()
-                });
-                let r = T::at(&col);
-                for i in 0..M {
-                    tcol[i][j] = r[i];
+                    col[i] = *<&Lanes>::try_from(&mm[at..at + L]).unwrap();
                 }
+                cols[j] = T::at(&col);
             }
             let mut y = [[[0.0f32; L]; M]; M];
             for i in 0..M {
-                y[i] = T::at(&tcol[i]);
+                let mut row = [[0.0f32; L]; A];
+                for j in 0..A {
+                    row[j] = cols[j][i];
+                }
+                y[i] = T::at(&row);
             }
             let bias: &Lanes = layer.bias[c0..c0 + L].try_into().unwrap();
             if pool {
@@ -470,7 +498,7 @@ fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
                             r[l] = (m + bias[l]).max(0.0);
                         }
                         let at = ((oy - orow0) * ow + ox) * cout + c0;
-                        chunk[at..at + lanes].copy_from_slice(&r[..lanes]);
+                        store(chunk, at, &r, lanes);
                     }
                 }
             } else {
@@ -489,10 +517,21 @@ fn strip_body<T: Transforms<A, M>, const A: usize, const M: usize>(
                             r[l] = (yv[l] + bias[l]).max(0.0);
                         }
                         let at = ((oy - orow0) * ow + ox) * cout + c0;
-                        chunk[at..at + lanes].copy_from_slice(&r[..lanes]);
+                        store(chunk, at, &r, lanes);
                     }
                 }
             }
         }
+    }
+}
+
+/// Writes the first `lanes` of `r` at `out[at..]`: one fixed-size copy for a
+/// whole vector (the common case), a variable-length one for a channel tail.
+#[inline(always)]
+fn store(out: &mut [f32], at: usize, r: &Lanes, lanes: usize) {
+    if lanes == L {
+        *<&mut Lanes>::try_from(&mut out[at..at + L]).unwrap() = *r;
+    } else {
+        out[at..at + lanes].copy_from_slice(&r[..lanes]);
     }
 }
