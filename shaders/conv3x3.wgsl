@@ -1,6 +1,7 @@
-// VGG16 3×3 convolution (stride 1, zero padding 1) + bias + ReLU, with an
-// optional fused 2×2/2 max-pool, as a tiled implicit GEMM. Loaded by
-// src/backend/gpu/conv.rs.
+// VGG16 3×3 convolution (stride 1, zero padding 1) + bias + ReLU, with an optional
+// fused 2×2/2 max-pool, as a register-blocked implicit GEMM (the classic SGEMM design:
+// shared-memory tiles of A and B, BK = 8, double-buffered, 8 × TN outputs per
+// invocation). Assembled and loaded by src/backend/gpu/conv.rs.
 //
 // GEMM view:  out[m][n] = Σ_k A[m][k] · B[k][n]
 //   m: output pixel (y, x)          M = H·W   (of the row band [y0, y1))
@@ -9,11 +10,41 @@
 //   A[m][k] = input[y + ky − 1][x + kx − 1][ci]   (0 outside the image): never stored,
 //   gathered straight into workgroup memory (no im2col buffer).
 //
-// One workgroup (16×16 invocations) computes a 64-pixel × 64-channel tile. The 64
-// pixels are an 8×8 spatial block; invocation (tx, ty) owns the 2×2 pixel quad ty
-// (quads in a 4×4 grid) × the 4 channels 4·tx..4·tx+3, i.e. 16 accumulators (4×4
-// register blocking). Owning a whole 2×2 quad lets the max-pool run in the epilogue:
-// a pooled layer never writes its full-resolution output.
+// ASSEMBLY. conv.rs builds one module per (tile, input mode) from three pieces:
+//   1. a prelude of constants: WM, WN (invocations along m and n) and NJ (vec4 channel
+//      groups per invocation, 1 or 2);
+//   2. the A gatherer, which declares binding 1 (the input) and `load_a`:
+//      conv3x3_in_vec4.wgsl (cin % 4 == 0: one vec4 load gives 4 consecutive ci, and
+//      a K step of 8 never straddles a tap, so the tap's (dy, dx) and the bounds check
+//      are per pixel, not per element) or conv3x3_in_f32.wgsl (any cin, e.g. conv1_1's
+//      cin = 3: K is walked flat, element by element);
+//   3. this file.
+// Tiles (conv.rs `Tile`; each a workgroup of WM·WN invocations, 8 pixels each):
+//   128x128: WM 16, WN 16, NJ 2: 128 px × 128 ch, 8×8 = 64 accumulators, 256 inv.
+//   256x64:  WM 32, WN  8, NJ 2: 256 px ×  64 ch, 8×8, 256 invocations (cout = 64).
+//   64x64:   WM  8, WN 16, NJ 1:  64 px ×  64 ch, 8×4 = 32 accumulators, 128 inv.
+//            (small maps, e.g. block5 at 48×64: enough workgroups to fill the GPU).
+// The host picks the tile per layer from its size (conv.rs `choose_tile`).
+//
+// PIXELS. A tile's BM pixels are BM/4 2×2 "quads" laid out QW = 8 quads (16 px) wide,
+// BM/32 quads high. Invocation (tm, tn) owns quads tm and tm + WM (8 pixels) × the
+// channel vec4 groups tn (and tn + WN when NJ = 2). Owning whole quads lets the 2×2
+// max-pool run in the epilogue: a pooled layer never writes its full-resolution output.
+//
+// INNER LOOP. Per k, an invocation reads 2 vec4 of A (its 2 quads) and NJ vec4 of B and
+// does 8·4·NJ FMAs (64 for 8×8: 16 FMAs per workgroup load, against 8 in v1). A warp is
+// 4 (m) × 8 (n) invocations, so its A reads are 4 distinct vec4 (64 B, broadcast) and
+// its B reads 8 distinct consecutive vec4 (128 B): no bank conflicts.
+//
+// WORKGROUP MEMORY, double-buffered (one barrier per K step of 8):
+//   As[buf][k][m] (m: pixel; vec4 = the 4 pixels of a quad), rows padded by one vec4 so
+//     that the transposing scalar stores (a warp stores 16 pixels × k and k + 4) hit 32
+//     distinct banks; 2·8·(BM + 4)·4 bytes.
+//   Bs[buf][k][n] (vec4 = 4 channels), 2·8·BN·4 bytes.
+//   128x128: 16 640 B, 256x64: 20 736 B, 64x64: 8 448 B.
+// The next step's global loads (A: 2·BM/NT vec4, B: at most one vec4 per invocation)
+// are issued into registers before the current step's FMAs and stored after them, so
+// their latency hides behind 8·64 FMAs.
 //
 // Layouts (all HWC, like the CPU side): input f32 [H][W][cin]; kernel vec4 [K][cout/4];
 // bias vec4 [cout/4]; output vec4 [H][W][cout/4] or, pooled, [H/2][W/2][cout/4].
@@ -22,6 +53,9 @@
 // Row tiling: a dispatch computes conv rows [y0, y1) only. The input binding may be a
 // window of the activation buffer that starts at element `in_off` (it holds at least
 // rows y0−1 … y1 clipped to the image); the output binding starts at vec4 `out_off`.
+//
+// Dispatch grid: x = channel tiles (fastest, so that the workgroups that share an input
+// tile run together and it is read from DRAM once), y = 16-px column tiles, z = row tiles.
 
 struct Params {
     h: u32,        // image rows (of this layer's input = its conv output)
@@ -39,118 +73,204 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
+// binding 1, the input, is declared by the A gatherer (vec4 or f32 elements).
 @group(0) @binding(2) var<storage, read> wgt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> outp: array<vec4<f32>>;
 
-const BK: u32 = 32u;           // K step held in workgroup memory
-const TILE: u32 = 8u;          // spatial tile: 8×8 pixels = 16 quads
-// As[k][q]: the 4 pixels of quad q (order (0,0) (0,1) (1,0) (1,1)) at k. Rows are
-// padded to 17 vec4 so that a warp's stores (consecutive k, same q) spread over banks.
-const AS_ROW: u32 = 17u;
-var<workgroup> As: array<vec4<f32>, 544>;   // BK × AS_ROW
-// Bs[k][c4]: 4 consecutive output channels at k.
-var<workgroup> Bs: array<vec4<f32>, 512>;   // BK × 16
+const BK: u32 = 8u;                 // K step held in workgroup memory
+const NT: u32 = WM * WN;            // invocations
+const BM: u32 = 8u * WM;            // pixels per tile (2 quads per invocation)
+const BN4: u32 = NJ * WN;           // vec4 channel groups per tile
+const QW: u32 = 8u;                 // quads per tile row (16 px)
+const TH: u32 = BM / (2u * QW);     // tile height in pixel rows
+const ASR: u32 = BM / 4u + 1u;      // As row (one k) in vec4, padded by one
+const A_LOADS: u32 = 2u * BM / NT;  // A vec4 per invocation per step: 1 or 2
 
-// Input value at (y, x, ci), 0 outside the image or outside this dispatch's band.
-fn load_in(y: i32, x: i32, ci: u32, kvalid: bool) -> f32 {
-    let ylim = min(p.h, p.y1 + 1u);
-    if (!kvalid || y < 0 || x < 0 || u32(y) >= ylim || u32(x) >= p.w) {
-        return 0.0;
-    }
-    return inp[(u32(y) * p.w + u32(x)) * p.cin + ci - p.in_off];
+var<workgroup> As: array<vec4<f32>, 2u * BK * ASR>;
+var<workgroup> Bs: array<vec4<f32>, 2u * BK * BN4>;
+
+// Pixel (y, x) of the tile's pixel m (quad m / 4, corner m % 4: (0,0) (0,1) (1,0) (1,1)).
+fn pixel_of(m: u32, tx0: u32, ty0: u32) -> vec2<i32> {
+    let q = m / 4u;
+    let c = m % 4u;
+    return vec2<i32>(i32(ty0 + 2u * (q / QW) + c / 2u), i32(tx0 + 2u * (q % QW) + c % 2u));
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tx = lid.x;
-    let ty = lid.y;
-    let t = ty * 16u + tx;
-    let ox = wid.x * TILE;
-    let oy = p.y0 + wid.y * TILE;
+// B rows k0 + kr (kr < 8) of tap `tap` at chunk offset c0, channel vec4 n4; 0 past the
+// tap's K length (the A side is 0 there too) or past cout.
+fn load_b(e: u32, tap: u32, c0: u32, n4_0: u32) -> vec4<f32> {
+    let kr = e / BN4;
+    let n4 = n4_0 + e % BN4;
     let cout4 = p.cout / 4u;
-    let n4 = wid.z * 16u + tx;          // this invocation's output vec4 channel group
-
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-
-    // A gather: invocation t loads k = t % BK for quads t / BK and t / BK + 8.
-    let ka = t % BK;
-    let qa = t / BK;
-    // B load: rows t / 16 and t / 16 + 16, vec4 column t % 16.
-    let kb = t / 16u;
-    let nb = wid.z * 16u + (t % 16u);
-
-    for (var k0 = 0u; k0 < p.k_total; k0 = k0 + BK) {
-        let kk = k0 + ka;
-        let kvalid = kk < p.k_total;
-        let tap = kk / p.cin;
-        let ci = kk - tap * p.cin;
-        let dy = i32(tap / 3u) - 1;
-        let dx = i32(tap % 3u) - 1;
-        for (var j = 0u; j < 2u; j = j + 1u) {
-            let q = qa + 8u * j;
-            let y = i32(oy + 2u * (q / 4u)) + dy;
-            let x = i32(ox + 2u * (q % 4u)) + dx;
-            As[ka * AS_ROW + q] = vec4<f32>(
-                load_in(y, x, ci, kvalid),
-                load_in(y, x + 1, ci, kvalid),
-                load_in(y + 1, x, ci, kvalid),
-                load_in(y + 1, x + 1, ci, kvalid));
-        }
-        for (var j = 0u; j < 2u; j = j + 1u) {
-            let kr = kb + 16u * j;
-            var v = vec4<f32>(0.0);
-            if (k0 + kr < p.k_total && nb < cout4) {
-                v = wgt[(k0 + kr) * cout4 + nb];
-            }
-            Bs[kr * 16u + (t % 16u)] = v;
-        }
-        workgroupBarrier();
-        for (var k = 0u; k < BK; k = k + 1u) {
-            let a = As[k * AS_ROW + ty];
-            let b = Bs[k * 16u + tx];
-            acc0 = fma(vec4<f32>(a.x), b, acc0);
-            acc1 = fma(vec4<f32>(a.y), b, acc1);
-            acc2 = fma(vec4<f32>(a.z), b, acc2);
-            acc3 = fma(vec4<f32>(a.w), b, acc3);
-        }
-        workgroupBarrier();
+    let kpt = k_per_tap();
+    if (c0 + kr >= kpt || n4 >= cout4) {
+        return vec4<f32>(0.0);
     }
+    return wgt[(tap * kpt + c0 + kr) * cout4 + n4];
+}
 
-    if (n4 >= cout4) {
-        return;
-    }
-    let bv = bias[n4];
-    let y = oy + 2u * (ty / 4u);        // top-left pixel of this invocation's quad
-    let x = ox + 2u * (ty % 4u);
+// Transposing store of A element vec4 e (pixel e / 2, k rows 4·(e % 2) … +3) into buffer
+// `buf`: As[k][m] is component m % 4 of vec4 k·ASR + m / 4.
+fn store_a(buf: u32, e: u32, v: vec4<f32>) {
+    let m = e / 2u;
+    let base = buf * BK * ASR + 4u * (e % 2u) * ASR + m / 4u;
+    let c = m % 4u;
+    As[base][c] = v.x;
+    As[base + ASR][c] = v.y;
+    As[base + 2u * ASR][c] = v.z;
+    As[base + 3u * ASR][c] = v.w;
+}
+
+// ReLU(acc + bias) of quad q (corners a b c d), or its 2×2 max, into the output.
+fn store_quad(q: u32, tx0: u32, ty0: u32, n4: u32, a: vec4<f32>, b: vec4<f32>,
+              c: vec4<f32>, d: vec4<f32>, bv: vec4<f32>) {
+    let y = ty0 + 2u * (q / QW);
+    let x = tx0 + 2u * (q % QW);
+    let cout4 = p.cout / 4u;
+    let zero = vec4<f32>(0.0);
     if (p.pool == 1u) {
         // The pooled cell (y/2, x/2) exists iff its whole 2×2 window is in the band.
         if (y + 1u < p.y1 && x + 1u < p.w) {
-            let m = max(max(acc0, acc1), max(acc2, acc3));
-            let wo = p.w / 2u;
-            outp[((y / 2u) * wo + x / 2u) * cout4 + n4 - p.out_off] = max(m + bv, vec4<f32>(0.0));
+            let mx = max(max(a, b), max(c, d));
+            outp[((y / 2u) * (p.w / 2u) + x / 2u) * cout4 + n4 - p.out_off] = max(mx + bv, zero);
         }
         return;
     }
-    let zero = vec4<f32>(0.0);
     if (y < p.y1) {
         if (x < p.w) {
-            outp[(y * p.w + x) * cout4 + n4 - p.out_off] = max(acc0 + bv, zero);
+            outp[(y * p.w + x) * cout4 + n4 - p.out_off] = max(a + bv, zero);
         }
         if (x + 1u < p.w) {
-            outp[(y * p.w + x + 1u) * cout4 + n4 - p.out_off] = max(acc1 + bv, zero);
+            outp[(y * p.w + x + 1u) * cout4 + n4 - p.out_off] = max(b + bv, zero);
         }
     }
     if (y + 1u < p.y1) {
         if (x < p.w) {
-            outp[((y + 1u) * p.w + x) * cout4 + n4 - p.out_off] = max(acc2 + bv, zero);
+            outp[((y + 1u) * p.w + x) * cout4 + n4 - p.out_off] = max(c + bv, zero);
         }
         if (x + 1u < p.w) {
-            outp[((y + 1u) * p.w + x + 1u) * cout4 + n4 - p.out_off] = max(acc3 + bv, zero);
+            outp[((y + 1u) * p.w + x + 1u) * cout4 + n4 - p.out_off] = max(d + bv, zero);
         }
+    }
+}
+
+@compute @workgroup_size(NT, 1, 1)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    // A warp (32) is 4 (m) × 8 (n) invocations: see INNER LOOP above.
+    let lane = t % 32u;
+    let warp = t / 32u;
+    let tm = (warp / (WN / 8u)) * 4u + lane / 8u;
+    let tn = (warp % (WN / 8u)) * 8u + lane % 8u;
+    let n4_0 = wid.x * BN4;
+    let tx0 = wid.y * 2u * QW;
+    let ty0 = p.y0 + wid.z * TH;
+
+    // The pixels this invocation gathers (fixed for the whole K loop).
+    let e0 = t;
+    let e1 = t + NT;
+    let px0 = pixel_of(e0 / 2u, tx0, ty0);
+    let px1 = pixel_of(e1 / 2u, tx0, ty0);
+    let h0 = 4u * (e0 % 2u);
+    let h1 = 4u * (e1 % 2u);
+    let loads_b = t < BK * BN4;
+
+    // 8 pixels × NJ vec4 of channels: c{j}{i}, pixel i (0–3: quad tm, 4–7: quad tm + WM).
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c02 = vec4<f32>(0.0); var c03 = vec4<f32>(0.0);
+    var c04 = vec4<f32>(0.0); var c05 = vec4<f32>(0.0); var c06 = vec4<f32>(0.0); var c07 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0); var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0);
+    var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0); var c16 = vec4<f32>(0.0); var c17 = vec4<f32>(0.0);
+
+    // K is walked as k_taps() taps × k_per_tap() values in steps of BK.
+    let kpt = k_per_tap();
+    let nsteps = k_taps() * ((kpt + BK - 1u) / BK);
+
+    // Prologue: step 0 into buffer 0.
+    store_a(0u, e0, load_a(px0.x, px0.y, 0u, h0));
+    if (A_LOADS > 1u) {
+        store_a(0u, e1, load_a(px1.x, px1.y, 0u, h1));
+    }
+    if (loads_b) {
+        Bs[t] = load_b(t, 0u, 0u, n4_0);
+    }
+    workgroupBarrier();
+
+    var tap = 0u;
+    var c0 = 0u;
+    for (var s = 0u; s < nsteps; s = s + 1u) {
+        let cur = s % 2u;
+        let more = s + 1u < nsteps;
+        // Next step's global loads, in flight during this step's FMAs.
+        c0 = c0 + BK;
+        if (c0 >= kpt) {
+            c0 = 0u;
+            tap = tap + 1u;
+        }
+        var ra0 = vec4<f32>(0.0);
+        var ra1 = vec4<f32>(0.0);
+        var rb = vec4<f32>(0.0);
+        if (more) {
+            ra0 = load_a(px0.x, px0.y, tap, c0 + h0);
+            if (A_LOADS > 1u) {
+                ra1 = load_a(px1.x, px1.y, tap, c0 + h1);
+            }
+            if (loads_b) {
+                rb = load_b(t, tap, c0, n4_0);
+            }
+        }
+
+        let ab = cur * BK * ASR;
+        let bb = cur * BK * BN4;
+        for (var k = 0u; k < BK; k = k + 1u) {
+            let a0 = As[ab + k * ASR + tm];
+            let a1 = As[ab + k * ASR + tm + WM];
+            let b0 = Bs[bb + k * BN4 + tn];
+            c00 = fma(vec4<f32>(a0.x), b0, c00);
+            c01 = fma(vec4<f32>(a0.y), b0, c01);
+            c02 = fma(vec4<f32>(a0.z), b0, c02);
+            c03 = fma(vec4<f32>(a0.w), b0, c03);
+            c04 = fma(vec4<f32>(a1.x), b0, c04);
+            c05 = fma(vec4<f32>(a1.y), b0, c05);
+            c06 = fma(vec4<f32>(a1.z), b0, c06);
+            c07 = fma(vec4<f32>(a1.w), b0, c07);
+            if (NJ > 1u) {
+                let b1 = Bs[bb + k * BN4 + tn + WN];
+                c10 = fma(vec4<f32>(a0.x), b1, c10);
+                c11 = fma(vec4<f32>(a0.y), b1, c11);
+                c12 = fma(vec4<f32>(a0.z), b1, c12);
+                c13 = fma(vec4<f32>(a0.w), b1, c13);
+                c14 = fma(vec4<f32>(a1.x), b1, c14);
+                c15 = fma(vec4<f32>(a1.y), b1, c15);
+                c16 = fma(vec4<f32>(a1.z), b1, c16);
+                c17 = fma(vec4<f32>(a1.w), b1, c17);
+            }
+        }
+
+        // The other buffer was last read in step s − 1, before the barrier that ended it.
+        if (more) {
+            let nxt = 1u - cur;
+            store_a(nxt, e0, ra0);
+            if (A_LOADS > 1u) {
+                store_a(nxt, e1, ra1);
+            }
+            if (loads_b) {
+                Bs[nxt * BK * BN4 + t] = rb;
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let cout4 = p.cout / 4u;
+    let n4a = n4_0 + tn;
+    if (n4a < cout4) {
+        let bv = bias[n4a];
+        store_quad(tm, tx0, ty0, n4a, c00, c01, c02, c03, bv);
+        store_quad(tm + WM, tx0, ty0, n4a, c04, c05, c06, c07, bv);
+    }
+    let n4b = n4_0 + tn + WN;
+    if (NJ > 1u && n4b < cout4) {
+        let bv = bias[n4b];
+        store_quad(tm, tx0, ty0, n4b, c10, c11, c12, c13, bv);
+        store_quad(tm + WM, tx0, ty0, n4b, c14, c15, c16, c17, bv);
     }
 }

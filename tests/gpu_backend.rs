@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rmac_native::backend::cpu::reference::{conv3x3_relu_f64, maxpool2_f64};
-use rmac_native::backend::gpu::{GpuBackend, GpuOptions, NO_ADAPTER_HINT, list_adapters};
+use rmac_native::backend::gpu::conv::Tile;
+use rmac_native::backend::gpu::{
+    ConvChoice, GpuBackend, GpuOptions, NO_ADAPTER_HINT, list_adapters,
+};
 use rmac_native::backend::{Backend, BackendError, CpuBackend};
 use rmac_native::tensor::Tensor3;
 use rmac_native::vgg16::synthetic;
@@ -33,10 +36,21 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn backend(max_binding_bytes: Option<u64>) -> GpuBackend {
+/// Every conv shader variant: by layer size, each tile forced, and v1.
+const CHOICES: [ConvChoice; 5] = [
+    ConvChoice::Auto,
+    ConvChoice::Tile(Tile::T128x128),
+    ConvChoice::Tile(Tile::T256x64),
+    ConvChoice::Tile(Tile::T64x64),
+    ConvChoice::V1,
+];
+
+fn backend_with(max_binding_bytes: Option<u64>, conv: ConvChoice, checked: bool) -> GpuBackend {
     assert!(!list_adapters().is_empty(), "{NO_ADAPTER_HINT}");
     GpuBackend::without_weights(GpuOptions {
         max_binding_bytes,
+        conv,
+        checked_shaders: checked,
         ..Default::default()
     })
     .unwrap_or_else(|e| {
@@ -57,8 +71,12 @@ fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         / scale
 }
 
-/// (h, w, cin, cout, pool)
-const SHAPES: [(usize, usize, usize, usize, bool); 8] = [
+/// (h, w, cin, cout, pool). Between them, for every tile: the f32 gatherer (cin 3, 5)
+/// and the vec4 one (cin % 4 == 0) with a K step of 8 that runs past cin (4, 12, 20)
+/// or not (8, 24, 64); odd H and W, pooled and not; maps wider than one tile (16 px) and
+/// taller than the tallest (16 rows); cout below, at and above a tile's channels (16,
+/// 64, 68, 132, 512).
+const SHAPES: [(usize, usize, usize, usize, bool); 15] = [
     (5, 7, 3, 16, false),
     (5, 7, 3, 16, true),
     (9, 13, 8, 64, false),
@@ -67,6 +85,13 @@ const SHAPES: [(usize, usize, usize, usize, bool); 8] = [
     (11, 17, 64, 64, false),
     (1, 1, 3, 16, false),
     (16, 16, 3, 128, true),
+    (7, 19, 12, 64, true),
+    (18, 33, 4, 132, false),
+    (10, 21, 20, 512, true),
+    (17, 35, 64, 512, false),
+    (6, 18, 5, 68, true),
+    (35, 20, 24, 64, true),
+    (21, 3, 3, 64, false),
 ];
 
 struct Case {
@@ -112,13 +137,16 @@ fn an_adapter_exists() {
 
 #[test]
 fn conv_shader_matches_f64_reference() {
-    let mut gpu = backend(None);
+    for conv in CHOICES {
+        conv_matches_f64_reference(conv);
+    }
+}
+
+fn conv_matches_f64_reference(conv: ConvChoice) {
+    let mut gpu = backend_with(None, conv, false);
     // The same shader with wgpu's run-time bounds checks kept must agree bit for bit.
-    let mut checked = GpuBackend::without_weights(GpuOptions {
-        checked_shaders: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut checked = backend_with(None, conv, true);
+    eprintln!("{conv:?}: {}", gpu.conv_description());
     for (i, &shape) in SHAPES.iter().enumerate() {
         let c = case(i, shape);
         let got = gpu
@@ -127,7 +155,10 @@ fn conv_shader_matches_f64_reference() {
         let safe = checked
             .conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool)
             .unwrap();
-        assert_eq!(got, safe, "{shape:?}: trusted and checked shader differ");
+        assert_eq!(
+            got, safe,
+            "{conv:?} {shape:?}: trusted and checked shader differ"
+        );
         let (ho, wo) = if c.pool {
             (shape.0 / 2, shape.1 / 2)
         } else {
@@ -136,33 +167,39 @@ fn conv_shader_matches_f64_reference() {
         assert_eq!((got.h, got.w, got.c), (ho, wo, c.cout), "shape {shape:?}");
         let want = reference(&c);
         let e = rel_err(&got.data, &want);
-        eprintln!("{shape:?}: rel err {e:.2e}");
+        eprintln!("{conv:?} {shape:?}: rel err {e:.2e}");
         assert!(
             e <= 1e-5,
-            "{shape:?}: max |gpu − f64| / max |f64| = {e:.3e}"
+            "{conv:?} {shape:?}: max |gpu − f64| / max |f64| = {e:.3e}"
         );
     }
 }
 
 #[test]
 fn row_band_tiling_gives_identical_results() {
-    let mut whole = backend(None);
+    for conv in CHOICES {
+        row_bands_identical(conv);
+    }
+}
+
+fn row_bands_identical(conv: ConvChoice) {
+    let mut whole = backend_with(None, conv, false);
     for limit in [1500u64, 4096, 20_000] {
-        let mut tiled = backend(Some(limit));
+        let mut tiled = backend_with(Some(limit), conv, false);
         for (i, &shape) in SHAPES.iter().enumerate() {
             let c = case(i, shape);
             let a = whole
                 .conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool)
                 .unwrap();
             match tiled.conv_layer_for_test(&c.input, &c.kernel, &c.bias, c.cout, c.pool) {
-                Ok(b) => assert_eq!(a, b, "limit {limit}, shape {shape:?}"),
+                Ok(b) => assert_eq!(a, b, "{conv:?}, limit {limit}, shape {shape:?}"),
                 // A band of 1–2 rows does not fit: must be a clear error, checked below.
                 Err(BackendError::Device(msg)) => {
                     assert!(msg.contains("storage-binding limit"), "{msg}");
                     let row = (shape.1 * shape.2.max(shape.3) * 4) as u64;
                     assert!(
                         3 * row + 256 > limit,
-                        "limit {limit}, {shape:?}: unexpected error {msg}"
+                        "{conv:?}, limit {limit}, {shape:?}: unexpected error {msg}"
                     );
                 }
                 Err(e) => panic!("{e}"),
@@ -234,6 +271,34 @@ fn pool5_matches_cpu_backend() {
             let b = tiled.pool5(&x).unwrap();
             assert_eq!(g, b, "{h}×{w}: tiled pool5 differs from untiled");
         }
+    }
+}
+
+/// The whole network on each forced tile and on v1 (by layer size, a small image takes
+/// the small tile everywhere), banded too, against the CPU backend.
+#[test]
+fn pool5_matches_cpu_backend_on_every_tile() {
+    let weights = Arc::new(synthetic::vgg16(1));
+    let mut cpu = CpuBackend::new(weights.clone(), 1).unwrap();
+    let x = vgg_input(33, 45);
+    let c = cpu.pool5(&x).unwrap();
+    for conv in CHOICES {
+        let opts = |max_binding_bytes| GpuOptions {
+            max_binding_bytes,
+            conv,
+            ..Default::default()
+        };
+        let mut gpu = GpuBackend::new(weights.clone(), opts(None)).unwrap();
+        let g = gpu.pool5(&x).unwrap();
+        let e = max_rel(&g, &c);
+        eprintln!("{conv:?}: max |gpu − cpu| / max |cpu| = {e:.2e}");
+        assert!(e <= 1e-4, "{conv:?}: {e:.3e}");
+        let mut tiled = GpuBackend::new(weights.clone(), opts(Some(65_536))).unwrap();
+        assert_eq!(
+            g,
+            tiled.pool5(&x).unwrap(),
+            "{conv:?}: banded pool5 differs"
+        );
     }
 }
 
@@ -311,9 +376,11 @@ fn real_size_report() {
     let weights = Arc::new(synthetic::vgg16(1));
     let mut gpu = GpuBackend::new(weights, GpuOptions::default()).unwrap();
     println!(
-        "{} — binding limit {} MB",
+        "{} — binding limit {} MB — conv shader: {} (RMAC_GPU_CONV={})",
         gpu.name(),
-        gpu.binding_limit() / 1_000_000
+        gpu.binding_limit() / 1_000_000,
+        gpu.conv_description(),
+        std::env::var("RMAC_GPU_CONV").unwrap_or_else(|_| "unset".into())
     );
     let x = vgg_input(h, w);
     gpu.pool5(&x).unwrap(); // warm-up
@@ -322,10 +389,11 @@ fn real_size_report() {
     let mut total_t = 0.0;
     for t in &timings {
         println!(
-            "{:<14} {:>5}×{:<5} {:>8.2} ms {:>9.1} GFLOP/s {:>5.1}% of peak",
+            "{:<14} {:>5}×{:<5} {:<12} {:>8.2} ms {:>9.1} GFLOP/s {:>5.1}% of peak",
             t.name,
             t.h,
             t.w,
+            t.kernel,
             t.seconds * 1e3,
             t.flops / t.seconds / 1e9,
             100.0 * t.flops / t.seconds / (peak * 1e12)
@@ -334,10 +402,11 @@ fn real_size_report() {
         total_t += t.seconds;
     }
     println!(
-        "all convs: {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s",
+        "all convs: {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s ({:.1}% of peak)",
         total_f / 1e9,
         total_t * 1e3,
-        total_f / total_t / 1e9
+        total_f / total_t / 1e9,
+        100.0 * total_f / total_t / (peak * 1e12)
     );
     let n = env_usize("RMAC_CHECK_IMAGES", 10);
     let t = Instant::now();

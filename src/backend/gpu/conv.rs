@@ -1,6 +1,7 @@
-//! Host side of `shaders/conv3x3.wgsl`: the uniform block, and how one layer is cut
-//! into dispatches ("row bands") so that no storage binding exceeds the device's
-//! (or the caller's) binding-size limit.
+//! Host side of `shaders/conv3x3.wgsl`: which shader variant runs a layer (tile and
+//! input mode, [`Kernel`]), how its module is assembled, the uniform block, and how one
+//! layer is cut into dispatches ("row bands") so that no storage binding exceeds the
+//! device's (or the caller's) binding-size limit.
 //!
 //! A band computes conv output rows `[y0, y1)`. It reads input rows `y0 − 1 … y1`
 //! (a one-row halo each side, clipped to the image) and writes rows `[y0, y1)` — or
@@ -9,12 +10,198 @@
 //! the element offset it is told (`in_off`, `out_off`). Everything here is pure
 //! arithmetic so it is unit-tested without a GPU.
 
-/// The shader source, embedded.
+/// The GEMM body of the shader (see its header comment).
 pub const SHADER: &str = include_str!("../../../shaders/conv3x3.wgsl");
+/// A gatherer for `cin % 4 == 0` (vec4 input loads, K walked tap by tap).
+pub const SHADER_IN_VEC4: &str = include_str!("../../../shaders/conv3x3_in_vec4.wgsl");
+/// A gatherer for any `cin` (K walked flat; conv1_1).
+pub const SHADER_IN_F32: &str = include_str!("../../../shaders/conv3x3_in_f32.wgsl");
+/// The first shader (64 px × 64 ch, 4×4 per invocation), kept for A/B comparisons.
+pub const SHADER_V1: &str = include_str!("../../../shaders/conv3x3_v1.wgsl");
 
-/// Output tile of one workgroup: `TILE × TILE` pixels × `TILE_N` channels.
-pub const TILE: u32 = 8;
-pub const TILE_N: u32 = 64;
+/// Workgroup tile of the tiled shader (see `shaders/conv3x3.wgsl`, "Tiles").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tile {
+    /// 128 pixels × 128 channels, 8×8 per invocation, 256 invocations.
+    T128x128,
+    /// 256 pixels × 64 channels, 8×8 per invocation, 256 invocations (cout = 64).
+    T256x64,
+    /// 64 pixels × 64 channels, 8×4 per invocation, 128 invocations (small maps).
+    T64x64,
+}
+
+/// Tiles taller than this many rows do not exist; bands are cut at multiples of it.
+pub const MAX_TILE_ROWS: usize = 16;
+
+/// Enough workgroups of a big tile to fill a big GPU about once (132 SMs × 2 resident on
+/// an H100); below that, a layer takes the small tile (4–8 × more workgroups).
+pub const MIN_BIG_TILES: u64 = 256;
+
+impl Tile {
+    pub const ALL: [Tile; 3] = [Tile::T128x128, Tile::T256x64, Tile::T64x64];
+
+    /// (WM, WN, NJ) of the shader prelude.
+    fn consts(self) -> (u32, u32, u32) {
+        match self {
+            Tile::T128x128 => (16, 16, 2),
+            Tile::T256x64 => (32, 8, 2),
+            Tile::T64x64 => (8, 16, 1),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Tile::T128x128 => "128x128",
+            Tile::T256x64 => "256x64",
+            Tile::T64x64 => "64x64",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Tile> {
+        Tile::ALL.into_iter().find(|t| t.name() == s)
+    }
+    pub fn invocations(self) -> u32 {
+        let (wm, wn, _) = self.consts();
+        wm * wn
+    }
+    /// Output pixels per workgroup (16 columns × [`Self::rows`]).
+    pub fn pixels(self) -> u32 {
+        8 * self.consts().0
+    }
+    pub fn rows(self) -> u32 {
+        self.pixels() / 16
+    }
+    pub fn channels(self) -> u32 {
+        let (_, wn, nj) = self.consts();
+        4 * wn * nj
+    }
+    /// Workgroup memory of the shader: double-buffered As (rows padded by 4) and Bs.
+    pub fn workgroup_bytes(self) -> u32 {
+        2 * 8 * (self.pixels() + 4) * 4 + 2 * 8 * self.channels() * 4
+    }
+    /// Whether a device with these limits can run it.
+    pub fn fits(self, limits: &wgpu::Limits) -> bool {
+        self.invocations() <= limits.max_compute_invocations_per_workgroup
+            && self.invocations() <= limits.max_compute_workgroup_size_x
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+    }
+    /// Workgroups for a whole `s` (all bands together).
+    fn workgroups(self, s: &LayerShape) -> u64 {
+        (s.w as u64).div_ceil(16)
+            * (s.h as u64).div_ceil(u64::from(self.rows()))
+            * (s.cout as u64).div_ceil(u64::from(self.channels()))
+    }
+}
+
+/// Workgroup memory and invocations the v1 shader needs.
+const V1_WORKGROUP_BYTES: u32 = (544 + 512) * 16;
+const V1_INVOCATIONS: u32 = 256;
+/// v1's tile: `V1_TILE × V1_TILE` pixels × `V1_TILE_N` channels.
+const V1_TILE: u32 = 8;
+const V1_TILE_N: u32 = 64;
+
+/// One compiled variant of the conv shader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `shaders/conv3x3.wgsl` on `tile`; `vec4_input` (needs `cin % 4 == 0`) picks
+    /// `conv3x3_in_vec4.wgsl` over `conv3x3_in_f32.wgsl`.
+    Tiled { tile: Tile, vec4_input: bool },
+    /// `shaders/conv3x3_v1.wgsl`.
+    V1,
+}
+
+impl Kernel {
+    /// The tiled kernel for a layer of `cin` input channels on `tile`.
+    pub fn tiled(tile: Tile, cin: usize) -> Kernel {
+        Kernel::Tiled {
+            tile,
+            vec4_input: cin.is_multiple_of(4),
+        }
+    }
+
+    /// `128x128/vec4`, `256x64/f32`, `v1`.
+    pub fn name(self) -> String {
+        match self {
+            Kernel::Tiled { tile, vec4_input } => {
+                format!(
+                    "{}/{}",
+                    tile.name(),
+                    if vec4_input { "vec4" } else { "f32" }
+                )
+            }
+            Kernel::V1 => "v1".to_string(),
+        }
+    }
+
+    /// The WGSL module of this variant.
+    pub fn source(self) -> String {
+        match self {
+            Kernel::Tiled { tile, vec4_input } => {
+                let (wm, wn, nj) = tile.consts();
+                format!(
+                    "// Tile {} (assembled by src/backend/gpu/conv.rs).\n\
+                     const WM: u32 = {wm}u;\nconst WN: u32 = {wn}u;\nconst NJ: u32 = {nj}u;\n\n{}\n{}",
+                    tile.name(),
+                    if vec4_input {
+                        SHADER_IN_VEC4
+                    } else {
+                        SHADER_IN_F32
+                    },
+                    SHADER
+                )
+            }
+            Kernel::V1 => SHADER_V1.to_string(),
+        }
+    }
+
+    /// Whether a device with these limits can run it.
+    pub fn fits(self, limits: &wgpu::Limits) -> bool {
+        match self {
+            Kernel::Tiled { tile, .. } => tile.fits(limits),
+            Kernel::V1 => {
+                V1_INVOCATIONS <= limits.max_compute_invocations_per_workgroup
+                    && 16 <= limits.max_compute_workgroup_size_x
+                    && 16 <= limits.max_compute_workgroup_size_y
+                    && V1_WORKGROUP_BYTES <= limits.max_compute_workgroup_storage_size
+            }
+        }
+    }
+
+    /// Workgroup grid for `rows` conv rows of a `w`-wide, `cout`-channel output.
+    pub fn groups(self, w: usize, rows: usize, cout: usize) -> [u32; 3] {
+        let (w, rows, cout) = (w as u32, rows as u32, cout as u32);
+        match self {
+            Kernel::Tiled { tile, .. } => [
+                cout.div_ceil(tile.channels()),
+                w.div_ceil(16),
+                rows.div_ceil(tile.rows()),
+            ],
+            Kernel::V1 => [
+                w.div_ceil(V1_TILE),
+                rows.div_ceil(V1_TILE),
+                cout.div_ceil(V1_TILE_N),
+            ],
+        }
+    }
+}
+
+/// The tile for layer `s` among those the device can run (`available`, not empty): the
+/// big tile that fits cout (256x64 for cout ≤ 64, else 128x128) when the layer gives it
+/// [`MIN_BIG_TILES`] workgroups, else the small 64x64 (block5 at 768×1024: 96 big
+/// workgroups would leave a third of an H100's SMs idle and the rest at one workgroup;
+/// 64x64 gives 384).
+pub fn choose_tile(s: &LayerShape, available: &[Tile]) -> Tile {
+    let big = if s.cout <= 64 {
+        Tile::T256x64
+    } else {
+        Tile::T128x128
+    };
+    if available.contains(&big) && big.workgroups(s) >= MIN_BIG_TILES {
+        return big;
+    }
+    if available.contains(&Tile::T64x64) {
+        return Tile::T64x64;
+    }
+    available[0]
+}
 
 /// Mirrors `struct Params` in the shader (48 bytes).
 #[repr(C)]
@@ -105,8 +292,10 @@ pub fn band_rows(s: &LayerShape, limit: u64, align: u64) -> Result<usize, String
     if s.pool {
         r -= r % 2;
     }
-    if r >= TILE as usize {
-        r -= r % TILE as usize;
+    // Whole tiles per band where the band is tall enough (only the last band then has
+    // partly empty workgroups).
+    if r >= MAX_TILE_ROWS {
+        r -= r % MAX_TILE_ROWS;
     }
     if r == 0 {
         return Err(format!(
@@ -131,8 +320,13 @@ fn range(start_byte: u64, end_byte: u64, align: u64) -> Range {
     }
 }
 
-/// The dispatches of one layer, in order. Empty when the output is empty.
-pub fn plan_layer(s: &LayerShape, limit: u64, align: u64) -> Result<Vec<Dispatch>, String> {
+/// The dispatches of one layer run by `kernel`, in order. Empty when the output is empty.
+pub fn plan_layer(
+    s: &LayerShape,
+    limit: u64,
+    align: u64,
+    kernel: Kernel,
+) -> Result<Vec<Dispatch>, String> {
     assert!(s.cout.is_multiple_of(4), "cout must be a multiple of 4");
     assert!(align.is_power_of_two(), "odd alignment {align}");
     let align = align.max(16);
@@ -183,11 +377,7 @@ pub fn plan_layer(s: &LayerShape, limit: u64, align: u64) -> Result<Vec<Dispatch
                 },
                 input,
                 output,
-                groups: [
-                    (s.w as u32).div_ceil(TILE),
-                    ((y1 - y0) as u32).div_ceil(TILE),
-                    (s.cout as u32).div_ceil(TILE_N),
-                ],
+                groups: kernel.groups(s.w, y1 - y0, s.cout),
             });
         }
         y0 = y1;
@@ -209,19 +399,78 @@ mod tests {
         }
     }
 
+    const BIG: Kernel = Kernel::Tiled {
+        tile: Tile::T128x128,
+        vec4_input: true,
+    };
+
     #[test]
     fn whole_layer_is_one_dispatch_when_it_fits() {
-        let d = plan_layer(&shape(768, 1024, 3, 64, false), 1 << 30, 256).unwrap();
+        let s = shape(768, 1024, 3, 64, false);
+        let k = Kernel::tiled(Tile::T256x64, 3);
+        assert_eq!(k.name(), "256x64/f32");
+        let d = plan_layer(&s, 1 << 30, 256, k).unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].groups, [128, 96, 1]);
+        // channel tiles, 16-px column tiles, 16-row tiles
+        assert_eq!(d[0].groups, [1, 64, 48]);
         assert_eq!(d[0].output.size, 768 * 1024 * 64 * 4);
+        let d = plan_layer(&s, 1 << 30, 256, Kernel::V1).unwrap();
+        assert_eq!(d[0].groups, [128, 96, 1]);
+    }
+
+    #[test]
+    fn tile_geometry_matches_the_shader_header() {
+        let g = |t: Tile| (t.pixels(), t.rows(), t.channels(), t.invocations());
+        assert_eq!(g(Tile::T128x128), (128, 8, 128, 256));
+        assert_eq!(g(Tile::T256x64), (256, 16, 64, 256));
+        assert_eq!(g(Tile::T64x64), (64, 4, 64, 128));
+        assert_eq!(Tile::T128x128.workgroup_bytes(), 16_640);
+        assert_eq!(Tile::T256x64.workgroup_bytes(), 20_736);
+        assert_eq!(Tile::T64x64.workgroup_bytes(), 8_448);
+        assert!(Tile::ALL.iter().all(|t| t.rows() as usize <= MAX_TILE_ROWS));
+        // WebGPU's minimum limits run at least the small tile.
+        let min = wgpu::Limits::downlevel_defaults();
+        assert!(Tile::T64x64.fits(&min));
+        for t in Tile::ALL {
+            assert_eq!(Tile::parse(t.name()), Some(t));
+        }
+    }
+
+    #[test]
+    fn tiles_are_chosen_by_layer_size() {
+        let all = &Tile::ALL;
+        // VGG16 at 768×1024: blocks 1–4 on big tiles, block5 (48×64) on the small one.
+        let layer = |h, w, cin, cout| choose_tile(&shape(h, w, cin, cout, false), all);
+        assert_eq!(layer(768, 1024, 3, 64), Tile::T256x64);
+        assert_eq!(layer(768, 1024, 64, 64), Tile::T256x64);
+        assert_eq!(layer(384, 512, 64, 128), Tile::T128x128);
+        assert_eq!(layer(192, 256, 128, 256), Tile::T128x128);
+        assert_eq!(layer(96, 128, 256, 512), Tile::T128x128);
+        assert_eq!(layer(48, 64, 512, 512), Tile::T64x64);
+        // A device without the big tiles falls back.
+        let s = shape(768, 1024, 64, 64, false);
+        assert_eq!(choose_tile(&s, &[Tile::T64x64]), Tile::T64x64);
+        assert_eq!(choose_tile(&s, &[Tile::T128x128]), Tile::T128x128);
+    }
+
+    #[test]
+    fn every_kernel_source_assembles() {
+        for t in Tile::ALL {
+            for cin in [3, 64] {
+                let src = Kernel::tiled(t, cin).source();
+                assert!(src.contains("const WM: u32"), "{src}");
+                assert_eq!(src.matches("@binding(1)").count(), 1);
+                assert!(src.contains("fn load_a"));
+            }
+        }
+        assert!(Kernel::V1.source().contains("fn main"));
     }
 
     #[test]
     fn big_conv1_is_split_under_128_mib() {
         let s = shape(768, 1024, 3, 64, false);
         let limit = 128 << 20;
-        let d = plan_layer(&s, limit, 256).unwrap();
+        let d = plan_layer(&s, limit, 256, BIG).unwrap();
         assert!(d.len() >= 2);
         let mut next = 0;
         for x in &d {
@@ -238,7 +487,7 @@ mod tests {
     fn bands_cover_odd_pooled_maps_with_even_starts() {
         for limit in [3000u64, 5000, 20_000] {
             let s = shape(13, 9, 8, 16, true);
-            let d = plan_layer(&s, limit, 256).unwrap();
+            let d = plan_layer(&s, limit, 256, BIG).unwrap();
             let mut next = 0;
             for x in &d {
                 assert_eq!(x.params.y0 % 2, 0);
@@ -260,6 +509,6 @@ mod tests {
 
     #[test]
     fn too_small_a_limit_is_an_error_not_a_panic() {
-        assert!(plan_layer(&shape(64, 64, 64, 64, false), 1024, 256).is_err());
+        assert!(plan_layer(&shape(64, 64, 64, 64, false), 1024, 256, BIG).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! VGG16 on a GPU through wgpu compute shaders (Vulkan, Metal, DX12 or GL).
 //!
-//! * Weights are uploaded once ([`GpuBackend::new`]); the one pipeline
-//!   (`shaders/conv3x3.wgsl`: tiled implicit GEMM, bias + ReLU and the 2×2 max-pool
-//!   fused) is built once; any image size runs without rebuilding anything.
+//! * Weights are uploaded once ([`GpuBackend::new`]); the conv pipelines
+//!   (`shaders/conv3x3.wgsl`: register-blocked implicit GEMM, bias + ReLU and the 2×2
+//!   max-pool fused; one pipeline per workgroup tile and input mode, [`conv::Kernel`])
+//!   are built once; each layer takes the tile that suits its size
+//!   ([`conv::choose_tile`]); any image size runs without rebuilding anything.
 //! * Two activation buffers ping-pong between layers; they are reused between images
 //!   and grow when a bigger image comes.
 //! * A layer whose input or output would exceed the storage-binding limit (128 MiB on
@@ -11,7 +13,7 @@
 //!   maximum buffer size, is a [`BackendError::Device`] for that image, never a crash.
 //! * Only pool5 is read back; region pooling and PCA stay on the CPU.
 //!
-//! Measured on Mesa lavapipe (llvmpipe 15, 2 shared cores, no GPU):
+//! Measured on Mesa lavapipe (llvmpipe 15, 2 shared cores, no GPU) with the v1 shader:
 //! `RMAC_BENCH_SCALE=8 cargo bench --bench gpu_conv -- block3_conv2` gives 3.4 GFLOP/s
 //! (1.5 with wgpu's shader bounds checks kept); a whole 768×1024 image takes ~160 s
 //! there (row bands under lavapipe's 128 MiB binding limit), matching the CPU backend
@@ -28,7 +30,32 @@ use super::{Backend, BackendError};
 use crate::tensor::Tensor3;
 use crate::vgg16::spec::VGG16_CONVS;
 use crate::vgg16::weights::Vgg16Weights;
-use conv::{Dispatch, LayerShape, Params};
+use conv::{Dispatch, Kernel, LayerShape, Params, Tile};
+
+/// Which conv shader variant runs the layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvChoice {
+    /// The tile each layer's size calls for ([`conv::choose_tile`]). The environment
+    /// variable `RMAC_GPU_CONV` (`v1`, `128x128`, `256x64`, `64x64`) overrides it, for
+    /// A/B comparisons on a real GPU without rebuilding.
+    #[default]
+    Auto,
+    /// Every layer on this tile (tests: each tile against the reference).
+    Tile(Tile),
+    /// The first shader, `shaders/conv3x3_v1.wgsl` (64 px × 64 ch, 4×4 per invocation).
+    V1,
+}
+
+impl ConvChoice {
+    /// `auto`, `v1` or a tile name (`128x128`, `256x64`, `64x64`).
+    pub fn parse(s: &str) -> Option<ConvChoice> {
+        match s {
+            "auto" | "" => Some(ConvChoice::Auto),
+            "v1" => Some(ConvChoice::V1),
+            t => Tile::parse(t).map(ConvChoice::Tile),
+        }
+    }
+}
 
 /// How to choose and drive the GPU.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +72,8 @@ pub struct GpuOptions {
     /// conv shader is built "trusted": its indices are in range by construction
     /// (tested against the reference, with and without this flag).
     pub checked_shaders: bool,
+    /// Conv shader variant (default: by layer size; see [`ConvChoice::Auto`]).
+    pub conv: ConvChoice,
 }
 
 /// Per-layer wall time of one [`GpuBackend::pool5_timed`] run.
@@ -57,6 +86,8 @@ pub struct LayerTiming {
     pub seconds: f64,
     /// 2·MACs of the layer (as [`crate::vgg16::spec::ConvSpec::flops`]).
     pub flops: f64,
+    /// The shader variant that ran it ([`Kernel::name`]).
+    pub kernel: String,
 }
 
 struct LayerBufs {
@@ -73,7 +104,11 @@ pub struct GpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    pipeline: wgpu::ComputePipeline,
+    /// Every conv variant this backend may use, built once in [`Self::open`].
+    pipelines: Vec<(Kernel, wgpu::ComputePipeline)>,
+    conv: ConvChoice,
+    /// The tiles the device's limits allow.
+    tiles: Vec<Tile>,
     layout: wgpu::BindGroupLayout,
     layers: Vec<LayerBufs>,
     /// Ping-pong activations (both the same size), grown on demand.
@@ -186,37 +221,74 @@ impl GpuBackend {
                 storage(4, false),
             ],
         });
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some("conv3x3.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(conv::SHADER.into()),
+        let conv = match opts.conv {
+            ConvChoice::Auto => match std::env::var("RMAC_GPU_CONV") {
+                Ok(v) => ConvChoice::parse(&v).ok_or_else(|| {
+                    BackendError::Device(format!(
+                        "RMAC_GPU_CONV={v}: expected auto, v1, 128x128, 256x64 or 64x64"
+                    ))
+                })?,
+                Err(_) => ConvChoice::Auto,
+            },
+            c => c,
         };
-        let module = if opts.checked_shaders {
-            device.create_shader_module(desc)
-        } else {
-            // SAFETY: every buffer index in conv3x3.wgsl is guarded by the band/image
-            // bounds it is given, and every binding holds the band `conv::plan_layer`
-            // computed (see `conv::tests` and tests/gpu_backend.rs); loops are bounded
-            // by uniforms; divisors (cin, 3) are non-zero whenever a dispatch is made.
-            unsafe {
-                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-            }
+        let tiles: Vec<Tile> = Tile::ALL.into_iter().filter(|t| t.fits(&limits)).collect();
+        let tiled = |t: Tile| [Kernel::tiled(t, 4), Kernel::tiled(t, 3)];
+        let kernels: Vec<Kernel> = match conv {
+            ConvChoice::Auto => tiles.iter().flat_map(|&t| tiled(t)).collect(),
+            ConvChoice::Tile(t) => tiled(t).to_vec(),
+            ConvChoice::V1 => vec![Kernel::V1],
         };
+        if kernels.is_empty() || kernels.iter().any(|k| !k.fits(&limits)) {
+            return Err(BackendError::Device(format!(
+                "{}: conv shader {conv:?} needs more than this device's limits \
+                 ({} invocations, {} B of workgroup memory)",
+                adapter::describe(&info),
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_storage_size
+            )));
+        }
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("conv3x3"),
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("conv3x3"),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(dev_err("conv3x3.wgsl does not build on this device", e));
+        let mut pipelines = Vec::new();
+        for k in kernels {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some("conv3x3.wgsl"),
+                source: wgpu::ShaderSource::Wgsl(k.source().into()),
+            };
+            let module = if opts.checked_shaders {
+                device.create_shader_module(desc)
+            } else {
+                // SAFETY: every buffer index in the conv shaders is guarded by the
+                // band/image bounds it is given, and every binding holds the band
+                // `conv::plan_layer` computed (see `conv::tests` and
+                // tests/gpu_backend.rs); workgroup indices are in range by the tile's
+                // constants; loops are bounded by uniforms; divisors (cin, 3) are
+                // non-zero whenever a dispatch is made.
+                unsafe {
+                    device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            };
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("conv3x3"),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(dev_err(
+                    &format!("conv shader {} does not build on this device", k.name()),
+                    e,
+                ));
+            }
+            pipelines.push((k, pipeline));
         }
 
         let binding_limit = limits
@@ -226,7 +298,9 @@ impl GpuBackend {
             device,
             queue,
             info,
-            pipeline,
+            pipelines,
+            conv,
+            tiles,
             layout,
             layers: Vec::new(),
             act: Vec::new(),
@@ -251,6 +325,35 @@ impl GpuBackend {
     /// The adapter's wgpu info (name, backend, device type, driver).
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// The conv shader variants in use: `v1`, `tiled 128x128` or `tiled, by layer size
+    /// (128x128 256x64 64x64)`.
+    pub fn conv_description(&self) -> String {
+        let names = |ts: &[Tile]| ts.iter().map(|t| t.name()).collect::<Vec<_>>().join(" ");
+        match self.conv {
+            ConvChoice::Auto => format!("tiled, by layer size ({})", names(&self.tiles)),
+            ConvChoice::Tile(t) => format!("tiled {}", t.name()),
+            ConvChoice::V1 => "v1".to_string(),
+        }
+    }
+
+    /// The variant that runs layer `s`.
+    fn kernel_for(&self, s: &LayerShape) -> Kernel {
+        match self.conv {
+            ConvChoice::Auto => Kernel::tiled(conv::choose_tile(s, &self.tiles), s.cin),
+            ConvChoice::Tile(t) => Kernel::tiled(t, s.cin),
+            ConvChoice::V1 => Kernel::V1,
+        }
+    }
+
+    fn pipeline(&self, k: Kernel) -> &wgpu::ComputePipeline {
+        &self
+            .pipelines
+            .iter()
+            .find(|(pk, _)| *pk == k)
+            .expect("every kernel kernel_for picks is built in open")
+            .1
     }
 
     /// Storage-binding limit for activations in force (bytes).
@@ -358,7 +461,8 @@ impl GpuBackend {
             cout: l.cout,
             pool: l.pool,
         };
-        let plan = conv::plan_layer(&shape, self.binding_limit, self.storage_align)
+        let kernel = self.kernel_for(&shape);
+        let plan = conv::plan_layer(&shape, self.binding_limit, self.storage_align, kernel)
             .map_err(BackendError::Device)?;
         self.ensure_buffers(shape.in_bytes().max(shape.out_bytes()), plan.len(), 0)?;
         let input: Vec<f32> = (0..h * w * l.cin)
@@ -376,7 +480,7 @@ impl GpuBackend {
             let mut enc = self.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&self.pipeline);
+                pass.set_pipeline(self.pipeline(kernel));
                 for _ in 0..n {
                     for (d, bg) in plan.iter().zip(&bind_groups) {
                         pass.set_bind_group(0, bg, &[]);
@@ -540,18 +644,19 @@ impl GpuBackend {
         }
         let mut plans = Vec::with_capacity(layers.len());
         for (s, l) in shapes.iter().zip(layers) {
-            let plan =
-                conv::plan_layer(s, self.binding_limit, self.storage_align).map_err(|e| {
+            let kernel = self.kernel_for(s);
+            let plan = conv::plan_layer(s, self.binding_limit, self.storage_align, kernel)
+                .map_err(|e| {
                     BackendError::Device(format!(
                         "{}: image {}×{} cannot be tiled under the storage-binding limit ({e}); \
                      use a smaller --max-size or --backend cpu",
                         l.name, input.h, input.w
                     ))
                 })?;
-            plans.push(plan);
+            plans.push((kernel, plan));
         }
         let out_bytes = (h * w * c * 4) as u64;
-        let slots: usize = plans.iter().map(Vec::len).sum();
+        let slots: usize = plans.iter().map(|(_, p)| p.len()).sum();
         self.ensure_buffers(act, slots, out_bytes)?;
 
         self.uncaptured.lock().unwrap().clear();
@@ -582,21 +687,21 @@ impl GpuBackend {
         input: &Tensor3,
         layers: &[&LayerBufs],
         shapes: &[LayerShape],
-        plans: &[Vec<Dispatch>],
+        plans: &[(Kernel, Vec<Dispatch>)],
         timed: bool,
         out_bytes: u64,
         [h, w, c]: [usize; 3],
     ) -> Result<(Tensor3, Vec<LayerTiming>), BackendError> {
         self.queue
             .write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input.data));
-        let flat: Vec<Dispatch> = plans.iter().flatten().copied().collect();
+        let flat: Vec<Dispatch> = plans.iter().flat_map(|(_, p)| p).copied().collect();
         self.write_params(&flat);
 
         let mut timings = Vec::new();
         let mut enc = self.device.create_command_encoder(&Default::default());
         let mut slot = 0;
         let mut src = 0;
-        for (i, (l, plan)) in layers.iter().zip(plans).enumerate() {
+        for (i, (l, (kernel, plan))) in layers.iter().zip(plans).enumerate() {
             let t = Instant::now();
             let groups: Vec<_> = plan
                 .iter()
@@ -608,7 +713,7 @@ impl GpuBackend {
                     label: None,
                     timestamp_writes: None,
                 });
-                pass.set_pipeline(&self.pipeline);
+                pass.set_pipeline(self.pipeline(*kernel));
                 for (d, bg) in plan.iter().zip(&groups) {
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
@@ -630,6 +735,7 @@ impl GpuBackend {
                     w: s.w,
                     seconds: t.elapsed().as_secs_f64(),
                     flops: 2.0 * (s.h * s.w) as f64 * (9 * s.cin * s.cout) as f64,
+                    kernel: kernel.name(),
                 });
             }
         }
