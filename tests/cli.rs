@@ -419,3 +419,27 @@ fn gpu_backend_vectors_match_cpu_backend() {
         }
     }
 }
+
+#[test]
+fn a_second_run_on_the_same_output_is_refused_while_the_first_holds_it() {
+    let b = batch();
+    let out = b.root.join("locked.jsonl");
+    // Another run's lock, held here (flock: per open file, so this process's
+    // handle blocks the child exactly as a concurrent run would).
+    let held = std::fs::File::create(b.root.join("locked.lock")).unwrap();
+    held.try_lock().unwrap();
+    let refused = extract(&b, &out, &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("another rmac-native run is writing"), "{err}");
+    assert!(!out.exists(), "the refused run must not touch the output");
+    drop(held);
+    let ok = extract(&b, &out, &[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(!read_jsonl(&out).is_empty());
+}

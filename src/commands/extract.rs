@@ -9,6 +9,7 @@ use crate::image::decode::DecodeLimits;
 use crate::run::inputs::read_inputs;
 use crate::run::job::{RankInfo, Transport, coordinate, human_duration, wait_for, work};
 use crate::run::local::RunSummary;
+use crate::run::lock::{OutputLock, lock_output};
 use crate::run::mpi::default_threads;
 use crate::run::protocol::{TAG_FINISH, TAG_START, decode_code, encode_code};
 use crate::run::settings::{RunSettings, beside, file_digest, write_atomically};
@@ -145,6 +146,9 @@ struct Ready {
     settings: RunSettings,
     /// Listed paths already in the error file.
     failed_before: usize,
+    /// Keeps other runs off this output until this one ends (files only: a
+    /// database serialises writers itself).
+    _lock: Option<OutputLock>,
 }
 
 /// How many of `paths` the error file beside `out` already holds (its complete lines).
@@ -200,6 +204,12 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
             .unwrap_or_default()
             .to_owned(),
     };
+    // Before the output is opened: `--restart` must not truncate another run's file.
+    let lock = if to_db {
+        None
+    } else {
+        lock_output(&args.output)?
+    };
     // A database records the settings itself (table rmac_runs) and refuses to mix them.
     let (sink, done) = open_sink(
         &args.output,
@@ -231,6 +241,7 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
         pca,
         settings,
         failed_before,
+        _lock: lock,
     })
 }
 
@@ -278,6 +289,7 @@ fn run<T: Transport>(t: &mut T, args: &ExtractArgs, place: &Place) -> Result<Ran
         pca,
         settings,
         failed_before,
+        _lock: _held_until_the_run_ends,
     } = ready;
     let backend = open_backend(args.backend, weights, threads)?;
     let mut extractor = Extractor::new(backend, pca, config(args));

@@ -1,8 +1,10 @@
 //! Running a batch: the input list, the pipeline loop, progress, and the
-//! distribution over MPI ranks (scheduling, streaming, resume settings).
+//! distribution over MPI ranks (scheduling, streaming, resume settings), and
+//! the lock that keeps two runs off one output.
 pub mod inputs;
 pub mod job;
 pub mod local;
+pub mod lock;
 pub mod mpi;
 pub mod protocol;
 pub mod schedule;
