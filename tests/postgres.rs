@@ -307,3 +307,100 @@ fn database_search_equals_the_file_search() {
     let idx: i64 = client(&db).query_one("SELECT count(*) FROM pg_indexes WHERE tablename = 'rmac_vectors' AND indexdef LIKE '%vector_ip_ops%'", &[]).unwrap().get(0);
     assert_eq!(idx, 2);
 }
+
+/// `extract --output DB` and `extract --output x.jsonl --db DB` end to end:
+/// real images (one corrupt) through the CPU backend into pgvector, the same
+/// vectors as the JSONL, failures in `rmac_errors`, and a rerun adds nothing.
+#[test]
+fn extract_writes_straight_into_the_database_and_beside_a_file() {
+    let (only_db, beside) = (fresh_db("rmac_t_extract"), fresh_db("rmac_t_extract_db"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (weights, pca) = (root.join("w.safetensors"), root.join("p.safetensors"));
+    rmac_native::vgg16::synthetic::vgg16(1)
+        .save(&weights)
+        .unwrap();
+    rmac_native::vgg16::synthetic::pca(1).save(&pca).unwrap();
+    let mut paths = Vec::new();
+    for (i, (w, h)) in [(50u32, 40u32), (40, 70), (64, 64)].into_iter().enumerate() {
+        let p = root.join(format!("img{i}.png"));
+        image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 5 + i as u32 * 40) as u8,
+                (y * 3) as u8,
+                ((x ^ y) * 2) as u8,
+            ])
+        })
+        .save(&p)
+        .unwrap();
+        paths.push(p.to_string_lossy().into_owned());
+    }
+    let bad = root.join("broken.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    paths.push(bad.to_string_lossy().into_owned());
+    let list = root.join("list.txt");
+    std::fs::write(&list, paths.join("\n") + "\n").unwrap();
+    let extract = |output: &str, extra: &[&str]| {
+        let out = exe()
+            .args([
+                "extract",
+                "--input",
+                list.to_str().unwrap(),
+                "--output",
+                output,
+            ])
+            .args(["--backend", "cpu", "--max-size", "64", "--threads", "2"])
+            .args([
+                "--weights",
+                weights.to_str().unwrap(),
+                "--pca",
+                pca.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "one image is corrupt: exit 3\n{err}"
+        );
+        err
+    };
+
+    extract(&only_db, &[]);
+    let jsonl = root.join("v.jsonl");
+    extract(jsonl.to_str().unwrap(), &["--db", &beside]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for db in [&only_db, &beside] {
+        assert_eq!(count(db), 3, "{db}");
+        let mut conn = Db::connect(db).unwrap();
+        for line in &lines {
+            let want: Vec<f32> = serde_json::from_value(line["vector"].clone()).unwrap();
+            let got = conn
+                .vector_of(line["path"].as_str().unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                got, want,
+                "{db}: the database holds the JSONL's floats exactly"
+            );
+        }
+        let failed: Vec<String> = client(db)
+            .query("SELECT path FROM rmac_errors", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(failed, vec![bad.to_string_lossy().into_owned()], "{db}");
+    }
+    // A rerun finds everything done (the corrupt image included) and adds nothing.
+    let again = extract(&only_db, &[]);
+    assert!(again.contains("4 already done"), "{again}");
+    assert_eq!(count(&only_db), 3);
+}

@@ -230,6 +230,14 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
     }
     let failed_before = if done.is_empty() {
         0
+    } else if to_db {
+        // Earlier failures live in the database's error table, not a file.
+        let listed: HashSet<&str> = inputs.paths.iter().map(String::as_str).collect();
+        crate::sink::postgres::Db::connect(&args.output.to_string_lossy())?
+            .read_errors()?
+            .iter()
+            .filter(|(path, _)| listed.contains(path.as_str()))
+            .count()
     } else {
         count_failed_before(&args.output, &inputs.paths)
     };
