@@ -189,7 +189,10 @@ pub fn report_algo(
     );
     let _ = writeln!(out, "image ms (pool5 + R-MAC): {:.1}", (pool5 + head) * 1e3);
     if let Some(rss) = peak_rss_mib() {
-        let _ = writeln!(out, "peak RSS: {rss:.0} MiB (weights included)");
+        let _ = writeln!(
+            out,
+            "peak RSS of this benchmark so far: {rss:.0} MiB (weights included; the per-layer passes hold full-resolution maps)"
+        );
     }
     out
 }

@@ -42,7 +42,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     if let Some(rss) = crate::bench::peak_rss_mib() {
         println!(
-            "peak RSS: {rss:.0} MiB (weights and every algorithm's prepared weights included)"
+            "peak RSS of the whole benchmark: {rss:.0} MiB (every algorithm's backend and full-resolution per-layer passes; the extraction path is the line above)"
         );
     }
     Ok(())
