@@ -123,6 +123,17 @@ pub enum WeightsCommand {
         #[arg(default_value = "weights/vgg16.safetensors")]
         file: PathBuf,
     },
+    /// Write deterministic synthetic weights (and PCA): not a model, for smoke
+    /// tests and benchmarks where the genuine weights cannot be fetched.
+    Synthetic {
+        #[arg(long, default_value_t = 1)]
+        seed: u8,
+        #[arg(long)]
+        output: PathBuf,
+        /// Also write the matching synthetic PCA here.
+        #[arg(long)]
+        pca: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

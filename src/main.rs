@@ -6,7 +6,28 @@ use rmac_native::cli::{Cli, Command, with_default_subcommand};
 use rmac_native::commands;
 use std::process::ExitCode;
 
+/// `rmac-native search … | head` closes stdout early; `println!` then panics
+/// with a backtrace. Exit quietly instead, with the status a shell gives a
+/// process stopped by SIGPIPE (128 + 13). (SIGPIPE itself stays ignored: the
+/// PostgreSQL and MPI connections must see a lost peer as an error to retry.)
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     let result = match &cli.command {
         Command::Extract(args) => commands::extract(args).map(|s| s.exit_code()),

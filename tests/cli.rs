@@ -443,3 +443,44 @@ fn a_second_run_on_the_same_output_is_refused_while_the_first_holds_it() {
     );
     assert!(!read_jsonl(&out).is_empty());
 }
+
+#[test]
+fn weights_synthetic_writes_the_test_generator_and_a_closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, p) = (
+        dir.path().join("w.safetensors"),
+        dir.path().join("p.safetensors"),
+    );
+    let made = exe()
+        .args(["weights", "synthetic", "--seed", "2", "--output"])
+        .arg(&w)
+        .arg("--pca")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let loaded = rmac_native::vgg16::weights::Vgg16Weights::load(&w).unwrap();
+    let want = synthetic::vgg16(2);
+    for (a, b) in loaded.layers.iter().zip(&want.layers) {
+        assert_eq!((&a.kernel, &a.bias), (&b.kernel, &b.bias));
+    }
+    assert!(p.exists());
+
+    // `weights check … | head -0`: stdout closed before the first line.
+    let mut child = exe()
+        .args(["weights", "check"])
+        .arg(&w)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

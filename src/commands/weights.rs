@@ -57,6 +57,20 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
             println!("{}: all 13 layers present and valid", file.display());
             Ok(())
         }
+        WeightsCommand::Synthetic { seed, output, pca } => {
+            // The same generator as the tests and `bench` (mirrored in
+            // tests/reference/synthetic.py for the Keras fixtures).
+            crate::vgg16::synthetic::vgg16(*seed).save(output)?;
+            eprintln!(
+                "wrote {} (synthetic, seed {seed}: not a model)",
+                output.display()
+            );
+            if let Some(pca) = pca {
+                crate::vgg16::synthetic::pca(*seed).save(pca)?;
+                eprintln!("wrote {} (synthetic PCA, seed {seed})", pca.display());
+            }
+            Ok(())
+        }
     }
 }
 
