@@ -14,11 +14,18 @@
 #      H100 SXM; H200 is the same chip: 67), and images/s at 768×1024; then (3b) the same report
 #      with RMAC_GPU_CONV set to each of ${RMAC_CHECK_AB:-v1 128x128 64x64} (the first shader; every
 #      layer forced onto one tile), for A/B comparisons; RMAC_CHECK_AB= skips them;
-#   4. the criterion bench benches/gpu_conv.rs (one layer per block at 1024×768 sizes).
+#   4. the criterion bench benches/gpu_conv.rs (one layer per block at 1024×768 sizes);
+#   5. the binary end to end on real photos (PHOTOS at pack time, default demo/images from
+#      scripts/demo.sh; synthetic weights, made there by `weights synthetic`): vectors of
+#      `--backend gpu` vs `--backend cpu` (≤ 1e-4 per component), then images/s of
+#      `extract --backend gpu` on RMAC_CHECK_COPIES (20) links to each photo;
+#   6. PyTorch on the same GPU (benches/pytorch_peer.py --cuda: fp32 and TF32), where the
+#      box's python3 has CUDA PyTorch.
 # Output: the console, and a copy in ${OUT:-.gpu-check}/gpu-check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR=.gpu-check
+export DIR
 MODE=${1:-all}
 LOG=${OUT:-$DIR}/gpu-check.log
 mkdir -p "$DIR" "$(dirname "$LOG")"
@@ -34,6 +41,17 @@ pack() {
         sed -n 's/.*"executable":"\([^"]*gpu_conv[^"]*\)".*/\1/p' | tail -n 1)
     objcopy --strip-debug "$t" "$DIR/gpu_backend"
     objcopy --strip-debug "$b" "$DIR/gpu_conv"
+    # The binary itself, without MPI (the GPU box has no MPI library), and photos for step 5.
+    CARGO_TARGET_DIR=target/gpu-only cargo build --release --quiet --no-default-features \
+        --features gpu --bin rmac-native
+    objcopy --strip-debug target/gpu-only/release/rmac-native "$DIR/rmac-native"
+    local photos=${PHOTOS:-demo/images}
+    rm -rf "$DIR/photos"
+    if [ -d "$photos" ]; then
+        mkdir -p "$DIR/photos" && cp "$photos"/* "$DIR/photos/"
+    else
+        echo "note: no photos for step 5 ($photos: run scripts/demo.sh or set PHOTOS=DIR)"
+    fi
     # Vulkan/EGL loaders, in case the GPU box has only the driver.
     if command -v apt-get >/dev/null; then
         (cd "$DIR" && apt-get download libvulkan1 >/dev/null 2>&1) || echo "note: could not download libvulkan1"
@@ -73,8 +91,42 @@ run() {
     done
     echo "== 4. criterion bench (elem/s = FLOP/s)"
     timeout 300 "$b" --bench || rc=1
+    echo "== 5. extract end to end on real photos: --backend gpu vs --backend cpu"
+    if [ -x "$DIR/rmac-native" ] && [ -d "$DIR/photos" ]; then
+        timeout 300 bash -c "$(declare -f end_to_end); end_to_end" || rc=1
+    else
+        echo "(skipped: pack found no photos)"
+    fi
+    echo "== 6. PyTorch on the same GPU (fp32 and TF32; input on the GPU, no readback)"
+    timeout 180 python3 benches/pytorch_peer.py --cuda --repeat 20 || echo "(no CUDA PyTorch here)"
     echo "== gpu-check: $([ $rc = 0 ] && echo PASS || echo FAIL)"
     return $rc
+}
+
+end_to_end() {
+    set -e
+    local bin=$PWD/$DIR/rmac-native w
+    w=$(mktemp -d)
+    "$bin" weights synthetic --seed 1 --output "$w/w.safetensors" --pca "$w/p.safetensors"
+    local common=(--weights "$w/w.safetensors" --pca "$w/p.safetensors")
+    ls -d "$PWD/$DIR/photos/"* >"$w/one.txt"
+    "$bin" extract --backend gpu --input "$w/one.txt" --output "$w/gpu.jsonl" "${common[@]}"
+    "$bin" extract --backend cpu --input "$w/one.txt" --output "$w/cpu.jsonl" "${common[@]}"
+    python3 - "$w/gpu.jsonl" "$w/cpu.jsonl" <<'PY'
+import json, sys
+load = lambda p: {r["path"]: r["vector"] for r in map(json.loads, open(p))}
+g, c = load(sys.argv[1]), load(sys.argv[2])
+assert g.keys() == c.keys() and g, "different images"
+d = max(abs(a - b) for k in g for a, b in zip(g[k], c[k]))
+print(f"{len(g)} photos: max |gpu - cpu| per vector component = {d:.2e} (contract: 1e-4)")
+sys.exit(0 if d <= 1e-4 else 1)
+PY
+    mkdir -p "$w/imgs"
+    for r in $(seq 1 "${RMAC_CHECK_COPIES:-20}"); do
+        for f in "$PWD/$DIR/photos/"*; do ln -s "$f" "$w/imgs/$r-$(basename "$f")"; done
+    done
+    ls -d "$w/imgs/"* >"$w/many.txt"
+    "$bin" extract --backend gpu --input "$w/many.txt" --output "$w/many.jsonl" "${common[@]}" 2>&1 | tail -n 3
 }
 
 case "$MODE" in

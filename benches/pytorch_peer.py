@@ -41,6 +41,37 @@ def torch_peer(h, w, threads, repeat):
     return f"pytorch-{torch.__version__}", s
 
 
+def torch_cuda_peer(h, w, _threads, repeat, tf32=False):
+    """The same network on an NVIDIA GPU (benches/gpu-check.sh runs it where the
+    GPU box's python3 has CUDA PyTorch). fp32 convolutions (TF32 off, as the
+    WGSL shaders compute) unless tf32; cuDNN autotuning on; input already on
+    the GPU, timed to synchronisation (compare with the shaders' conv time)."""
+    import torch
+    import torchvision
+
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    dev = torch.device("cuda")
+    model = torchvision.models.vgg16(weights=None).features.eval().to(dev, memory_format=torch.channels_last)
+    x = torch.randn(1, 3, h, w, device=dev).to(memory_format=torch.channels_last)
+
+    def step():
+        model(x)
+        torch.cuda.synchronize()
+
+    with torch.no_grad():
+        for _ in range(3):
+            step()  # cuDNN algorithm search
+        s = best_of(step, max(repeat, 10))
+    name = "pytorch-cuda-tf32" if tf32 else "pytorch-cuda-fp32"
+    return f"{name}-{torch.__version__}-{torch.cuda.get_device_name(0).replace(' ', '_')}", s
+
+
+def torch_cuda_tf32_peer(h, w, threads, repeat):
+    return torch_cuda_peer(h, w, threads, repeat, tf32=True)
+
+
 def onnx_model(path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -102,11 +133,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tf", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated: torch,ort,tf")
+    ap.add_argument("--cuda", action="store_true", help="time PyTorch on the GPU instead (fp32 and TF32)")
     a = ap.parse_args()
     peers = [torch_peer, ort_peer] + ([tf_peer] if a.tf else [])
     if a.only:
         want = set(a.only.split(","))
         peers = [p for p in peers if p.__name__.split("_")[0] in want]
+    if a.cuda:
+        peers = [torch_cuda_peer, torch_cuda_tf32_peer]
     print(f"# VGG16 conv1_1…pool5, {a.width}×{a.height}, {a.threads} threads, best of {a.repeat}")
     for peer in peers:
         name, s = peer(a.height, a.width, a.threads, a.repeat)
