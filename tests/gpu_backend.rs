@@ -36,12 +36,16 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Every conv shader variant: by layer size, each tile forced, and v1.
-const CHOICES: [ConvChoice; 5] = [
+/// Every conv shader variant: by layer size and each tile forced, with BK 8 and (where a
+/// tile has it) 16, and v1.
+const CHOICES: [ConvChoice; 8] = [
     ConvChoice::Auto,
     ConvChoice::Tile(Tile::T128x128),
     ConvChoice::Tile(Tile::T256x64),
     ConvChoice::Tile(Tile::T64x64),
+    ConvChoice::AutoK16,
+    ConvChoice::TileK16(Tile::T128x128),
+    ConvChoice::TileK16(Tile::T64x64),
     ConvChoice::V1,
 ];
 
@@ -71,12 +75,13 @@ fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         / scale
 }
 
-/// (h, w, cin, cout, pool). Between them, for every tile: the f32 gatherer (cin 3, 5)
+/// (h, w, cin, cout, pool). Between them, for every tile: the f32 gatherer (cin 2, 3, 5)
 /// and the vec4 one (cin % 4 == 0) with a K step of 8 that runs past cin (4, 12, 20)
-/// or not (8, 24, 64); odd H and W, pooled and not; maps wider than one tile (16 px) and
-/// taller than the tallest (16 rows); cout below, at and above a tile's channels (16,
-/// 64, 68, 132, 512).
-const SHAPES: [(usize, usize, usize, usize, bool); 15] = [
+/// or not (8, 24, 64); an odd number of 8-k sub-steps (vec4: cin 4, 8, 20; f32: cin 2,
+/// K = 18), which BK = 16 pads with a zero sub-step; odd H and W, pooled and not; maps
+/// wider than one tile (16 px) and taller than the tallest (16 rows); cout below, at and
+/// above a tile's channels (16, 20, 64, 68, 132, 512).
+const SHAPES: [(usize, usize, usize, usize, bool); 16] = [
     (5, 7, 3, 16, false),
     (5, 7, 3, 16, true),
     (9, 13, 8, 64, false),
@@ -92,6 +97,7 @@ const SHAPES: [(usize, usize, usize, usize, bool); 15] = [
     (6, 18, 5, 68, true),
     (35, 20, 24, 64, true),
     (21, 3, 3, 64, false),
+    (12, 23, 2, 20, true),
 ];
 
 struct Case {
