@@ -24,6 +24,8 @@
 //   256x64:  WM 32, WN  8, NJ 2: 256 px ×  64 ch, 8×8, 256 invocations (cout = 64).
 //   64x64:   WM  8, WN 16, NJ 1:  64 px ×  64 ch, 8×4 = 32 accumulators, 128 inv.
 //            (small maps, e.g. block5 at 48×64: enough workgroups to fill the GPU).
+//   128x64:  WM 16, WN  8, NJ 2: 128 px ×  64 ch, 8×8, 128 invocations (A/B only:
+//            the 8×8 register block in half-size workgroups, for occupancy).
 // The host picks the tile per layer from its size (conv.rs `choose_tile`), and SUB
 // (BK = 8·SUB) per variant: SUB = 1 ("k8") by default, 2 ("k16") on request.
 //
@@ -45,8 +47,9 @@
 //     instead XORs the quad index with 4 in rows 4…7 of each sub-step (ASWZ;
 //     2·BK·BM·4 bytes). Reads (4 distinct quads per warp, broadcast) swizzle alike.
 //   Bs[buf][k][n] (vec4 = 4 channels), 2·BK·BN·4 bytes.
-//   SUB = 1: 128x128 16 640 B, 256x64 20 736 B, 64x64 8 448 B;
-//   SUB = 2: 128x128 32 768 B, 64x64 16 384 B (256x64 would need 40 960: not offered).
+//   SUB = 1: 128x128 16 640 B, 256x64 20 736 B, 64x64 8 448 B, 128x64 12 544 B;
+//   SUB = 2: 128x128 32 768 B, 64x64 16 384 B, 128x64 24 576 B (256x64 would need
+//   40 960: not offered).
 // A step is SUB sub-steps of 8 k. During sub-step j of step s, the global loads of
 // sub-step j of step s + 1 (A: 2·BM/NT vec4, B: at most one vec4 per invocation) are
 // issued into registers before its FMAs and stored into the other buffer after them,

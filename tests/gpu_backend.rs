@@ -38,14 +38,16 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
 
 /// Every conv shader variant: by layer size and each tile forced, with BK 8 and (where a
 /// tile has it) 16, and v1.
-const CHOICES: [ConvChoice; 8] = [
+const CHOICES: [ConvChoice; 10] = [
     ConvChoice::Auto,
     ConvChoice::Tile(Tile::T128x128),
     ConvChoice::Tile(Tile::T256x64),
     ConvChoice::Tile(Tile::T64x64),
+    ConvChoice::Tile(Tile::T128x64),
     ConvChoice::AutoK16,
     ConvChoice::TileK16(Tile::T128x128),
     ConvChoice::TileK16(Tile::T64x64),
+    ConvChoice::TileK16(Tile::T128x64),
     ConvChoice::V1,
 ];
 

@@ -28,6 +28,9 @@ pub enum Tile {
     T256x64,
     /// 64 pixels × 64 channels, 8×4 per invocation, 128 invocations (small maps).
     T64x64,
+    /// 128 pixels × 64 channels, 8×8 per invocation, 128 invocations: for A/B
+    /// comparisons only (`RMAC_GPU_CONV=128x64`), not chosen by layer size.
+    T128x64,
 }
 
 /// Tiles taller than this many rows do not exist; bands are cut at multiples of it.
@@ -38,7 +41,9 @@ pub const MAX_TILE_ROWS: usize = 16;
 pub const MIN_BIG_TILES: u64 = 256;
 
 impl Tile {
-    pub const ALL: [Tile; 3] = [Tile::T128x128, Tile::T256x64, Tile::T64x64];
+    pub const ALL: [Tile; 4] = [Tile::T128x128, Tile::T256x64, Tile::T64x64, Tile::T128x64];
+    /// The tiles [`choose_tile`] picks from (built for `ConvChoice::Auto`).
+    pub const AUTO: [Tile; 3] = [Tile::T128x128, Tile::T256x64, Tile::T64x64];
 
     /// (WM, WN, NJ) of the shader prelude.
     fn consts(self) -> (u32, u32, u32) {
@@ -46,6 +51,7 @@ impl Tile {
             Tile::T128x128 => (16, 16, 2),
             Tile::T256x64 => (32, 8, 2),
             Tile::T64x64 => (8, 16, 1),
+            Tile::T128x64 => (16, 8, 2),
         }
     }
     pub fn name(self) -> &'static str {
@@ -53,6 +59,7 @@ impl Tile {
             Tile::T128x128 => "128x128",
             Tile::T256x64 => "256x64",
             Tile::T64x64 => "64x64",
+            Tile::T128x64 => "128x64",
         }
     }
     pub fn parse(s: &str) -> Option<Tile> {
@@ -455,6 +462,9 @@ mod tests {
         assert_eq!(g(Tile::T128x128), (128, 8, 128, 256));
         assert_eq!(g(Tile::T256x64), (256, 16, 64, 256));
         assert_eq!(g(Tile::T64x64), (64, 4, 64, 128));
+        assert_eq!(g(Tile::T128x64), (128, 8, 64, 128));
+        assert_eq!(Tile::T128x64.workgroup_bytes(false), 12_544);
+        assert_eq!(Tile::T128x64.workgroup_bytes(true), 24_576);
         assert_eq!(Tile::T128x128.workgroup_bytes(false), 16_640);
         assert_eq!(Tile::T256x64.workgroup_bytes(false), 20_736);
         assert_eq!(Tile::T64x64.workgroup_bytes(false), 8_448);
@@ -471,7 +481,7 @@ mod tests {
 
     #[test]
     fn tiles_are_chosen_by_layer_size() {
-        let all = &Tile::ALL;
+        let all = &Tile::AUTO;
         // VGG16 at 768×1024: blocks 1–4 on big tiles, block5 (48×64) on the small one.
         let layer = |h, w, cin, cout| choose_tile(&shape(h, w, cin, cout, false), all);
         assert_eq!(layer(768, 1024, 3, 64), Tile::T256x64);

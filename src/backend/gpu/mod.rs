@@ -46,16 +46,16 @@ pub enum ConvChoice {
     /// the tiles that have it ([`Tile::has_k16`]) where the device's limits allow it,
     /// BK = 8 elsewhere.
     AutoK16,
-    /// As [`Self::Tile`] with BK = 16 (`RMAC_GPU_CONV=128x128-k16`, `64x64-k16`; the tile
-    /// must have it).
+    /// As [`Self::Tile`] with BK = 16 (`RMAC_GPU_CONV=128x128-k16`, `64x64-k16`,
+    /// `128x64-k16`; the tile must have it).
     TileK16(Tile),
     /// The first shader, `shaders/conv3x3_v1.wgsl` (64 px × 64 ch, 4×4 per invocation).
     V1,
 }
 
 impl ConvChoice {
-    /// `auto`, `k16`, `v1`, a tile name (`128x128`, `256x64`, `64x64`) or a tile name
-    /// with `-k16` (`128x128-k16`).
+    /// `auto`, `k16`, `v1`, a tile name (`128x128`, `256x64`, `64x64`, `128x64`) or a
+    /// tile name with `-k16` (`128x128-k16`; not 256x64).
     pub fn parse(s: &str) -> Option<ConvChoice> {
         match s {
             "auto" | "" => Some(ConvChoice::Auto),
@@ -242,14 +242,14 @@ impl GpuBackend {
                 Ok(v) => ConvChoice::parse(&v).ok_or_else(|| {
                     BackendError::Device(format!(
                         "RMAC_GPU_CONV={v}: expected auto, k16, v1, 128x128, 256x64, 64x64, \
-                         128x128-k16 or 64x64-k16"
+                         128x64, 128x128-k16, 64x64-k16 or 128x64-k16"
                     ))
                 })?,
                 Err(_) => ConvChoice::Auto,
             },
             c => c,
         };
-        let tiles: Vec<Tile> = Tile::ALL
+        let tiles: Vec<Tile> = Tile::AUTO
             .into_iter()
             .filter(|t| t.fits(&limits, false))
             .collect();
