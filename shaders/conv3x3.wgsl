@@ -13,7 +13,8 @@
 // ASSEMBLY. conv.rs builds one module per (tile, input mode) from three pieces:
 //   1. a prelude of constants: WM, WN (invocations along m and n), NJ (vec4 channel
 //      groups per invocation, 1 or 2) and SUB (sub-steps of 8 k per barrier, 1 or 2);
-//   2. the A gatherer, which declares binding 1 (the input) and `load_a`:
+//   2. the A gatherer, which declares binding 1 (the input), `struct APix` (what it
+//      keeps per gathered pixel), `a_pix` (computes it, once) and `load_a`:
 //      conv3x3_in_vec4.wgsl (cin % 4 == 0: one vec4 load gives 4 consecutive ci, and
 //      a K step of 8 never straddles a tap, so the tap's (dy, dx) and the bounds check
 //      are per pixel, not per element) or conv3x3_in_f32.wgsl (any cin, e.g. conv1_1's
@@ -182,8 +183,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     // The pixels this invocation gathers (fixed for the whole K loop).
     let e0 = t;
     let e1 = t + NT;
-    let px0 = pixel_of(e0 / 2u, tx0, ty0);
-    let px1 = pixel_of(e1 / 2u, tx0, ty0);
+    let px0 = a_pix(pixel_of(e0 / 2u, tx0, ty0));
+    let px1 = a_pix(pixel_of(e1 / 2u, tx0, ty0));
     let h0 = 4u * (e0 % 2u);
     let h1 = 4u * (e1 % 2u);
     let loads_b = t < 8u * BN4;
@@ -210,9 +211,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         var ra1 = vec4<f32>(0.0);
         var rb = vec4<f32>(0.0);
         if (j < nsub) {
-            ra0 = load_a(px0.x, px0.y, tap, c0 + h0);
+            ra0 = load_a(px0, tap, c0 + h0);
             if (A_LOADS > 1u) {
-                ra1 = load_a(px1.x, px1.y, tap, c0 + h1);
+                ra1 = load_a(px1, tap, c0 + h1);
             }
             if (loads_b) {
                 rb = load_b(t, tap, c0, n4_0);
@@ -244,9 +245,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             var ra1 = vec4<f32>(0.0);
             var rb = vec4<f32>(0.0);
             if ((s + 1u) * SUB + j < nsub) {
-                ra0 = load_a(px0.x, px0.y, tap, c0 + h0);
+                ra0 = load_a(px0, tap, c0 + h0);
                 if (A_LOADS > 1u) {
-                    ra1 = load_a(px1.x, px1.y, tap, c0 + h1);
+                    ra1 = load_a(px1, tap, c0 + h1);
                 }
                 if (loads_b) {
                     rb = load_b(t, tap, c0, n4_0);
