@@ -56,7 +56,7 @@
 // issued into registers before its FMAs and stored into the other buffer after them,
 // so their latency hides behind 8·64 FMAs, and the registers they need are those of
 // one sub-step whatever SUB is. SUB = 2 halves the barriers per FMA (one per 16 k, so
-// warps of a workgroup wait on each other half as often) at twice the workgroup memory.
+// warps of a workgroup wait on each other half as often) at ~twice the workgroup memory.
 // K is padded to whole steps with zeros (A and B both 0: the extra FMAs add 0).
 //
 // Layouts (all HWC, like the CPU side): input f32 [H][W][cin]; kernel vec4 [K][cout/4];

@@ -136,6 +136,22 @@ fn reference(c: &Case) -> Vec<f64> {
     }
 }
 
+/// Every RMAC_GPU_CONV name gpu-check.sh uses selects its variant (no GPU needed).
+#[test]
+fn conv_choice_names() {
+    let t = |s| ConvChoice::parse(s);
+    assert_eq!(t("auto"), Some(ConvChoice::Auto));
+    assert_eq!(t("k16"), Some(ConvChoice::AutoK16));
+    assert_eq!(t("v1"), Some(ConvChoice::V1));
+    assert_eq!(t("128x64"), Some(ConvChoice::Tile(Tile::T128x64)));
+    assert_eq!(t("128x128-k16"), Some(ConvChoice::TileK16(Tile::T128x128)));
+    assert_eq!(t("64x64-k16"), Some(ConvChoice::TileK16(Tile::T64x64)));
+    assert_eq!(t("128x64-k16"), Some(ConvChoice::TileK16(Tile::T128x64)));
+    // 256x64 has no BK 16 variant (see Tile::has_k16).
+    assert_eq!(t("256x64-k16"), None);
+    assert_eq!(t("96x96"), None);
+}
+
 #[test]
 fn an_adapter_exists() {
     let found = list_adapters();
