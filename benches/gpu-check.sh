@@ -11,9 +11,12 @@
 #   1. tests/gpu_backend.rs (every shader vs the f64 reference, tiling, GPU vs CPU pool5);
 #   2. real_size_parity: GPU vs CPU pool5 at 768×1024 and a second odd size (synthetic weights);
 #   3. real_size_report: per-layer conv GFLOP/s and % of fp32 peak (RMAC_PEAK_TFLOPS, default 67 =
-#      H100 SXM; H200 is the same chip: 67), and images/s at 768×1024; then (3b) the same report
-#      with RMAC_GPU_CONV set to each of ${RMAC_CHECK_AB:-v1 128x128 64x64} (the first shader; every
-#      layer forced onto one tile), for A/B comparisons; RMAC_CHECK_AB= skips them;
+#      H100 SXM; H200 is the same chip: 67), each layer timed twice: one pass (per-layer submit
+#      and wait, as one image sees it) and steady state (RMAC_CHECK_ITERS=10 back-to-back runs in
+#      one submission); and images/s at 768×1024; then (3b) the same report with RMAC_GPU_CONV set
+#      to each of ${RMAC_CHECK_AB:-128x128 64x64 128x64 k16 128x128-k16 64x64-k16 128x64-k16}
+#      (every layer forced onto one tile; BK 16 by layer size / forced), for A/B comparisons,
+#      ~5 s each; add v1 (the first shader) to RMAC_CHECK_AB to see it; RMAC_CHECK_AB= skips them;
 #   4. the criterion bench benches/gpu_conv.rs (one layer per block at 1024×768 sizes);
 #   5. the binary end to end on real photos (PHOTOS at pack time, default demo/images from
 #      scripts/demo.sh; synthetic weights, made there by `weights synthetic`): vectors of
@@ -84,8 +87,8 @@ run() {
     timeout 300 "$t" --ignored --exact real_size_parity --nocapture || rc=1
     echo "== 3. per-layer throughput at 768×1024 (peak ${RMAC_PEAK_TFLOPS:=67} TFLOP/s fp32)"
     RMAC_PEAK_TFLOPS=$RMAC_PEAK_TFLOPS timeout 300 "$t" --ignored --exact real_size_report --nocapture || rc=1
-    # A/B: the first shader, and every layer forced onto one tile (for the tile choice).
-    for v in ${RMAC_CHECK_AB-v1 128x128 64x64}; do
+    # A/B: every layer forced onto one tile (for the tile choice), and BK 16.
+    for v in ${RMAC_CHECK_AB-128x128 64x64 128x64 k16 128x128-k16 64x64-k16 128x64-k16}; do
         echo "== 3b. the same with RMAC_GPU_CONV=$v"
         RMAC_GPU_CONV=$v RMAC_CHECK_IMAGES=3 timeout 120 "$t" --ignored --exact real_size_report --nocapture || rc=1
     done

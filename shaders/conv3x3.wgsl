@@ -1,6 +1,6 @@
 // VGG16 3×3 convolution (stride 1, zero padding 1) + bias + ReLU, with an optional
 // fused 2×2/2 max-pool, as a register-blocked implicit GEMM (the classic SGEMM design:
-// shared-memory tiles of A and B, BK = 8, double-buffered, 8 × TN outputs per
+// shared-memory tiles of A and B, BK = 8 or 16, double-buffered, 8 × TN outputs per
 // invocation). Assembled and loaded by src/backend/gpu/conv.rs.
 //
 // GEMM view:  out[m][n] = Σ_k A[m][k] · B[k][n]
@@ -11,9 +11,10 @@
 //   gathered straight into workgroup memory (no im2col buffer).
 //
 // ASSEMBLY. conv.rs builds one module per (tile, input mode) from three pieces:
-//   1. a prelude of constants: WM, WN (invocations along m and n) and NJ (vec4 channel
-//      groups per invocation, 1 or 2);
-//   2. the A gatherer, which declares binding 1 (the input) and `load_a`:
+//   1. a prelude of constants: WM, WN (invocations along m and n), NJ (vec4 channel
+//      groups per invocation, 1 or 2) and SUB (sub-steps of 8 k per barrier, 1 or 2);
+//   2. the A gatherer, which declares binding 1 (the input), `struct APix` (what it
+//      keeps per gathered pixel), `a_pix` (computes it, once) and `load_a`:
 //      conv3x3_in_vec4.wgsl (cin % 4 == 0: one vec4 load gives 4 consecutive ci, and
 //      a K step of 8 never straddles a tap, so the tap's (dy, dx) and the bounds check
 //      are per pixel, not per element) or conv3x3_in_f32.wgsl (any cin, e.g. conv1_1's
@@ -24,7 +25,10 @@
 //   256x64:  WM 32, WN  8, NJ 2: 256 px ×  64 ch, 8×8, 256 invocations (cout = 64).
 //   64x64:   WM  8, WN 16, NJ 1:  64 px ×  64 ch, 8×4 = 32 accumulators, 128 inv.
 //            (small maps, e.g. block5 at 48×64: enough workgroups to fill the GPU).
-// The host picks the tile per layer from its size (conv.rs `choose_tile`).
+//   128x64:  WM 16, WN  8, NJ 2: 128 px ×  64 ch, 8×8, 128 invocations (A/B only:
+//            the 8×8 register block in half-size workgroups, for occupancy).
+// The host picks the tile per layer from its size (conv.rs `choose_tile`), and SUB
+// (BK = 8·SUB) per variant: SUB = 1 ("k8") by default, 2 ("k16") on request.
 //
 // PIXELS. A tile's BM pixels are BM/4 2×2 "quads" laid out QW = 8 quads (16 px) wide,
 // BM/32 quads high. Invocation (tm, tn) owns quads tm and tm + WM (8 pixels) × the
@@ -36,15 +40,24 @@
 // 4 (m) × 8 (n) invocations, so its A reads are 4 distinct vec4 (64 B, broadcast) and
 // its B reads 8 distinct consecutive vec4 (128 B): no bank conflicts.
 //
-// WORKGROUP MEMORY, double-buffered (one barrier per K step of 8):
-//   As[buf][k][m] (m: pixel; vec4 = the 4 pixels of a quad), rows padded by one vec4 so
-//     that the transposing scalar stores (a warp stores 16 pixels × k and k + 4) hit 32
-//     distinct banks; 2·8·(BM + 4)·4 bytes.
-//   Bs[buf][k][n] (vec4 = 4 channels), 2·8·BN·4 bytes.
-//   128x128: 16 640 B, 256x64: 20 736 B, 64x64: 8 448 B.
-// The next step's global loads (A: 2·BM/NT vec4, B: at most one vec4 per invocation)
-// are issued into registers before the current step's FMAs and stored after them, so
-// their latency hides behind 8·64 FMAs.
+// WORKGROUP MEMORY, double-buffered (one barrier per K step of BK = 8·SUB):
+//   As[buf][k][m] (m: pixel; vec4 = the 4 pixels of a quad). A warp's transposing
+//     scalar stores write 16 pixels (4 quads) × rows k and k + 4 at once; to hit 32
+//     distinct banks, SUB = 1 pads each row by one vec4 (2·BK·(BM + 4)·4 bytes), and
+//     SUB = 2, to stay within 32 KiB (lavapipe's limit, so that the tests run it),
+//     instead XORs the quad index with 4 in rows 4…7 of each sub-step (ASWZ;
+//     2·BK·BM·4 bytes). Reads (4 distinct quads per warp, broadcast) swizzle alike.
+//   Bs[buf][k][n] (vec4 = 4 channels), 2·BK·BN·4 bytes.
+//   SUB = 1: 128x128 16 640 B, 256x64 20 736 B, 64x64 8 448 B, 128x64 12 544 B;
+//   SUB = 2: 128x128 32 768 B, 64x64 16 384 B, 128x64 24 576 B (256x64 would need
+//   40 960: not offered).
+// A step is SUB sub-steps of 8 k. During sub-step j of step s, the global loads of
+// sub-step j of step s + 1 (A: 2·BM/NT vec4, B: at most one vec4 per invocation) are
+// issued into registers before its FMAs and stored into the other buffer after them,
+// so their latency hides behind 8·64 FMAs, and the registers they need are those of
+// one sub-step whatever SUB is. SUB = 2 halves the barriers per FMA (one per 16 k, so
+// warps of a workgroup wait on each other half as often) at ~twice the workgroup memory.
+// K is padded to whole steps with zeros (A and B both 0: the extra FMAs add 0).
 //
 // Layouts (all HWC, like the CPU side): input f32 [H][W][cin]; kernel vec4 [K][cout/4];
 // bias vec4 [cout/4]; output vec4 [H][W][cout/4] or, pooled, [H/2][W/2][cout/4].
@@ -78,13 +91,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> outp: array<vec4<f32>>;
 
-const BK: u32 = 8u;                 // K step held in workgroup memory
+const BK: u32 = 8u * SUB;           // K rows per buffer of workgroup memory
 const NT: u32 = WM * WN;            // invocations
 const BM: u32 = 8u * WM;            // pixels per tile (2 quads per invocation)
 const BN4: u32 = NJ * WN;           // vec4 channel groups per tile
 const QW: u32 = 8u;                 // quads per tile row (16 px)
 const TH: u32 = BM / (2u * QW);     // tile height in pixel rows
-const ASR: u32 = BM / 4u + 1u;      // As row (one k) in vec4, padded by one
+const ASR: u32 = BM / 4u + 2u - SUB; // As row (one k) in vec4: padded by one if SUB = 1
+const ASWZ: u32 = 4u * (SUB - 1u);   // quad swizzle of As rows 4…7 of a sub-step, SUB = 2
 const A_LOADS: u32 = 2u * BM / NT;  // A vec4 per invocation per step: 1 or 2
 
 var<workgroup> As: array<vec4<f32>, 2u * BK * ASR>;
@@ -112,9 +126,9 @@ fn load_b(e: u32, tap: u32, c0: u32, n4_0: u32) -> vec4<f32> {
 
 // Transposing store of A element vec4 e (pixel e / 2, k rows 4·(e % 2) … +3) into buffer
 // `buf`: As[k][m] is component m % 4 of vec4 k·ASR + m / 4.
-fn store_a(buf: u32, e: u32, v: vec4<f32>) {
+fn store_a(buf: u32, j: u32, e: u32, v: vec4<f32>) {
     let m = e / 2u;
-    let base = buf * BK * ASR + 4u * (e % 2u) * ASR + m / 4u;
+    let base = (buf * SUB + j) * 8u * ASR + 4u * (e % 2u) * ASR + ((m / 4u) ^ (ASWZ * (e % 2u)));
     let c = m % 4u;
     As[base][c] = v.x;
     As[base + ASR][c] = v.y;
@@ -169,11 +183,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     // The pixels this invocation gathers (fixed for the whole K loop).
     let e0 = t;
     let e1 = t + NT;
-    let px0 = pixel_of(e0 / 2u, tx0, ty0);
-    let px1 = pixel_of(e1 / 2u, tx0, ty0);
+    let px0 = a_pix(pixel_of(e0 / 2u, tx0, ty0));
+    let px1 = a_pix(pixel_of(e1 / 2u, tx0, ty0));
     let h0 = 4u * (e0 % 2u);
     let h1 = 4u * (e1 % 2u);
-    let loads_b = t < BK * BN4;
+    let loads_b = t < 8u * BN4;
 
     // 8 pixels × NJ vec4 of channels: c{j}{i}, pixel i (0–3: quad tm, 4–7: quad tm + WM).
     var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c02 = vec4<f32>(0.0); var c03 = vec4<f32>(0.0);
@@ -181,80 +195,107 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0); var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0);
     var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0); var c16 = vec4<f32>(0.0); var c17 = vec4<f32>(0.0);
 
-    // K is walked as k_taps() taps × k_per_tap() values in steps of BK.
+    // K is walked as k_taps() taps × k_per_tap() values in sub-steps of 8; a step is SUB
+    // sub-steps (BK = 8·SUB rows of workgroup memory per buffer).
     let kpt = k_per_tap();
-    let nsteps = k_taps() * ((kpt + BK - 1u) / BK);
+    let sub_per_tap = (kpt + 7u) / 8u;
+    let nsub = k_taps() * sub_per_tap;
+    let nsteps = (nsub + SUB - 1u) / SUB;
 
-    // Prologue: step 0 into buffer 0.
-    store_a(0u, e0, load_a(px0.x, px0.y, 0u, h0));
-    if (A_LOADS > 1u) {
-        store_a(0u, e1, load_a(px1.x, px1.y, 0u, h1));
-    }
-    if (loads_b) {
-        Bs[t] = load_b(t, 0u, 0u, n4_0);
-    }
-    workgroupBarrier();
-
+    // Prologue: step 0 (sub-steps 0 … SUB − 1) into buffer 0. Sub-steps past nsub (the
+    // last step of a K whose sub-step count is odd, SUB = 2) are stored as zeros.
     var tap = 0u;
     var c0 = 0u;
-    for (var s = 0u; s < nsteps; s = s + 1u) {
-        let cur = s % 2u;
-        let more = s + 1u < nsteps;
-        // Next step's global loads, in flight during this step's FMAs.
-        c0 = c0 + BK;
-        if (c0 >= kpt) {
-            c0 = 0u;
-            tap = tap + 1u;
-        }
+    for (var j = 0u; j < SUB; j = j + 1u) {
         var ra0 = vec4<f32>(0.0);
         var ra1 = vec4<f32>(0.0);
         var rb = vec4<f32>(0.0);
-        if (more) {
-            ra0 = load_a(px0.x, px0.y, tap, c0 + h0);
+        if (j < nsub) {
+            ra0 = load_a(px0, tap, c0 + h0);
             if (A_LOADS > 1u) {
-                ra1 = load_a(px1.x, px1.y, tap, c0 + h1);
+                ra1 = load_a(px1, tap, c0 + h1);
             }
             if (loads_b) {
                 rb = load_b(t, tap, c0, n4_0);
             }
         }
-
-        let ab = cur * BK * ASR;
-        let bb = cur * BK * BN4;
-        for (var k = 0u; k < BK; k = k + 1u) {
-            let a0 = As[ab + k * ASR + tm];
-            let a1 = As[ab + k * ASR + tm + WM];
-            let b0 = Bs[bb + k * BN4 + tn];
-            c00 = fma(vec4<f32>(a0.x), b0, c00);
-            c01 = fma(vec4<f32>(a0.y), b0, c01);
-            c02 = fma(vec4<f32>(a0.z), b0, c02);
-            c03 = fma(vec4<f32>(a0.w), b0, c03);
-            c04 = fma(vec4<f32>(a1.x), b0, c04);
-            c05 = fma(vec4<f32>(a1.y), b0, c05);
-            c06 = fma(vec4<f32>(a1.z), b0, c06);
-            c07 = fma(vec4<f32>(a1.w), b0, c07);
-            if (NJ > 1u) {
-                let b1 = Bs[bb + k * BN4 + tn + WN];
-                c10 = fma(vec4<f32>(a0.x), b1, c10);
-                c11 = fma(vec4<f32>(a0.y), b1, c11);
-                c12 = fma(vec4<f32>(a0.z), b1, c12);
-                c13 = fma(vec4<f32>(a0.w), b1, c13);
-                c14 = fma(vec4<f32>(a1.x), b1, c14);
-                c15 = fma(vec4<f32>(a1.y), b1, c15);
-                c16 = fma(vec4<f32>(a1.z), b1, c16);
-                c17 = fma(vec4<f32>(a1.w), b1, c17);
-            }
+        store_a(0u, j, e0, ra0);
+        if (A_LOADS > 1u) {
+            store_a(0u, j, e1, ra1);
         }
+        if (loads_b) {
+            Bs[j * 8u * BN4 + t] = rb;
+        }
+        c0 = c0 + 8u;
+        if (c0 >= kpt) {
+            c0 = 0u;
+            tap = tap + 1u;
+        }
+    }
+    workgroupBarrier();
 
-        // The other buffer was last read in step s − 1, before the barrier that ended it.
-        if (more) {
-            let nxt = 1u - cur;
-            store_a(nxt, e0, ra0);
+    // (tap, c0) is now sub-step SUB: the first one of step 1, loaded during step 0.
+    for (var s = 0u; s < nsteps; s = s + 1u) {
+        let cur = s % 2u;
+        let nxt = 1u - cur;
+        for (var j = 0u; j < SUB; j = j + 1u) {
+            // Sub-step j of the next step: its global loads are in flight during this
+            // sub-step's FMAs (SUB = 2 keeps one sub-step of loads in registers, not two).
+            var ra0 = vec4<f32>(0.0);
+            var ra1 = vec4<f32>(0.0);
+            var rb = vec4<f32>(0.0);
+            if ((s + 1u) * SUB + j < nsub) {
+                ra0 = load_a(px0, tap, c0 + h0);
+                if (A_LOADS > 1u) {
+                    ra1 = load_a(px1, tap, c0 + h1);
+                }
+                if (loads_b) {
+                    rb = load_b(t, tap, c0, n4_0);
+                }
+            }
+
+            let ab = (cur * SUB + j) * 8u * ASR;
+            let bb = (cur * SUB + j) * 8u * BN4;
+            for (var k = 0u; k < 8u; k = k + 1u) {
+                let sw = ASWZ * ((k / 4u) % 2u);
+                let a0 = As[ab + k * ASR + (tm ^ sw)];
+                let a1 = As[ab + k * ASR + ((tm + WM) ^ sw)];
+                let b0 = Bs[bb + k * BN4 + tn];
+                c00 = fma(vec4<f32>(a0.x), b0, c00);
+                c01 = fma(vec4<f32>(a0.y), b0, c01);
+                c02 = fma(vec4<f32>(a0.z), b0, c02);
+                c03 = fma(vec4<f32>(a0.w), b0, c03);
+                c04 = fma(vec4<f32>(a1.x), b0, c04);
+                c05 = fma(vec4<f32>(a1.y), b0, c05);
+                c06 = fma(vec4<f32>(a1.z), b0, c06);
+                c07 = fma(vec4<f32>(a1.w), b0, c07);
+                if (NJ > 1u) {
+                    let b1 = Bs[bb + k * BN4 + tn + WN];
+                    c10 = fma(vec4<f32>(a0.x), b1, c10);
+                    c11 = fma(vec4<f32>(a0.y), b1, c11);
+                    c12 = fma(vec4<f32>(a0.z), b1, c12);
+                    c13 = fma(vec4<f32>(a0.w), b1, c13);
+                    c14 = fma(vec4<f32>(a1.x), b1, c14);
+                    c15 = fma(vec4<f32>(a1.y), b1, c15);
+                    c16 = fma(vec4<f32>(a1.z), b1, c16);
+                    c17 = fma(vec4<f32>(a1.w), b1, c17);
+                }
+            }
+
+            // Buffer nxt was last read in step s − 1, before the barrier that ended it.
+            // Zeros past nsub overwrite what an earlier step left there. (The last step
+            // stores into a buffer that is never read again: harmless.)
+            store_a(nxt, j, e0, ra0);
             if (A_LOADS > 1u) {
-                store_a(nxt, e1, ra1);
+                store_a(nxt, j, e1, ra1);
             }
             if (loads_b) {
-                Bs[nxt * BK * BN4 + t] = rb;
+                Bs[(nxt * SUB + j) * 8u * BN4 + t] = rb;
+            }
+            c0 = c0 + 8u;
+            if (c0 >= kpt) {
+                c0 = 0u;
+                tap = tap + 1u;
             }
         }
         workgroupBarrier();

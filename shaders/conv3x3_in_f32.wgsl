@@ -13,10 +13,23 @@ fn k_per_tap() -> u32 {
     return p.k_total;
 }
 
-// A[pixel (y, x)][k … k + 3] (the tap argument is always 0 here); 0 past K, outside
+// One gathered pixel (y, x) (nothing to precompute: each element finds its own tap).
+struct APix {
+    y: i32,
+    x: i32,
+}
+
+// The pixel (y, x) = (yx.x, yx.y).
+fn a_pix(yx: vec2<i32>) -> APix {
+    return APix(yx.x, yx.y);
+}
+
+// A[pixel px][k … k + 3] (the tap argument is always 0 here); 0 past K, outside
 // the image, or below the band's input window (rows from y1 + 1 on, needed by no
 // valid output).
-fn load_a(y: i32, x: i32, _tap: u32, k: u32) -> vec4<f32> {
+fn load_a(px: APix, _tap: u32, k: u32) -> vec4<f32> {
+    let y = px.y;
+    let x = px.x;
     var v = vec4<f32>(0.0);
     // One division per call; the next 3 elements step (tap, ci) on.
     var tap = k / p.cin;

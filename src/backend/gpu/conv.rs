@@ -28,6 +28,9 @@ pub enum Tile {
     T256x64,
     /// 64 pixels × 64 channels, 8×4 per invocation, 128 invocations (small maps).
     T64x64,
+    /// 128 pixels × 64 channels, 8×8 per invocation, 128 invocations: for A/B
+    /// comparisons only (`RMAC_GPU_CONV=128x64`), not chosen by layer size.
+    T128x64,
 }
 
 /// Tiles taller than this many rows do not exist; bands are cut at multiples of it.
@@ -38,7 +41,9 @@ pub const MAX_TILE_ROWS: usize = 16;
 pub const MIN_BIG_TILES: u64 = 256;
 
 impl Tile {
-    pub const ALL: [Tile; 3] = [Tile::T128x128, Tile::T256x64, Tile::T64x64];
+    pub const ALL: [Tile; 4] = [Tile::T128x128, Tile::T256x64, Tile::T64x64, Tile::T128x64];
+    /// The tiles [`choose_tile`] picks from (built for `ConvChoice::Auto`).
+    pub const AUTO: [Tile; 3] = [Tile::T128x128, Tile::T256x64, Tile::T64x64];
 
     /// (WM, WN, NJ) of the shader prelude.
     fn consts(self) -> (u32, u32, u32) {
@@ -46,6 +51,7 @@ impl Tile {
             Tile::T128x128 => (16, 16, 2),
             Tile::T256x64 => (32, 8, 2),
             Tile::T64x64 => (8, 16, 1),
+            Tile::T128x64 => (16, 8, 2),
         }
     }
     pub fn name(self) -> &'static str {
@@ -53,6 +59,7 @@ impl Tile {
             Tile::T128x128 => "128x128",
             Tile::T256x64 => "256x64",
             Tile::T64x64 => "64x64",
+            Tile::T128x64 => "128x64",
         }
     }
     pub fn parse(s: &str) -> Option<Tile> {
@@ -73,15 +80,24 @@ impl Tile {
         let (_, wn, nj) = self.consts();
         4 * wn * nj
     }
-    /// Workgroup memory of the shader: double-buffered As (rows padded by 4) and Bs.
-    pub fn workgroup_bytes(self) -> u32 {
-        2 * 8 * (self.pixels() + 4) * 4 + 2 * 8 * self.channels() * 4
+    /// Workgroup memory of the shader with BK = 8 (`k16`: 16): double-buffered As and
+    /// Bs; As rows padded by 4 pixels with BK 8, swizzled instead with BK 16.
+    pub fn workgroup_bytes(self, k16: bool) -> u32 {
+        let (bk, pad) = if k16 { (16, 0) } else { (8, 4) };
+        2 * bk * (self.pixels() + pad) * 4 + 2 * bk * self.channels() * 4
     }
-    /// Whether a device with these limits can run it.
-    pub fn fits(self, limits: &wgpu::Limits) -> bool {
-        self.invocations() <= limits.max_compute_invocations_per_workgroup
+    /// Whether BK = 16 is offered on this tile: not on 256x64, whose 40 KiB would exceed
+    /// lavapipe's 32 KiB, so that the tests could not run it (and 256x64 layers have
+    /// K = 576 only: 36 barriers either way is not what limits them).
+    pub fn has_k16(self) -> bool {
+        self != Tile::T256x64
+    }
+    /// Whether a device with these limits can run it (with BK = 8, or 16 for `k16`).
+    pub fn fits(self, limits: &wgpu::Limits, k16: bool) -> bool {
+        (!k16 || self.has_k16())
+            && self.invocations() <= limits.max_compute_invocations_per_workgroup
             && self.invocations() <= limits.max_compute_workgroup_size_x
-            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+            && self.workgroup_bytes(k16) <= limits.max_compute_workgroup_storage_size
     }
     /// Workgroups for a whole `s` (all bands together).
     fn workgroups(self, s: &LayerShape) -> u64 {
@@ -102,29 +118,40 @@ const V1_TILE_N: u32 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// `shaders/conv3x3.wgsl` on `tile`; `vec4_input` (needs `cin % 4 == 0`) picks
-    /// `conv3x3_in_vec4.wgsl` over `conv3x3_in_f32.wgsl`.
-    Tiled { tile: Tile, vec4_input: bool },
+    /// `conv3x3_in_vec4.wgsl` over `conv3x3_in_f32.wgsl`; `k16`: BK = 16 (SUB = 2, one
+    /// barrier per 16 k) instead of 8.
+    Tiled {
+        tile: Tile,
+        vec4_input: bool,
+        k16: bool,
+    },
     /// `shaders/conv3x3_v1.wgsl`.
     V1,
 }
 
 impl Kernel {
-    /// The tiled kernel for a layer of `cin` input channels on `tile`.
-    pub fn tiled(tile: Tile, cin: usize) -> Kernel {
+    /// The tiled kernel for a layer of `cin` input channels on `tile` (BK 16 if `k16`).
+    pub fn tiled(tile: Tile, cin: usize, k16: bool) -> Kernel {
         Kernel::Tiled {
             tile,
             vec4_input: cin.is_multiple_of(4),
+            k16,
         }
     }
 
-    /// `128x128/vec4`, `256x64/f32`, `v1`.
+    /// `128x128/vec4`, `256x64/f32`, `64x64/vec4/k16`, `v1`.
     pub fn name(self) -> String {
         match self {
-            Kernel::Tiled { tile, vec4_input } => {
+            Kernel::Tiled {
+                tile,
+                vec4_input,
+                k16,
+            } => {
                 format!(
-                    "{}/{}",
+                    "{}/{}{}",
                     tile.name(),
-                    if vec4_input { "vec4" } else { "f32" }
+                    if vec4_input { "vec4" } else { "f32" },
+                    if k16 { "/k16" } else { "" }
                 )
             }
             Kernel::V1 => "v1".to_string(),
@@ -134,12 +161,18 @@ impl Kernel {
     /// The WGSL module of this variant.
     pub fn source(self) -> String {
         match self {
-            Kernel::Tiled { tile, vec4_input } => {
+            Kernel::Tiled {
+                tile,
+                vec4_input,
+                k16,
+            } => {
                 let (wm, wn, nj) = tile.consts();
+                let sub = if k16 { 2 } else { 1 };
                 format!(
                     "// Tile {} (assembled by src/backend/gpu/conv.rs).\n\
-                     const WM: u32 = {wm}u;\nconst WN: u32 = {wn}u;\nconst NJ: u32 = {nj}u;\n\n{}\n{}",
-                    tile.name(),
+                     const WM: u32 = {wm}u;\nconst WN: u32 = {wn}u;\nconst NJ: u32 = {nj}u;\n\
+                     const SUB: u32 = {sub}u;\n\n{}\n{}",
+                    self.name(),
                     if vec4_input {
                         SHADER_IN_VEC4
                     } else {
@@ -155,7 +188,7 @@ impl Kernel {
     /// Whether a device with these limits can run it.
     pub fn fits(self, limits: &wgpu::Limits) -> bool {
         match self {
-            Kernel::Tiled { tile, .. } => tile.fits(limits),
+            Kernel::Tiled { tile, k16, .. } => tile.fits(limits, k16),
             Kernel::V1 => {
                 V1_INVOCATIONS <= limits.max_compute_invocations_per_workgroup
                     && 16 <= limits.max_compute_workgroup_size_x
@@ -402,13 +435,18 @@ mod tests {
     const BIG: Kernel = Kernel::Tiled {
         tile: Tile::T128x128,
         vec4_input: true,
+        k16: false,
     };
 
     #[test]
     fn whole_layer_is_one_dispatch_when_it_fits() {
         let s = shape(768, 1024, 3, 64, false);
-        let k = Kernel::tiled(Tile::T256x64, 3);
+        let k = Kernel::tiled(Tile::T256x64, 3, false);
         assert_eq!(k.name(), "256x64/f32");
+        assert_eq!(
+            Kernel::tiled(Tile::T64x64, 8, true).name(),
+            "64x64/vec4/k16"
+        );
         let d = plan_layer(&s, 1 << 30, 256, k).unwrap();
         assert_eq!(d.len(), 1);
         // channel tiles, 16-px column tiles, 16-row tiles
@@ -424,13 +462,18 @@ mod tests {
         assert_eq!(g(Tile::T128x128), (128, 8, 128, 256));
         assert_eq!(g(Tile::T256x64), (256, 16, 64, 256));
         assert_eq!(g(Tile::T64x64), (64, 4, 64, 128));
-        assert_eq!(Tile::T128x128.workgroup_bytes(), 16_640);
-        assert_eq!(Tile::T256x64.workgroup_bytes(), 20_736);
-        assert_eq!(Tile::T64x64.workgroup_bytes(), 8_448);
+        assert_eq!(g(Tile::T128x64), (128, 8, 64, 128));
+        assert_eq!(Tile::T128x64.workgroup_bytes(false), 12_544);
+        assert_eq!(Tile::T128x64.workgroup_bytes(true), 24_576);
+        assert_eq!(Tile::T128x128.workgroup_bytes(false), 16_640);
+        assert_eq!(Tile::T256x64.workgroup_bytes(false), 20_736);
+        assert_eq!(Tile::T64x64.workgroup_bytes(false), 8_448);
+        assert_eq!(Tile::T128x128.workgroup_bytes(true), 32_768);
+        assert_eq!(Tile::T64x64.workgroup_bytes(true), 16_384);
         assert!(Tile::ALL.iter().all(|t| t.rows() as usize <= MAX_TILE_ROWS));
         // WebGPU's minimum limits run at least the small tile.
         let min = wgpu::Limits::downlevel_defaults();
-        assert!(Tile::T64x64.fits(&min));
+        assert!(Tile::T64x64.fits(&min, false));
         for t in Tile::ALL {
             assert_eq!(Tile::parse(t.name()), Some(t));
         }
@@ -438,7 +481,7 @@ mod tests {
 
     #[test]
     fn tiles_are_chosen_by_layer_size() {
-        let all = &Tile::ALL;
+        let all = &Tile::AUTO;
         // VGG16 at 768×1024: blocks 1–4 on big tiles, block5 (48×64) on the small one.
         let layer = |h, w, cin, cout| choose_tile(&shape(h, w, cin, cout, false), all);
         assert_eq!(layer(768, 1024, 3, 64), Tile::T256x64);
@@ -456,9 +499,15 @@ mod tests {
     #[test]
     fn every_kernel_source_assembles() {
         for t in Tile::ALL {
-            for cin in [3, 64] {
-                let src = Kernel::tiled(t, cin).source();
+            for (cin, k16) in [(3, false), (64, false), (3, true), (64, true)] {
+                let src = Kernel::tiled(t, cin, k16).source();
                 assert!(src.contains("const WM: u32"), "{src}");
+                let sub = if k16 {
+                    "const SUB: u32 = 2u;"
+                } else {
+                    "const SUB: u32 = 1u;"
+                };
+                assert!(src.contains(sub), "{src}");
                 assert_eq!(src.matches("@binding(1)").count(), 1);
                 assert!(src.contains("fn load_a"));
             }

@@ -35,24 +35,38 @@ use conv::{Dispatch, Kernel, LayerShape, Params, Tile};
 /// Which conv shader variant runs the layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvChoice {
-    /// The tile each layer's size calls for ([`conv::choose_tile`]). The environment
-    /// variable `RMAC_GPU_CONV` (`v1`, `128x128`, `256x64`, `64x64`) overrides it, for
-    /// A/B comparisons on a real GPU without rebuilding.
+    /// The tile each layer's size calls for ([`conv::choose_tile`]), BK = 8. The
+    /// environment variable `RMAC_GPU_CONV` (any name [`Self::parse`] takes) overrides
+    /// it, for A/B comparisons on a real GPU without rebuilding.
     #[default]
     Auto,
     /// Every layer on this tile (tests: each tile against the reference).
     Tile(Tile),
+    /// As [`Self::Auto`] with BK = 16 (one barrier per 16 k; `RMAC_GPU_CONV=k16`) on
+    /// the tiles that have it ([`Tile::has_k16`]) where the device's limits allow it,
+    /// BK = 8 elsewhere.
+    AutoK16,
+    /// As [`Self::Tile`] with BK = 16 (`RMAC_GPU_CONV=128x128-k16`, `64x64-k16`,
+    /// `128x64-k16`; the tile must have it).
+    TileK16(Tile),
     /// The first shader, `shaders/conv3x3_v1.wgsl` (64 px × 64 ch, 4×4 per invocation).
     V1,
 }
 
 impl ConvChoice {
-    /// `auto`, `v1` or a tile name (`128x128`, `256x64`, `64x64`).
+    /// `auto`, `k16`, `v1`, a tile name (`128x128`, `256x64`, `64x64`, `128x64`) or a
+    /// tile name with `-k16` (`128x128-k16`; not 256x64).
     pub fn parse(s: &str) -> Option<ConvChoice> {
         match s {
             "auto" | "" => Some(ConvChoice::Auto),
+            "k16" => Some(ConvChoice::AutoK16),
             "v1" => Some(ConvChoice::V1),
-            t => Tile::parse(t).map(ConvChoice::Tile),
+            t => match t.strip_suffix("-k16") {
+                Some(t) => Tile::parse(t)
+                    .filter(|t| t.has_k16())
+                    .map(ConvChoice::TileK16),
+                None => Tile::parse(t).map(ConvChoice::Tile),
+            },
         }
     }
 }
@@ -109,6 +123,8 @@ pub struct GpuBackend {
     conv: ConvChoice,
     /// The tiles the device's limits allow.
     tiles: Vec<Tile>,
+    /// Those of them that run with BK = 16 (empty unless AutoK16 or TileK16).
+    k16_tiles: Vec<Tile>,
     layout: wgpu::BindGroupLayout,
     layers: Vec<LayerBufs>,
     /// Ping-pong activations (both the same size), grown on demand.
@@ -225,18 +241,37 @@ impl GpuBackend {
             ConvChoice::Auto => match std::env::var("RMAC_GPU_CONV") {
                 Ok(v) => ConvChoice::parse(&v).ok_or_else(|| {
                     BackendError::Device(format!(
-                        "RMAC_GPU_CONV={v}: expected auto, v1, 128x128, 256x64 or 64x64"
+                        "RMAC_GPU_CONV={v}: expected auto, k16, v1, 128x128, 256x64, 64x64, \
+                         128x64, 128x128-k16, 64x64-k16 or 128x64-k16"
                     ))
                 })?,
                 Err(_) => ConvChoice::Auto,
             },
             c => c,
         };
-        let tiles: Vec<Tile> = Tile::ALL.into_iter().filter(|t| t.fits(&limits)).collect();
-        let tiled = |t: Tile| [Kernel::tiled(t, 4), Kernel::tiled(t, 3)];
+        let tiles: Vec<Tile> = Tile::AUTO
+            .into_iter()
+            .filter(|t| t.fits(&limits, false))
+            .collect();
+        // The tiles that run with BK = 16 (AutoK16: those that have it and fit).
+        let k16_tiles: Vec<Tile> = match conv {
+            ConvChoice::AutoK16 => tiles
+                .iter()
+                .copied()
+                .filter(|t| t.fits(&limits, true))
+                .collect(),
+            ConvChoice::TileK16(t) => vec![t],
+            _ => Vec::new(),
+        };
+        let tiled = |t: Tile| {
+            let k16 = k16_tiles.contains(&t);
+            [Kernel::tiled(t, 4, k16), Kernel::tiled(t, 3, k16)]
+        };
         let kernels: Vec<Kernel> = match conv {
-            ConvChoice::Auto => tiles.iter().flat_map(|&t| tiled(t)).collect(),
-            ConvChoice::Tile(t) => tiled(t).to_vec(),
+            ConvChoice::Auto | ConvChoice::AutoK16 => {
+                tiles.iter().flat_map(|&t| tiled(t)).collect()
+            }
+            ConvChoice::Tile(t) | ConvChoice::TileK16(t) => tiled(t).to_vec(),
             ConvChoice::V1 => vec![Kernel::V1],
         };
         if kernels.is_empty() || kernels.iter().any(|k| !k.fits(&limits)) {
@@ -279,7 +314,16 @@ impl GpuBackend {
                 layout: Some(&pl),
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    // WebGPU zeroes workgroup memory at every workgroup's start. The tiled
+                    // shader reads only what it wrote first (the prologue fills buffer 0,
+                    // step s fills the other before the barrier that ends s; padding is
+                    // never read), so skip it there; checked builds keep it, and the tests
+                    // compare both bit for bit.
+                    zero_initialize_workgroup_memory: opts.checked_shaders
+                        || !matches!(k, Kernel::Tiled { .. }),
+                    ..Default::default()
+                },
                 cache: None,
             });
             if let Some(e) = pollster::block_on(scope.pop()) {
@@ -301,6 +345,7 @@ impl GpuBackend {
             pipelines,
             conv,
             tiles,
+            k16_tiles,
             layout,
             layers: Vec::new(),
             act: Vec::new(),
@@ -327,22 +372,29 @@ impl GpuBackend {
         &self.info
     }
 
-    /// The conv shader variants in use: `v1`, `tiled 128x128` or `tiled, by layer size
-    /// (128x128 256x64 64x64)`.
+    /// The conv shader variants in use: `v1`, `tiled 128x128`, `tiled 128x128, BK 16`
+    /// or `tiled, by layer size (128x128 256x64 64x64)`.
     pub fn conv_description(&self) -> String {
         let names = |ts: &[Tile]| ts.iter().map(|t| t.name()).collect::<Vec<_>>().join(" ");
         match self.conv {
             ConvChoice::Auto => format!("tiled, by layer size ({})", names(&self.tiles)),
+            ConvChoice::AutoK16 => format!(
+                "tiled, by layer size ({}), BK 16 on {}",
+                names(&self.tiles),
+                names(&self.k16_tiles)
+            ),
             ConvChoice::Tile(t) => format!("tiled {}", t.name()),
+            ConvChoice::TileK16(t) => format!("tiled {}, BK 16", t.name()),
             ConvChoice::V1 => "v1".to_string(),
         }
     }
 
     /// The variant that runs layer `s`.
     fn kernel_for(&self, s: &LayerShape) -> Kernel {
+        let tiled = |t: Tile| Kernel::tiled(t, s.cin, self.k16_tiles.contains(&t));
         match self.conv {
-            ConvChoice::Auto => Kernel::tiled(conv::choose_tile(s, &self.tiles), s.cin),
-            ConvChoice::Tile(t) => Kernel::tiled(t, s.cin),
+            ConvChoice::Auto | ConvChoice::AutoK16 => tiled(conv::choose_tile(s, &self.tiles)),
+            ConvChoice::Tile(t) | ConvChoice::TileK16(t) => tiled(t),
             ConvChoice::V1 => Kernel::V1,
         }
     }
@@ -419,7 +471,8 @@ impl GpuBackend {
     }
 
     /// [`Backend::pool5`] with the wall time of every layer (each layer is submitted
-    /// and waited for on its own, so the total is a little above `pool5`'s).
+    /// and waited for on its own, so the total is a little above `pool5`'s; the input
+    /// upload is done and waited for before the first layer's clock starts).
     pub fn pool5_timed(
         &mut self,
         input: &Tensor3,
@@ -696,6 +749,13 @@ impl GpuBackend {
             .write_buffer(&self.act[0], 0, bytemuck::cast_slice(&input.data));
         let flat: Vec<Dispatch> = plans.iter().flat_map(|(_, p)| p).copied().collect();
         self.write_params(&flat);
+        if timed {
+            // Queue writes run with the next submission: flush the input upload (and the
+            // params) now, or the first layer's time would include them (~0.3 ms for a
+            // 768×1024 image over PCIe, most of what conv1_1 itself takes).
+            self.queue.submit([]);
+            self.wait()?;
+        }
 
         let mut timings = Vec::new();
         let mut enc = self.device.create_command_encoder(&Default::default());
