@@ -111,7 +111,7 @@ end_to_end() {
     local bin=$PWD/$DIR/rmac-native w
     w=$(mktemp -d)
     "$bin" weights synthetic --seed 1 --output "$w/w.safetensors" --pca "$w/p.safetensors"
-    local common=(--weights "$w/w.safetensors" --pca "$w/p.safetensors")
+    local common=(--weights "$w/w.safetensors" --pca "$w/p.safetensors" --max-size "${RMAC_CHECK_MAX_SIZE:-1024}")
     ls -d "$PWD/$DIR/photos/"* >"$w/one.txt"
     "$bin" extract --backend gpu --input "$w/one.txt" --output "$w/gpu.jsonl" "${common[@]}"
     "$bin" extract --backend cpu --input "$w/one.txt" --output "$w/cpu.jsonl" "${common[@]}"
