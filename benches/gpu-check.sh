@@ -129,7 +129,9 @@ PY
         for f in "$PWD/$DIR/photos/"*; do ln -s "$f" "$w/imgs/$r-$(basename "$f")"; done
     done
     ls -d "$w/imgs/"* >"$w/many.txt"
-    "$bin" extract --backend gpu --input "$w/many.txt" --output "$w/many.jsonl" "${common[@]}" 2>&1 | tail -n 3
+    "$bin" extract --backend gpu --input "$w/many.txt" --output "$w/many.jsonl" "${common[@]}" 2>&1 | tail -n 1
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['ranks'][0]; \
+print(f\"compute thread busy {r['busy_s']:.2f} s of {r['wall_s']:.2f} s; decode {r['decode_s']:.2f} s\")" "$w/many.summary.json"
 }
 
 case "$MODE" in

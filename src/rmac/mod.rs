@@ -37,18 +37,19 @@ pub struct RmacParts {
 pub fn rmac(pool5: &Tensor3, levels: usize, pca: Option<&PcaWeights>) -> RmacParts {
     let regions = rmac_regions(pool5.w, pool5.h, levels);
     let region_max: Vec<Vec<f32>> = regions.iter().map(|r| pool::region_max(pool5, r)).collect();
-    let region_vectors: Vec<Vec<f32>> = region_max
+    let mut region_vectors: Vec<Vec<f32>> = region_max
         .iter()
         .map(|m| {
             let mut v = m.clone();
             l2_normalize(&mut v);
-            if let Some(p) = pca {
-                v = pca::apply(p, &v);
-                l2_normalize(&mut v);
-            }
             v
         })
         .collect();
+    if let Some(p) = pca {
+        // All regions at once: each row of W is read once per image.
+        region_vectors = pca::apply_many(p, &region_vectors);
+        region_vectors.iter_mut().for_each(|v| l2_normalize(v));
+    }
     let mut sum = vec![0.0f64; pool5.c];
     for v in &region_vectors {
         for (s, &x) in sum.iter_mut().zip(v) {
