@@ -131,7 +131,7 @@ PY
     ls -d "$w/imgs/"* >"$w/many.txt"
     "$bin" extract --backend gpu --input "$w/many.txt" --output "$w/many.jsonl" "${common[@]}" 2>&1 | tail -n 1
     python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['ranks'][0]; \
-print(f\"compute thread busy {r['busy_s']:.2f} s of {r['wall_s']:.2f} s; decode {r['decode_s']:.2f} s\")" "$w/many.summary.json"
+print(f\"backend + R-MAC head busy {r['busy_s']:.2f} s (two threads) in {r['wall_s']:.2f} s; decode {r['decode_s']:.2f} s\")" "$w/many.summary.json"
 }
 
 case "$MODE" in

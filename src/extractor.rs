@@ -109,6 +109,21 @@ pub fn prepare_image(
     })
 }
 
+/// The R-MAC head (regions, pooling, L2, PCA, sum, L2) of an [`Extractor`],
+/// borrowed apart from its backend (see [`Extractor::stages`]).
+#[derive(Clone, Copy)]
+pub struct Head<'a> {
+    levels: usize,
+    pca: Option<&'a PcaWeights>,
+}
+
+impl Head<'_> {
+    /// The 512-d R-MAC vector of a pool5 map.
+    pub fn vector(&self, pool5: &Tensor3) -> Vec<f32> {
+        rmac(pool5, self.levels, self.pca).vector
+    }
+}
+
 /// A loaded model: backend (VGG16 weights live there), optional PCA, recipe.
 pub struct Extractor {
     backend: Box<dyn Backend>,
@@ -141,6 +156,18 @@ impl Extractor {
         let pool5 = self.backend.pool5(&prepared.tensor)?;
         let parts = rmac(&pool5, self.config.levels, self.pca.as_ref());
         Ok((pool5, parts))
+    }
+
+    /// The two stages apart, so a pipeline can run the R-MAC head of one
+    /// image while the backend works on the next: the backend, and the head.
+    pub fn stages(&mut self) -> (&mut dyn Backend, Head<'_>) {
+        (
+            self.backend.as_mut(),
+            Head {
+                levels: self.config.levels,
+                pca: self.pca.as_ref(),
+            },
+        )
     }
 
     /// The 512-d R-MAC vector of a prepared image.

@@ -6,6 +6,7 @@
 use crate::extractor::{ExtractConfig, ExtractError, Extractor, Prepared, prepare_path};
 use crate::run::protocol::{Job, Outcome};
 use crate::sink::VectorSink;
+use crate::tensor::Tensor3;
 use anyhow::Result;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
@@ -101,15 +102,19 @@ pub struct Done {
     pub outcome: Outcome,
     /// Seconds this image spent in decode + resize (decode thread).
     pub decode_s: f64,
-    /// Seconds this image spent in the backend + R-MAC head (compute thread).
+    /// Seconds this image spent in the backend and the R-MAC head (their threads).
     pub compute_s: f64,
 }
 
-/// A rank's extraction pipeline: a decode thread runs [`PREFETCH`] images
-/// ahead of the backend. Reads jobs until `jobs` is closed, sends one [`Done`]
-/// per job (in job order). Returns when every job is done or `results` is gone.
+/// A rank's extraction pipeline in three threads: decoding runs [`PREFETCH`]
+/// images ahead of the backend, and the R-MAC head of one image runs while the
+/// backend works on the next (on a GPU the head was 20% of an image's time on
+/// the thread that waits for the device). Reads jobs until `jobs` is closed,
+/// sends one [`Done`] per job (in job order). Returns when every job is done
+/// or `results` is gone.
 pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sender<Done>) {
     let config: ExtractConfig = extractor.config().clone();
+    let (backend, head) = extractor.stages();
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<(Job, Result<Prepared, String>, f64)>(PREFETCH);
         std::thread::Builder::new()
@@ -126,19 +131,34 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
                 }
             })
             .expect("cannot start the decode thread");
-        for (job, prepared, decode_s) in rx {
+        let (pool5_tx, pool5_rx) = sync_channel::<(Job, Result<Tensor3, String>, f64, f64)>(1);
+        std::thread::Builder::new()
+            .name("rmac-backend".into())
+            .spawn_scoped(scope, move || {
+                for (job, prepared, decode_s) in rx {
+                    let t = Instant::now();
+                    let pool5 = prepared.and_then(|p| {
+                        guarded("computing", &job.path, || Ok(backend.pool5(&p.tensor)?))
+                    });
+                    let backend_s = t.elapsed().as_secs_f64();
+                    if pool5_tx.send((job, pool5, decode_s, backend_s)).is_err() {
+                        break; // the head side stopped
+                    }
+                }
+            })
+            .expect("cannot start the backend thread");
+        for (job, pool5, decode_s, backend_s) in pool5_rx {
             let t = Instant::now();
-            let outcome = match prepared
-                .and_then(|p| guarded("computing", &job.path, || extractor.describe_prepared(&p)))
-            {
-                Ok(v) => Outcome::Vector(v),
-                Err(e) => Outcome::Error(e),
-            };
+            let outcome =
+                match pool5.and_then(|p| guarded("computing", &job.path, || Ok(head.vector(&p)))) {
+                    Ok(v) => Outcome::Vector(v),
+                    Err(e) => Outcome::Error(e),
+                };
             let done = Done {
                 id: job.id,
                 outcome,
                 decode_s,
-                compute_s: t.elapsed().as_secs_f64(),
+                compute_s: backend_s + t.elapsed().as_secs_f64(),
             };
             if results.send(done).is_err() {
                 break;
@@ -167,4 +187,85 @@ pub fn run_batch(
         sink,
         &me,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, BackendError};
+
+    /// A stand-in backend: pool5 computed from the image's own values (so a
+    /// result handed to the wrong job shows), slower on some images so that
+    /// the stages overlap differently from image to image.
+    struct Echo;
+    impl Backend for Echo {
+        fn name(&self) -> String {
+            "echo".into()
+        }
+        fn pool5(&mut self, x: &Tensor3) -> Result<Tensor3, BackendError> {
+            let (h, w) = ((x.h / 32).max(1), (x.w / 32).max(1));
+            let mean = x.data.iter().sum::<f32>() / x.data.len() as f32;
+            if mean > 0.0 {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            let data = (0..h * w * 512)
+                .map(|i| (mean + (i % 13) as f32).abs() + 1.0)
+                .collect();
+            Ok(Tensor3::from_vec(h, w, 512, data))
+        }
+    }
+
+    #[test]
+    fn the_three_stage_pipeline_gives_each_job_its_own_result_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for i in 0..19u32 {
+            let p = dir.path().join(format!("{i}.png"));
+            if i % 6 == 4 {
+                std::fs::write(&p, b"not a png").unwrap();
+            } else {
+                let side = 40 + (i * 37) % 200;
+                image::RgbImage::from_fn(side, side / 2 + 10, |x, y| {
+                    image::Rgb([(x + i * 11) as u8, (y * 3) as u8, (i * 40) as u8])
+                })
+                .save(&p)
+                .unwrap();
+            }
+            paths.push(p.to_string_lossy().into_owned());
+        }
+        paths.push(
+            dir.path()
+                .join("missing.jpg")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let config = ExtractConfig {
+            max_size: 64,
+            ..ExtractConfig::default()
+        };
+        let mut ex = Extractor::new(Box::new(Echo), None, config);
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        for (id, path) in paths.iter().enumerate() {
+            let path = path.clone();
+            jobs_tx
+                .send(Job {
+                    id: id as u64,
+                    path,
+                })
+                .unwrap();
+        }
+        drop(jobs_tx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        run_pipeline(&mut ex, jobs_rx, done_tx);
+        let done: Vec<Done> = done_rx.into_iter().collect();
+        assert_eq!(done.len(), paths.len());
+        for (i, d) in done.iter().enumerate() {
+            assert_eq!(d.id, i as u64, "results in job order");
+            match (&d.outcome, ex.describe_path(Path::new(&paths[i]))) {
+                (Outcome::Vector(v), Ok(want)) => assert_eq!(v, &want, "{}", paths[i]),
+                (Outcome::Error(_), Err(_)) => {}
+                (got, want) => panic!("{}: {got:?} vs {want:?}", paths[i]),
+            }
+        }
+    }
 }
