@@ -58,8 +58,8 @@ impl Backoff {
 }
 
 /// A rank asks for more work when fewer than this many of its images are unfinished
-/// (one computing, the decode thread's prefetch, one spare: the answer arrives
-/// before the pipeline runs dry).
+/// (in the head, the backend and the decode thread's prefetch: the answer, a
+/// message round trip, arrives long before those few images are done).
 const LOW_WATER: usize = 4;
 
 /// Without a terminal, a plain progress line this often.
@@ -109,7 +109,8 @@ pub struct RankStats {
     /// Images this rank extracted (vectors + failures).
     pub images: usize,
     pub failures: usize,
-    /// Seconds its backend thread was busy (forward pass + R-MAC head).
+    /// Seconds its backend and R-MAC head threads were busy (they overlap, so
+    /// this can exceed the wall time).
     pub busy_s: f64,
     /// Seconds its decode thread spent decoding and resizing (overlaps `busy_s`).
     pub decode_s: f64,
