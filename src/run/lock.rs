@@ -13,12 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// `vectors.jsonl` → `vectors.lock`; `x.npy` → `x.npy.lock`.
 pub fn lock_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    out.with_file_name(format!("{stem}.lock"))
+    crate::sink::sibling(out, ".jsonl", ".lock")
 }
 
 /// Held for the whole run; dropping it (or the process ending) releases it.

@@ -10,12 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// `vectors.jsonl` → `vectors.<what>.json`.
 pub fn beside(out: &Path, what: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    out.with_file_name(format!("{stem}.{what}.json"))
+    crate::sink::sibling(out, ".jsonl", &format!(".{what}.json"))
 }
 
 /// What decides the numbers in OUT.

@@ -37,12 +37,7 @@ struct AnyLine {
 
 /// `vectors.jsonl` → `vectors.errors.jsonl` (contract: the error file beside OUT).
 pub fn errors_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    out.with_file_name(format!("{stem}.errors.jsonl"))
+    super::sibling(out, ".jsonl", ".errors.jsonl")
 }
 
 /// One append-only JSONL file.

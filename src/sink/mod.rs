@@ -6,7 +6,7 @@ pub mod postgres;
 
 use anyhow::Result;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An output that takes one record per image and can be made durable.
 pub trait VectorSink {
@@ -72,6 +72,18 @@ impl OutputKind {
             OutputKind::Jsonl
         }
     }
+}
+
+/// The file next to `path` named like it, without the extension `strip`
+/// (when it has it) and with `suffix` added: `sibling("v.jsonl", ".jsonl",
+/// ".lock")` is `v.lock`.
+pub fn sibling(path: &Path, strip: &str, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(strip).unwrap_or(&name);
+    path.with_file_name(format!("{stem}{suffix}"))
 }
 
 /// Where the failures of a file output go (`x.jsonl`/`x.npy` → `x.errors.jsonl`).

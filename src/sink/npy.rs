@@ -116,22 +116,12 @@ pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
 
 /// `x.npy` → `x.paths.txt`.
 pub fn paths_path(npy: &Path) -> PathBuf {
-    let name = npy
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".npy").unwrap_or(&name);
-    npy.with_file_name(format!("{stem}.paths.txt"))
+    super::sibling(npy, ".npy", ".paths.txt")
 }
 
 /// `x.npy` → `x.errors.jsonl`.
 pub fn errors_path(npy: &Path) -> PathBuf {
-    let name = npy
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".npy").unwrap_or(&name);
-    npy.with_file_name(format!("{stem}.errors.jsonl"))
+    super::sibling(npy, ".npy", ".errors.jsonl")
 }
 
 /// Writes a whole matrix at once (`convert`, tests): `x.npy` and `x.paths.txt`.
