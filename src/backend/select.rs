@@ -42,8 +42,6 @@ pub fn open_backend_on(
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(weights, threads)?)),
         BackendChoice::Gpu => Ok(open_gpu(weights, gpu_index)?.0),
         // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
-        // backend: `auto` only takes real GPUs.
-        // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
         // backend: `auto` only takes real GPUs, and looks before it uploads weights.
         BackendChoice::Auto => {
             if hardware_gpu_available() {
