@@ -30,27 +30,43 @@ pub fn pca_fit(args: &PcaFitArgs) -> Result<()> {
     let mut acc = WhiteningAccumulator::new();
     let (mut used, mut skipped) = (0usize, 0usize);
     let total = inputs.paths.len();
-    for (i, p) in inputs.paths.iter().enumerate() {
-        let result = prepare_path(Path::new(p), &config)
-            .and_then(|prep| extractor.describe_prepared_parts(&prep));
-        match result {
-            Ok((_, parts)) => {
-                // Without PCA, region_vectors are the L2-normalised region maxima.
-                for v in &parts.region_vectors {
-                    acc.add(v)
-                        .with_context(|| format!("{p}: unusable region vector"))?;
+    std::thread::scope(|scope| -> Result<()> {
+        // Decoding and resizing run ahead in their own thread (as in `extract`),
+        // so a GPU is not kept waiting for the CPU.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (paths, decode_config) = (&inputs.paths, &config);
+        scope.spawn(move || {
+            for p in paths {
+                if tx
+                    .send((p, prepare_path(Path::new(p), decode_config)))
+                    .is_err()
+                {
+                    break;
                 }
-                used += 1;
             }
-            Err(e) => {
-                skipped += 1;
-                eprintln!("skipped {p}: {e}");
+        });
+        for (i, (p, prepared)) in rx.into_iter().enumerate() {
+            let result = prepared.and_then(|prep| extractor.describe_prepared_parts(&prep));
+            match result {
+                Ok((_, parts)) => {
+                    // Without PCA, region_vectors are the L2-normalised region maxima.
+                    for v in &parts.region_vectors {
+                        acc.add(v)
+                            .with_context(|| format!("{p}: unusable region vector"))?;
+                    }
+                    used += 1;
+                }
+                Err(e) => {
+                    skipped += 1;
+                    eprintln!("skipped {p}: {e}");
+                }
+            }
+            if (i + 1) % 100 == 0 {
+                eprintln!("{}/{total} images, {} region vectors", i + 1, acc.count());
             }
         }
-        if (i + 1) % 100 == 0 {
-            eprintln!("{}/{total} images, {} region vectors", i + 1, acc.count());
-        }
-    }
+        Ok(())
+    })?;
     if used == 0 {
         bail!("none of the {total} images could be used");
     }
