@@ -55,11 +55,12 @@ fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) ->
         .unwrap();
     let isa = kernel::detect();
     pool.install(|| match kind {
-        Fast::Packed => Some(PackedLayer::new(layer).forward(input, threads, isa)),
-        Fast::Direct(isa) => {
-            DirectLayer::supports(layer).then(|| DirectLayer::new(layer).forward(input, isa))
+        Fast::Packed => Some(PackedLayer::new(layer).forward(input, Vec::new(), threads, isa)),
+        Fast::Direct(isa) => DirectLayer::supports(layer)
+            .then(|| DirectLayer::new(layer).forward(input, Vec::new(), isa)),
+        Fast::Wino(tile) => {
+            Some(WinogradLayer::new(layer, tile).forward(input, Vec::new(), threads, isa))
         }
-        Fast::Wino(tile) => Some(WinogradLayer::new(layer, tile).forward(input, threads, isa)),
     })
 }
 

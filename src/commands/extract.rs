@@ -13,7 +13,7 @@ use crate::run::lock::{OutputLock, lock_output};
 use crate::run::mpi::default_threads;
 use crate::run::protocol::{TAG_FINISH, TAG_START, decode_code, encode_code};
 use crate::run::settings::{RunSettings, beside, file_digest, write_atomically};
-use crate::sink::{OutputKind, VectorSink, errors_file as errors_path, open_sink};
+use crate::sink::{OutputKind, VectorSink, errors_file as errors_path, failed_before, open_sink};
 use crate::vgg16::weights::{PcaWeights, Vgg16Weights};
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
@@ -151,18 +151,6 @@ struct Ready {
     _lock: Option<OutputLock>,
 }
 
-/// How many of `paths` the error file beside `out` already holds (its complete lines).
-fn count_failed_before(out: &Path, paths: &[String]) -> usize {
-    let Ok(text) = std::fs::read_to_string(errors_path(out)) else {
-        return 0;
-    };
-    let listed: HashSet<&str> = paths.iter().map(String::as_str).collect();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["path"].as_str().is_some_and(|p| listed.contains(p)))
-        .count()
-}
-
 fn preflight(args: &ExtractArgs) -> Result<Ready> {
     let inputs = read_inputs(&args.input)?;
     if inputs.duplicates > 0 {
@@ -230,16 +218,8 @@ fn preflight(args: &ExtractArgs) -> Result<Ready> {
     }
     let failed_before = if done.is_empty() {
         0
-    } else if to_db {
-        // Earlier failures live in the database's error table, not a file.
-        let listed: HashSet<&str> = inputs.paths.iter().map(String::as_str).collect();
-        crate::sink::postgres::Db::connect(&args.output.to_string_lossy())?
-            .read_errors()?
-            .iter()
-            .filter(|(path, _)| listed.contains(path.as_str()))
-            .count()
     } else {
-        count_failed_before(&args.output, &inputs.paths)
+        failed_before(&args.output, &inputs.paths)?
     };
     Ok(Ready {
         paths: inputs.paths,

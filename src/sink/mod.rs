@@ -99,6 +99,30 @@ pub fn errors_file(output: &Path) -> std::path::PathBuf {
     }
 }
 
+/// How many of `listed` an earlier run of `output` recorded as failed: the
+/// complete lines of its error file, or the database's error table.
+pub fn failed_before(output: &Path, listed: &[String]) -> Result<usize> {
+    let text = output.to_string_lossy();
+    let failed: Vec<String> = match OutputKind::of(&text) {
+        OutputKind::Postgres => postgres::Db::connect(&text)?
+            .read_errors()?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect(),
+        OutputKind::Jsonl | OutputKind::Npy => std::fs::read_to_string(errors_file(output))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["path"].as_str().map(str::to_owned))
+            .collect(),
+    };
+    let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    Ok(failed
+        .iter()
+        .filter(|p| listed.contains(p.as_str()))
+        .count())
+}
+
 /// Opens the output a run writes to: `output` (a `.jsonl` or `.npy` file, or
 /// a `postgresql://` URL) and, with `db`, a database beside it. Returns the
 /// sink and the paths already done (resume; empty with `restart`).

@@ -63,13 +63,9 @@ impl DirectLayer {
     }
 
     /// Runs the layer on the current rayon pool (rows split across threads).
-    pub fn forward(&self, input: &Tensor3, isa: Isa) -> Tensor3 {
-        self.forward_into(input, Vec::new(), isa)
-    }
-
-    /// [`DirectLayer::forward`] writing into `storage` (reused; see
-    /// [`Tensor3::reuse`]: every output element is written).
-    pub fn forward_into(&self, input: &Tensor3, storage: Vec<f32>, isa: Isa) -> Tensor3 {
+    /// The output goes into `storage` (reused as it is: every element is
+    /// written; see [`Tensor3::reuse`]).
+    pub fn forward(&self, input: &Tensor3, storage: Vec<f32>, isa: Isa) -> Tensor3 {
         assert_eq!(
             input.c, self.cin,
             "direct layer expects {} input channels, got {}",
@@ -110,6 +106,8 @@ impl DirectLayer {
 }
 
 /// One output row with AVX-512: blocks of [`PX_BLOCK`] pixels × 64 channels.
+/// Written with intrinsics: [`row_generic`] compiled for AVX-512 measured
+/// 104–112 ms for conv1_1 at 1024×768, this 30 ms.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn row_avx512(layer: &DirectLayer, src: &[f32], pw: usize, row: &mut [f32]) {

@@ -70,45 +70,32 @@ pub fn gemm_packed(
     assert!(m.is_multiple_of(MR) && n_pad.is_multiple_of(NR) && lda >= k && ldc >= n_pad);
     assert!(m == 0 || (a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n_pad));
     assert!(bp.len() >= n_pad * k);
+    let drive: Driver = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => drive_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => drive_avx2,
+        _ => drive_portable,
+    };
     // SAFETY: the bounds are checked above; the kernels read A rows
-    // `i..i+MR` × `k`, panel `j` of `bp`, and write C rows `i..i+MR` × `NR`.
+    // `i..i+MR` × `k`, panel `j` of `bp`, and write C rows `i..i+MR` × `NR`;
+    // `isa` was detected on this CPU.
     unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => drive_avx512(
-                m,
-                k,
-                a.as_ptr(),
-                lda,
-                bp.as_ptr(),
-                n_pad,
-                c.as_mut_ptr(),
-                ldc,
-            ),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => drive_avx2(
-                m,
-                k,
-                a.as_ptr(),
-                lda,
-                bp.as_ptr(),
-                n_pad,
-                c.as_mut_ptr(),
-                ldc,
-            ),
-            _ => drive_portable(
-                m,
-                k,
-                a.as_ptr(),
-                lda,
-                bp.as_ptr(),
-                n_pad,
-                c.as_mut_ptr(),
-                ldc,
-            ),
-        }
+        drive(
+            m,
+            k,
+            a.as_ptr(),
+            lda,
+            bp.as_ptr(),
+            n_pad,
+            c.as_mut_ptr(),
+            ldc,
+        )
     }
 }
+
+/// The signature every driver below shares (sizes, pointers and strides).
+type Driver = unsafe fn(usize, usize, *const f32, usize, *const f32, usize, *mut f32, usize);
 
 /// Panel-outer loop: one packed panel of B (≤ 64 KiB for k = 512) stays in L2
 /// while every row block of A streams past it.

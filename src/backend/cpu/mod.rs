@@ -238,9 +238,9 @@ impl CpuBackend {
         let storage = || self.buffers.take(oh * ow * spec.cout);
         self.pool.install(|| match &self.prepared[i] {
             Prepared::Im2col => conv::conv3x3_relu(x, &self.weights.layers[i], threads),
-            Prepared::Packed(l) => l.forward_into(x, storage(), threads, self.isa),
-            Prepared::Direct(l) => l.forward_into(x, storage(), self.isa),
-            Prepared::Winograd(l) => l.forward_into(x, storage(), threads, self.isa),
+            Prepared::Packed(l) => l.forward(x, storage(), threads, self.isa),
+            Prepared::Direct(l) => l.forward(x, storage(), self.isa),
+            Prepared::Winograd(l) => l.forward(x, storage(), threads, self.isa),
         })
     }
 

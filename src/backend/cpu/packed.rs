@@ -42,19 +42,9 @@ impl PackedLayer {
     }
 
     /// Runs the layer on the current rayon pool.
-    pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
-        self.forward_into(input, Vec::new(), threads, isa)
-    }
-
-    /// [`PackedLayer::forward`] writing into `storage` (reused; see
-    /// [`Tensor3::reuse`]: every output element is written).
-    pub fn forward_into(
-        &self,
-        input: &Tensor3,
-        storage: Vec<f32>,
-        threads: usize,
-        isa: Isa,
-    ) -> Tensor3 {
+    /// The output goes into `storage` (reused as it is: every element is
+    /// written; see [`Tensor3::reuse`]).
+    pub fn forward(&self, input: &Tensor3, storage: Vec<f32>, threads: usize, isa: Isa) -> Tensor3 {
         assert_eq!(
             input.c, self.cin,
             "packed layer expects {} input channels, got {}",

@@ -145,19 +145,9 @@ impl WinogradLayer {
     }
 
     /// Runs the layer on `input` on the current rayon pool.
-    pub fn forward(&self, input: &Tensor3, threads: usize, isa: Isa) -> Tensor3 {
-        self.forward_into(input, Vec::new(), threads, isa)
-    }
-
-    /// [`WinogradLayer::forward`] writing into `storage` (reused; see
-    /// [`Tensor3::reuse`]: every output element is written).
-    pub fn forward_into(
-        &self,
-        input: &Tensor3,
-        storage: Vec<f32>,
-        threads: usize,
-        isa: Isa,
-    ) -> Tensor3 {
+    /// The output goes into `storage` (reused as it is: every element is
+    /// written; see [`Tensor3::reuse`]).
+    pub fn forward(&self, input: &Tensor3, storage: Vec<f32>, threads: usize, isa: Isa) -> Tensor3 {
         match self.tile {
             Tile::F2 => forward_impl::<F2, 4, 2>(self, input, storage, threads, isa),
             Tile::F4 => forward_impl::<F4, 6, 4>(self, input, storage, threads, isa),
@@ -327,37 +317,29 @@ fn forward_impl<T: Transforms<A, M>, const A: usize, const M: usize>(
     out
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn strip_avx512<T: Transforms<A, M>, const A: usize, const M: usize>(
-    layer: &WinogradLayer,
-    input: &Tensor3,
-    ty0: usize,
-    ty1: usize,
-    tw: usize,
-    s: &mut Scratch,
-    chunk: &mut [f32],
-    isa: Isa,
-) {
-    strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+/// [`strip_body`] compiled for one instruction set (its vector width is what
+/// the transforms' 16-lane arrays become).
+macro_rules! strip_for {
+    ($name:ident, $feat:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: Transforms<A, M>, const A: usize, const M: usize>(
+            layer: &WinogradLayer,
+            input: &Tensor3,
+            ty0: usize,
+            ty1: usize,
+            tw: usize,
+            s: &mut Scratch,
+            chunk: &mut [f32],
+            isa: Isa,
+        ) {
+            strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn strip_avx2<T: Transforms<A, M>, const A: usize, const M: usize>(
-    layer: &WinogradLayer,
-    input: &Tensor3,
-    ty0: usize,
-    ty1: usize,
-    tw: usize,
-    s: &mut Scratch,
-    chunk: &mut [f32],
-    isa: Isa,
-) {
-    strip_body::<T, A, M>(layer, input, ty0, ty1, tw, s, chunk, isa)
-}
+strip_for!(strip_avx512, "avx512f,fma");
+strip_for!(strip_avx2, "avx2,fma");
 
 /// One strip of tile rows `ty0..ty1`: transform, GEMMs, output transform into
 /// `chunk` (the strip's output rows).
