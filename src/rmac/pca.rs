@@ -27,26 +27,26 @@ pub fn apply_many(pca: &PcaWeights, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect();
     let mut out = vec![Vec::with_capacity(n); xs.len()];
     for (row, &b) in pca.weight.chunks_exact(n).zip(&pca.bias) {
-        let row: Vec<f64> = row.iter().map(|&w| f64::from(w)).collect();
         for (x, y) in wide.iter().zip(out.iter_mut()) {
-            y.push((dot(&row, x) + f64::from(b)) as f32);
+            y.push((dot(row, x) + f64::from(b)) as f32);
         }
     }
     out
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+/// `a · b` in f64 (`a` widened as it is read).
+fn dot(a: &[f32], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f64 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, y)| f64::from(x) * y)
         .sum();
     for (x, y) in ac.zip(bc) {
         for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * y;
+            *a += f64::from(x) * y;
         }
     }
     acc.iter().sum::<f64>() + tail
