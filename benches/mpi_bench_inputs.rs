@@ -14,7 +14,7 @@ fn main() {
     rmac_native::vgg16::synthetic::vgg16(1)
         .save(&dir.join("vgg16.safetensors"))
         .unwrap();
-    rmac_native::vgg16::synthetic::pca(1)
+    rmac_native::rmac::pca::synthetic(1)
         .save(&dir.join("pca.safetensors"))
         .unwrap();
     let (mut list, mut tiny) = (String::new(), String::new());

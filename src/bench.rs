@@ -79,7 +79,7 @@ pub fn time_backend(
     repeat: usize,
 ) -> anyhow::Result<Vec<PassTiming>> {
     let input = synthetic_input(h, w);
-    let pca = synthetic::pca(1);
+    let pca = crate::rmac::pca::synthetic(1);
     let mut passes = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         // The image as extraction runs it (block 1 in bands on the fast paths)…

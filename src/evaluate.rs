@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::search::VectorSet;
+use crate::store::VectorSet;
 
 /// One query's ground truth, as indices into the database.
 #[derive(Clone, Debug, Default)]

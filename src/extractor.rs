@@ -13,9 +13,9 @@ use crate::backend::{Backend, BackendError};
 use crate::image::decode::{DecodeError, DecodeLimits, load_rgb};
 use crate::image::preprocess::{Preprocess, to_bgr_tensor};
 use crate::image::resize::{resize_bicubic, target_size};
+use crate::rmac::pca::PcaWeights;
 use crate::rmac::{RmacParts, rmac};
 use crate::tensor::Tensor3;
-use crate::vgg16::weights::PcaWeights;
 use std::path::Path;
 
 /// The knobs of the numeric recipe (contract: "The pipeline").

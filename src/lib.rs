@@ -1,20 +1,42 @@
 //! rmac-native: R-MAC descriptors (keras_rmac-compatible) from a hand-written VGG16.
 //!
-//! The data flows one way, one module per stage:
-//! paths → [`image`] (decode, resize, preprocess) → [`backend`] (VGG16 to pool5)
-//! → [`rmac`] (regions, pooling, PCA, L2) → [`sink`] (JSONL …).
-pub mod backend;
-pub mod extractor;
-pub mod image;
-pub mod rmac;
+//! The data flows one way, one module per stage (README.md, "Architecture"),
+//! and a module only calls the ones declared before it. Settings come in as
+//! typed values: the library never reads flags or the environment.
+
+// Plain values and file helpers every stage uses.
+pub mod files;
 pub mod tensor;
+
+// Paths in: a list file or a folder.
+pub mod inputs;
+
+// 8-bit RGB, exactly as Pillow decodes and resizes it.
+pub mod image;
+
+// The model: the 13 layers, weights files, importers.
 pub mod vgg16;
 
-pub use extractor::{ExtractConfig, ExtractError, Extractor};
-pub mod bench;
-pub mod cli;
-pub mod commands;
-pub mod evaluate;
+// VGG16 to pool5 on a device (CPU kernels, WGSL on wgpu).
+pub mod backend;
+
+// pool5 to the vector: regions, pooling, PCA (+ its file and its fit), L2.
+pub mod rmac;
+
+// One loaded model: image → vector.
+pub mod extractor;
+
+// Vectors out and back in: JSONL, NPY, PostgreSQL; companion files, settings, locks.
+pub mod store;
+
+// Batches: the decode-ahead pipeline, the MPI coordinator, `extract`.
 pub mod run;
+
+// Using the vectors: top-k and query expansion, retrieval quality, timing.
 pub mod search;
-pub mod sink;
+
+pub mod evaluate;
+
+pub mod bench;
+
+pub use extractor::{ExtractConfig, ExtractError, Extractor};

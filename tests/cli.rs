@@ -15,7 +15,7 @@ fn exe() -> Command {
 fn write_weights(dir: &Path) -> (PathBuf, PathBuf) {
     let (w, p) = (dir.join("vgg16.safetensors"), dir.join("pca.safetensors"));
     synthetic::vgg16(1).save(&w).unwrap();
-    synthetic::pca(1).save(&p).unwrap();
+    rmac_native::rmac::pca::synthetic(1).save(&p).unwrap();
     (w, p)
 }
 

@@ -301,7 +301,8 @@ fn every_algorithm_meets_the_contract_on_the_keras_fixtures() {
             let (_, want_pool5) = read_f32(&file, "pool5");
             worst_pool5 =
                 worst_pool5.max(max_abs_diff(&pool5.data, &want_pool5) / max_abs(&want_pool5));
-            let pca = (case.pca == "synthetic").then(|| synthetic::pca(case.seed));
+            let pca =
+                (case.pca == "synthetic").then(|| rmac_native::rmac::pca::synthetic(case.seed));
             let parts = rmac(&pool5, case.levels, pca.as_ref());
             let (_, want_vec) = read_f32(&file, "vector");
             let d = max_abs_diff(&parts.vector, &want_vec);

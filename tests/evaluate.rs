@@ -6,7 +6,8 @@ mod common;
 use rmac_native::evaluate::{
     Protocol, QueryGnd, Resolved, compute_ap, evaluate, evaluate_rankings, load_ground_truth,
 };
-use rmac_native::search::{VectorSet, read_jsonl};
+use rmac_native::store::VectorSet;
+use rmac_native::store::jsonl::read_vectors as read_jsonl;
 use std::path::PathBuf;
 
 fn fx(name: &str) -> PathBuf {

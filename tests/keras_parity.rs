@@ -109,7 +109,7 @@ fn cpu_pipeline_matches_keras_on_every_fixture_case() {
         );
 
         // R-MAC head.
-        let pca = (case.pca == "synthetic").then(|| synthetic::pca(case.seed));
+        let pca = (case.pca == "synthetic").then(|| rmac_native::rmac::pca::synthetic(case.seed));
         let parts = rmac(&pool5, case.levels, pca.as_ref());
         let want_regions: Vec<Region> = case
             .regions

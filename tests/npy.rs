@@ -1,7 +1,8 @@
 //! `.npy` output: NumPy's exact header, round trips, resuming after a kill,
 //! and `convert` between JSONL and NPY.
 
-use rmac_native::sink::npy::{
+use rmac_native::store::VectorSink;
+use rmac_native::store::npy::{
     HEADER_LEN, MappedNpy, NpySink, header, paths_path, read_paths, write_npy,
 };
 use std::io::Write;

@@ -5,7 +5,8 @@
 //! Each test works in a database of its own.
 
 use postgres::{Client, NoTls};
-use rmac_native::sink::postgres::{Db, PgSink};
+use rmac_native::store::VectorSink;
+use rmac_native::store::postgres::{Db, PgOptions, PgSink};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ fn write_npy(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, Vec<String
     let paths: Vec<String> = (0..n).map(|i| format!("photos/{i:06}.jpg")).collect();
     let data: Vec<f32> = (0..n as u64).flat_map(vec512).collect();
     let npy = dir.join("v.npy");
-    rmac_native::sink::npy::write_npy(&npy, &paths, &data, 512).unwrap();
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, 512).unwrap();
     (npy, paths, data)
 }
 
@@ -89,7 +90,8 @@ fn load_rerun_and_restart_never_duplicate() {
     let db = fresh_db("rmac_t_load");
     let settings = serde_json::json!({"weights_sha256": "ab", "max_size": 1024, "levels": 3, "preprocess": "keras"});
     {
-        let (mut sink, done) = PgSink::open(&db, false, "test", Some(&settings)).unwrap();
+        let (mut sink, done) =
+            PgSink::open(&db, false, "test", Some(&settings), &PgOptions::default()).unwrap();
         assert!(done.is_empty());
         for i in 0..10 {
             sink.write_vector(&format!("p{i}"), &vec512(i)).unwrap();
@@ -98,18 +100,23 @@ fn load_rerun_and_restart_never_duplicate() {
         sink.sync().unwrap();
     }
     // Resume: the done set is what is there; writing a path again updates it in place.
-    let (mut sink, done) = PgSink::open(&db, false, "test", Some(&settings)).unwrap();
+    let (mut sink, done) =
+        PgSink::open(&db, false, "test", Some(&settings), &PgOptions::default()).unwrap();
     assert_eq!(done.len(), 11);
     sink.write_vector("p3", &vec512(3)).unwrap();
     sink.write_vector("p10", &vec512(10)).unwrap();
     drop(sink);
     assert_eq!(count(&db), 11);
-    let stored: Vec<f32> = Db::connect(&db).unwrap().vector_of("p10").unwrap().unwrap();
+    let stored: Vec<f32> = Db::connect(&db, &PgOptions::default())
+        .unwrap()
+        .vector_of("p10")
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, vec512(10), "binary COPY stores the floats exactly");
 
     // Other settings are refused (they would mix models in one table), unless --restart.
     let other = serde_json::json!({"weights_sha256": "cd", "max_size": 1024, "levels": 3, "preprocess": "keras"});
-    let err = PgSink::open(&db, false, "test", Some(&other))
+    let err = PgSink::open(&db, false, "test", Some(&other), &PgOptions::default())
         .err()
         .unwrap()
         .to_string();
@@ -117,7 +124,8 @@ fn load_rerun_and_restart_never_duplicate() {
         err.contains("weights_sha256") && err.contains("--restart"),
         "{err}"
     );
-    let (sink, done) = PgSink::open(&db, true, "test", Some(&other)).unwrap();
+    let (sink, done) =
+        PgSink::open(&db, true, "test", Some(&other), &PgOptions::default()).unwrap();
     assert!(done.is_empty());
     drop(sink);
     assert_eq!(count(&db), 0);
@@ -126,7 +134,7 @@ fn load_rerun_and_restart_never_duplicate() {
 #[test]
 fn a_lost_connection_is_retried_and_loses_nothing() {
     let db = fresh_db("rmac_t_lost");
-    let (mut sink, _) = PgSink::open(&db, false, "test", None).unwrap();
+    let (mut sink, _) = PgSink::open(&db, false, "test", None, &PgOptions::default()).unwrap();
     for i in 0..50 {
         sink.write_vector(&format!("a{i}"), &vec512(i)).unwrap();
     }
@@ -149,7 +157,10 @@ fn a_lost_connection_is_retried_and_loses_nothing() {
     }
     drop(sink);
     assert_eq!(count(&db), 130);
-    let (paths, data) = Db::connect(&db).unwrap().read_all().unwrap();
+    let (paths, data) = Db::connect(&db, &PgOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
     assert_eq!(
         paths,
         (0..130).map(|i| format!("a{i}")).collect::<Vec<_>>(),
@@ -199,7 +210,10 @@ fn killed_mid_load_then_resumed_holds_every_row_once() {
     );
     let _ = err;
     assert_eq!(count(&db), n as i64);
-    let (got_paths, got) = Db::connect(&db).unwrap().read_all().unwrap();
+    let (got_paths, got) = Db::connect(&db, &PgOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
     assert_eq!(got_paths, paths, "every path once, in order");
     assert_eq!(got, data, "exact floats");
     let dups: i64 = client(&db)
@@ -320,7 +334,7 @@ fn extract_writes_straight_into_the_database_and_beside_a_file() {
     rmac_native::vgg16::synthetic::vgg16(1)
         .save(&weights)
         .unwrap();
-    rmac_native::vgg16::synthetic::pca(1).save(&pca).unwrap();
+    rmac_native::rmac::pca::synthetic(1).save(&pca).unwrap();
     let mut paths = Vec::new();
     for (i, (w, h)) in [(50u32, 40u32), (40, 70), (64, 64)].into_iter().enumerate() {
         let p = root.join(format!("img{i}.png"));
@@ -379,7 +393,7 @@ fn extract_writes_straight_into_the_database_and_beside_a_file() {
     assert_eq!(lines.len(), 3);
     for db in [&only_db, &beside] {
         assert_eq!(count(db), 3, "{db}");
-        let mut conn = Db::connect(db).unwrap();
+        let mut conn = Db::connect(db, &PgOptions::default()).unwrap();
         for line in &lines {
             let want: Vec<f32> = serde_json::from_value(line["vector"].clone()).unwrap();
             let got = conn

@@ -48,7 +48,7 @@ fn a_killed_run_is_finished_by_the_same_command_exactly() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let partial = lines(&out) + lines(&rmac_native::sink::jsonl::errors_path(&out));
+    let partial = lines(&out) + lines(&rmac_native::store::jsonl::errors_path(&out));
     assert!(partial < b.paths.len());
 
     let o = run(&mut plain(&a));

@@ -147,7 +147,7 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
         *p = full.to_string_lossy().into_owned();
     }
     let npy = dir.path().join("v.npy");
-    rmac_native::sink::npy::write_npy(&npy, &paths, &data, 512).unwrap();
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, 512).unwrap();
     let html = dir.path().join("sheet.html");
     let out = exe()
         .args([

@@ -71,7 +71,7 @@ fn rust_generator_equals_python_generator() {
             assert_eq!(&got.bias[..4], &want.bias_first4[..]);
             assert_eq!(seq_sum(&got.bias), want.bias_sum, "{}", want.name);
         }
-        let p = synthetic::pca(s.seed);
+        let p = rmac_native::rmac::pca::synthetic(s.seed);
         assert_eq!(&p.weight[..4], &s.pca.weight_first4[..]);
         assert_eq!(seq_sum(&p.weight), s.pca.weight_sum);
         assert_eq!(&p.bias[..4], &s.pca.bias_first4[..]);

@@ -5,13 +5,15 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use rmac_native::vgg16::import_mat::{import_pca_mat, pca_from_mat_bytes, read_mat_bytes};
+use rmac_native::files::sha256_hex;
+use rmac_native::rmac::import_mat::{import_pca_mat, pca_from_mat_bytes, read_mat_bytes};
+use rmac_native::rmac::pca::PcaWeights;
 use rmac_native::vgg16::import_onnx::{
     ONNX_SHA256, WHEEL_MEMBER, import_onnx, import_onnx_bytes, onnx_bias_name, onnx_kernel_name,
 };
 use rmac_native::vgg16::spec::VGG16_CONVS;
 use rmac_native::vgg16::synthetic;
-use rmac_native::vgg16::weights::{PcaWeights, Vgg16Weights, WeightsError, sha256_hex};
+use rmac_native::vgg16::weights::{Vgg16Weights, WeightsError};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn tmp() -> tempfile::TempDir {
@@ -61,7 +63,7 @@ fn vgg16_round_trip_is_exact_and_deterministic() {
 #[test]
 fn pca_round_trip_is_exact() {
     let dir = tmp();
-    let p = synthetic::pca(1);
+    let p = rmac_native::rmac::pca::synthetic(1);
     let path = dir.path().join("pca.safetensors");
     p.save(&path).unwrap();
     let q = PcaWeights::load(&path).unwrap();

@@ -253,7 +253,7 @@ fn pca_fit_command() {
         "few vectors: the floor must be reported: {stderr}"
     );
     assert!(stderr.contains("of 4 images (1 skipped)"), "{stderr}");
-    let pca = rmac_native::vgg16::weights::PcaWeights::load(&out).unwrap();
+    let pca = rmac_native::rmac::pca::PcaWeights::load(&out).unwrap();
 
     // The library on the same region vectors gives the same file.
     let config = ExtractConfig {

@@ -5,7 +5,8 @@ pub mod cpu;
 pub mod gpu;
 pub mod select;
 
-pub use cpu::CpuBackend;
+pub use cpu::{CpuAlgo, CpuBackend};
+pub use select::{BackendChoice, EngineOptions, GpuOptions, open_backend};
 
 use crate::tensor::Tensor3;
 

@@ -1,51 +1,61 @@
-//! Choosing the backend for `--backend`: `cpu`, `gpu` (an error listing the
-//! adapters when none is usable), or `auto` (a GPU when there is one, else the
-//! CPU, saying which).
+//! Choosing the backend: `cpu`, `gpu` (an error listing the adapters when none
+//! is usable), or `auto` (a GPU when there is one, else the CPU, saying which).
+//! Everything it needs comes in as [`EngineOptions`], resolved once by the
+//! caller (the command line reads the flags and `RMAC_*` variables).
 
+use super::cpu::CpuAlgo;
 use super::{Backend, CpuBackend};
-use crate::cli::BackendChoice;
 use crate::vgg16::weights::Vgg16Weights;
 use anyhow::Result;
 use std::sync::Arc;
 
-/// This process's rank among the ranks on its node, from whichever launcher
-/// started it (Open MPI, MPICH/Hydra, Slurm); `None` when run plainly.
-pub fn node_local_rank() -> Option<usize> {
-    [
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-        "PMI_LOCAL_RANK",
-        "SLURM_LOCALID",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+#[cfg(feature = "gpu")]
+pub use super::gpu::GpuOptions;
+
+/// How to choose and drive the GPU (a build without the `gpu` feature has none).
+#[cfg(not(feature = "gpu"))]
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub adapter_index: Option<usize>,
+    pub local_rank: Option<usize>,
 }
 
-/// Picks the backend for `--backend`, with no `--gpu` override.
+/// Which device runs the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// A hardware GPU when one is usable, else the CPU (says which).
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Everything a backend is opened with.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// CPU threads (0: all available cores).
+    pub threads: usize,
+    /// The CPU backend's algorithm (the default: [`CpuAlgo::Auto`]).
+    pub cpu_algo: CpuAlgo,
+    /// Adapter choice and shader options of the GPU backend.
+    pub gpu: GpuOptions,
+}
+
+/// Opens the backend for `choice`.
 pub fn open_backend(
     choice: BackendChoice,
     weights: Arc<Vgg16Weights>,
-    threads: usize,
+    options: &EngineOptions,
 ) -> Result<Box<dyn Backend>> {
-    open_backend_on(choice, weights, threads, None)
-}
-
-/// Picks the backend; `gpu_index` is `--gpu N` (otherwise ranks on one node
-/// spread over its GPUs by node-local rank).
-pub fn open_backend_on(
-    choice: BackendChoice,
-    weights: Arc<Vgg16Weights>,
-    threads: usize,
-    gpu_index: Option<usize>,
-) -> Result<Box<dyn Backend>> {
+    let cpu = |weights| CpuBackend::with_algo(weights, options.threads, options.cpu_algo);
     match choice {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(weights, threads)?)),
-        BackendChoice::Gpu => Ok(open_gpu(weights, gpu_index)?.0),
+        BackendChoice::Cpu => Ok(Box::new(cpu(weights)?)),
+        BackendChoice::Gpu => Ok(open_gpu(weights, &options.gpu)?.0),
         // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
         // backend: `auto` only takes real GPUs, and looks before it uploads weights.
         BackendChoice::Auto => {
             if hardware_gpu_available() {
-                match open_gpu(weights.clone(), gpu_index) {
+                match open_gpu(weights.clone(), &options.gpu) {
                     Ok((gpu, false)) => {
                         eprintln!("note: --backend auto: using {}", gpu.name());
                         return Ok(gpu);
@@ -54,7 +64,7 @@ pub fn open_backend_on(
                     Err(e) => eprintln!("note: --backend auto: {e:#}"),
                 }
             }
-            let cpu = CpuBackend::new(weights, threads)?;
+            let cpu = cpu(weights)?;
             eprintln!("note: --backend auto: no GPU, using {}", cpu.name());
             Ok(Box::new(cpu))
         }
@@ -63,17 +73,9 @@ pub fn open_backend_on(
 
 /// The GPU backend and whether its adapter is a software one.
 #[cfg(feature = "gpu")]
-fn open_gpu(
-    weights: Arc<Vgg16Weights>,
-    gpu_index: Option<usize>,
-) -> Result<(Box<dyn Backend>, bool)> {
-    use super::gpu::{GpuBackend, GpuOptions, list_adapters};
-    let options = GpuOptions {
-        adapter_index: gpu_index,
-        local_rank: node_local_rank(),
-        ..GpuOptions::default()
-    };
-    GpuBackend::new(weights, options).map(|g| {
+fn open_gpu(weights: Arc<Vgg16Weights>, options: &GpuOptions) -> Result<(Box<dyn Backend>, bool)> {
+    use super::gpu::{GpuBackend, list_adapters};
+    GpuBackend::new(weights, options.clone()).map(|g| {
         let software = g.adapter_info().device_type == wgpu::DeviceType::Cpu;
         (Box::new(g) as Box<dyn Backend>, software)
     }).map_err(|e| {
@@ -96,7 +98,7 @@ fn hardware_gpu_available() -> bool {
 #[cfg(not(feature = "gpu"))]
 fn open_gpu(
     _weights: Arc<Vgg16Weights>,
-    _gpu_index: Option<usize>,
+    _options: &GpuOptions,
 ) -> Result<(Box<dyn Backend>, bool)> {
     anyhow::bail!(
         "this rmac-native was built without the `gpu` feature; rebuild with it, or use --backend cpu"

@@ -1,16 +1,16 @@
 //! `bench`: per-layer timings.
 
-use crate::backend::cpu::CpuAlgo;
 use crate::cli::BenchArgs;
-use crate::vgg16::weights::Vgg16Weights;
 use anyhow::Result;
+use rmac_native::backend::cpu::CpuAlgo;
+use rmac_native::vgg16::weights::Vgg16Weights;
 use std::sync::Arc;
 
 /// `bench`: per-layer timings on the CPU.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let weights = match &args.weights {
         Some(path) => Vgg16Weights::load(path)?,
-        None => crate::vgg16::synthetic::vgg16(1),
+        None => rmac_native::vgg16::synthetic::vgg16(1),
     };
     let threads = if args.threads == 0 {
         std::thread::available_parallelism()
@@ -22,13 +22,20 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let algos = parse_algos(&args.algo)?;
     let weights = Arc::new(weights);
     let (h, w) = (args.height, args.width);
-    let passes = crate::bench::time_cpu_algos(weights, threads, &algos, h, w, args.repeat.max(1))?;
+    let passes =
+        rmac_native::bench::time_cpu_algos(weights, threads, &algos, h, w, args.repeat.max(1))?;
     for (a, p) in algos.iter().zip(&passes) {
-        print!("{}", crate::bench::report_algo(p, h, w, threads, a.name()));
+        print!(
+            "{}",
+            rmac_native::bench::report_algo(p, h, w, threads, a.name())
+        );
         println!();
     }
     if algos.len() > 1 {
-        print!("{}", crate::bench::compare(&algos, &passes, h, w, threads));
+        print!(
+            "{}",
+            rmac_native::bench::compare(&algos, &passes, h, w, threads)
+        );
     }
     if let Some(rss) = passes
         .first()
@@ -40,7 +47,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             args.algo
         );
     }
-    if let Some(rss) = crate::bench::peak_rss_mib() {
+    if let Some(rss) = rmac_native::bench::peak_rss_mib() {
         println!(
             "peak RSS of the whole benchmark: {rss:.0} MiB (every algorithm's backend and full-resolution per-layer passes; the extraction path is the line above)"
         );

@@ -4,23 +4,13 @@
 //! holds are skipped (`--restart` empties it first).
 
 use crate::cli::ConvertArgs;
-use crate::search::{open_vectors, read_errors_file};
-use crate::sink::postgres::Db;
-use crate::sink::{OutputKind, errors_file, open_sink};
+use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
-use std::path::Path;
+use rmac_native::store::{SinkOptions, Target, open_sink, open_source, read_errors};
 use std::time::Instant;
 
-/// The error records that come with a vectors source.
-fn source_errors(from: &str) -> Result<Vec<(String, String)>> {
-    match OutputKind::of(from) {
-        OutputKind::Postgres => Db::connect(from)?.read_errors(),
-        _ => read_errors_file(&errors_file(Path::new(from))),
-    }
-}
-
 /// Returns the exit code (0).
-pub fn convert(args: &ConvertArgs) -> Result<u8> {
+pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
     if args.from == args.to {
         bail!(
             "convert: the source and the destination are the same ({})",
@@ -28,7 +18,9 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
         );
     }
     let start = Instant::now();
-    let source = open_vectors(&args.from)?;
+    let pg = env.pg();
+    let (from, to) = (Target::from_path(&args.from), Target::from_path(&args.to));
+    let source = open_source(&from, &pg)?;
     if !source.is_empty() && source.dim() != 512 {
         bail!(
             "{} holds {}-float vectors; rmac-native outputs hold 512",
@@ -36,8 +28,13 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
             source.dim()
         );
     }
-    let errors = source_errors(&args.from)?;
-    let (mut sink, done) = open_sink(Path::new(&args.to), None, args.restart, None)?;
+    let errors = read_errors(&from, &pg)?;
+    let options = SinkOptions {
+        restart: args.restart,
+        settings: None,
+        pg,
+    };
+    let (mut sink, done) = open_sink(&to, None, &options)?;
     let (mut written, mut skipped) = (0usize, 0usize);
     for (i, path) in source.paths().iter().enumerate() {
         if done.contains(path) {
@@ -61,8 +58,8 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
          {skipped} already there ({:.2} s)",
         source.len(),
         errors.len(),
-        crate::sink::postgres::redact(&args.from),
-        crate::sink::postgres::redact(&args.to),
+        from,
+        to,
         start.elapsed().as_secs_f64()
     );
     Ok(0)

@@ -1,9 +1,9 @@
 //! `evaluate`: mAP, mP@k, recall@k of a vectors file against a ground truth.
 
 use crate::cli::EvaluateArgs;
-use crate::evaluate::{evaluate as run_evaluate, load_ground_truth};
-use crate::search::read_jsonl;
 use anyhow::{Result, bail};
+use rmac_native::evaluate::{evaluate as run_evaluate, load_ground_truth};
+use rmac_native::store::jsonl::read_vectors as read_jsonl;
 
 /// `evaluate …`: prints a table (or JSON with `--json`).
 pub fn evaluate(args: &EvaluateArgs) -> Result<()> {

@@ -1,5 +1,6 @@
-//! What each subcommand does, on top of the library; `main` only maps the
-//! results to exit codes. One file per subcommand.
+//! What each subcommand does: resolve its flags ([`crate::cli::resolve`]),
+//! call the library, print. `main` only maps the results to exit codes. One
+//! file per subcommand.
 mod bench;
 mod convert;
 mod evaluate;

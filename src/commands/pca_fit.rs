@@ -1,56 +1,63 @@
 //! `pca fit`: learn PCA-whitening from the region vectors of a set of images.
 
-use crate::backend::select::open_backend;
 use crate::cli::PcaFitArgs;
-use crate::extractor::{ExtractConfig, Extractor, prepare_path};
-use crate::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator};
-use crate::run::inputs::read_inputs;
-use crate::vgg16::spec::FEATURE_DIM;
-use crate::vgg16::weights::Vgg16Weights;
+use crate::cli::resolve::{Env, config};
 use anyhow::{Context, Result, bail};
-use std::path::Path;
+use rmac_native::backend::open_backend;
+use rmac_native::image::decode::DecodeLimits;
+use rmac_native::inputs::read_inputs;
+use rmac_native::rmac::rmac;
+use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator};
+use rmac_native::run::pipeline::{Job, run_pipeline};
+use rmac_native::vgg16::spec::FEATURE_DIM;
+use rmac_native::vgg16::weights::Vgg16Weights;
 use std::sync::Arc;
 
 /// `pca fit …`: images → pool5 → per region max → L2 → streaming statistics →
 /// whitening → safetensors. Images that fail are skipped with a message.
-pub fn pca_fit(args: &PcaFitArgs) -> Result<()> {
+pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
     let inputs = read_inputs(&args.input)?;
     if inputs.paths.is_empty() {
         bail!("{} lists no images", args.input.display());
     }
-    let weights = Arc::new(Vgg16Weights::load(&args.weights)?);
-    let backend = open_backend(args.backend, weights, args.threads)?;
-    let config = ExtractConfig {
-        max_size: args.max_size,
-        levels: args.levels as usize,
-        preprocess: args.preprocess,
-        ..ExtractConfig::default()
-    };
-    let mut extractor = Extractor::new(backend, None, config.clone());
+    let weights = Arc::new(Vgg16Weights::load(&args.model.weights)?);
+    let (choice, engine) = env.engine(&args.engine)?;
+    let mut backend = open_backend(choice, weights, &engine)?;
+    let config = config(&args.model, DecodeLimits::default());
+    let levels = config.levels;
     let mut acc = WhiteningAccumulator::new();
     let (mut used, mut skipped) = (0usize, 0usize);
     let total = inputs.paths.len();
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+    for (id, path) in inputs.paths.iter().enumerate() {
+        let path = path.clone();
+        jobs_tx.send(Job {
+            id: id as u64,
+            path,
+        })?;
+    }
+    drop(jobs_tx);
     std::thread::scope(|scope| -> Result<()> {
-        // Decoding and resizing run ahead in their own thread (as in `extract`),
-        // so a GPU is not kept waiting for the CPU.
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let (paths, decode_config) = (&inputs.paths, &config);
+        // The same decode-ahead pipeline as `extract`, so a GPU is not kept
+        // waiting for the CPU; the head keeps the region vectors (without PCA:
+        // the L2-normalised region maxima) instead of the final vector.
+        let (results_tx, results_rx) = std::sync::mpsc::channel();
+        let backend = backend.as_mut();
+        let config = &config;
         scope.spawn(move || {
-            for p in paths {
-                if tx
-                    .send((p, prepare_path(Path::new(p), decode_config)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
+            run_pipeline(
+                backend,
+                config,
+                |pool5| rmac(pool5, levels, None).region_vectors,
+                jobs_rx,
+                results_tx,
+            )
         });
-        for (i, (p, prepared)) in rx.into_iter().enumerate() {
-            let result = prepared.and_then(|prep| extractor.describe_prepared_parts(&prep));
-            match result {
-                Ok((_, parts)) => {
-                    // Without PCA, region_vectors are the L2-normalised region maxima.
-                    for v in &parts.region_vectors {
+        for (i, done) in results_rx.into_iter().enumerate() {
+            let p = &inputs.paths[done.id as usize];
+            match done.result {
+                Ok(region_vectors) => {
+                    for v in &region_vectors {
                         acc.add(v)
                             .with_context(|| format!("{p}: unusable region vector"))?;
                     }

@@ -2,18 +2,19 @@
 //! images by inner product, from a vectors file (exact, SIMD, all cores) or a
 //! PostgreSQL table (pgvector SQL), with optional query expansion.
 
-use crate::backend::select::open_backend;
 use crate::cli::SearchArgs;
-use crate::extractor::{ExtractConfig, Extractor};
-use crate::image::decode::DecodeLimits;
-use crate::search::html::{SheetRow, write_contact_sheet};
-use crate::search::{Vectors, expand_query, open_vectors, search_qe};
-use crate::sink::OutputKind;
-use crate::sink::postgres::{Db, DbSearch};
-use crate::vgg16::weights::{PcaWeights, Vgg16Weights};
+use crate::cli::resolve::{Env, config, pca_path};
 use anyhow::{Context, Result, bail};
+use rmac_native::backend::open_backend;
+use rmac_native::extractor::Extractor;
+use rmac_native::image::decode::DecodeLimits;
+use rmac_native::rmac::pca::PcaWeights;
+use rmac_native::search::html::{SheetRow, write_contact_sheet};
+use rmac_native::search::{expand_query, search_qe};
+use rmac_native::store::postgres::{Db, DbSearch, redact};
+use rmac_native::store::{Target, VectorSource, open_source};
+use rmac_native::vgg16::weights::Vgg16Weights;
 use serde::Serialize;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,31 +60,22 @@ fn parse_vector(arg: &str) -> Result<Vec<f32>> {
         .context("--vector wants a JSON array of numbers (or a {\"vector\": […]} record)")
 }
 
-fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
+fn image_vectors(args: &SearchArgs, env: &Env) -> Result<Vec<Vec<f32>>> {
     if args.image.is_empty() {
         return Ok(Vec::new());
     }
-    let pca = if args.pca == "none" {
-        None
-    } else {
-        let p = Path::new(&args.pca);
-        if !p.exists() {
-            bail!(
-                "no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)",
-                args.pca
-            );
-        }
-        Some(PcaWeights::load(p)?)
+    let pca = match pca_path(&args.pca) {
+        None => None,
+        Some(p) if !p.exists() => bail!(
+            "no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)",
+            args.pca.pca
+        ),
+        Some(p) => Some(PcaWeights::load(&p)?),
     };
-    let weights = Arc::new(Vgg16Weights::load(&args.weights)?);
-    let backend = open_backend(args.backend, weights, args.threads)?;
-    let config = ExtractConfig {
-        max_size: args.max_size,
-        levels: args.levels as usize,
-        preprocess: args.preprocess,
-        limits: DecodeLimits::default(),
-    };
-    let mut ex = Extractor::new(backend, pca, config);
+    let weights = Arc::new(Vgg16Weights::load(&args.model.weights)?);
+    let (choice, engine) = env.engine(&args.engine)?;
+    let backend = open_backend(choice, weights, &engine)?;
+    let mut ex = Extractor::new(backend, pca, config(&args.model, DecodeLimits::default()));
     args.image
         .iter()
         .map(|p| {
@@ -95,11 +87,12 @@ fn image_vectors(args: &SearchArgs) -> Result<Vec<Vec<f32>>> {
 
 fn gather_queries(
     args: &SearchArgs,
-    file: Option<&Vectors>,
+    env: &Env,
+    file: Option<&dyn VectorSource>,
     db: Option<&mut Db>,
 ) -> Result<Vec<Query>> {
     let mut qs = Vec::new();
-    for (p, v) in args.image.iter().zip(image_vectors(args)?) {
+    for (p, v) in args.image.iter().zip(image_vectors(args, env)?) {
         let s = p.to_string_lossy().into_owned();
         qs.push(Query {
             kind: "image",
@@ -116,12 +109,8 @@ fn gather_queries(
             (None, Some(db)) => db.vector_of(p)?,
             _ => None,
         };
-        let v = v.with_context(|| {
-            format!(
-                "--path {p}: no such path in {}",
-                crate::sink::postgres::redact(&args.index)
-            )
-        })?;
+        let v =
+            v.with_context(|| format!("--path {p}: no such path in {}", redact(&args.index)))?;
         qs.push(Query {
             kind: "path",
             label: p.clone(),
@@ -155,7 +144,7 @@ fn gather_queries(
 /// Results per query: (path, score), best first.
 type Results = Vec<Vec<(String, f32)>>;
 
-fn search_file(args: &SearchArgs, set: &Vectors, qs: &[Query]) -> Result<Results> {
+fn search_file(args: &SearchArgs, set: &dyn VectorSource, qs: &[Query]) -> Result<Results> {
     let dim = set.dim();
     for q in qs {
         if q.vector.len() != dim {
@@ -262,20 +251,22 @@ fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
     Ok(out)
 }
 
-pub fn search(args: &SearchArgs) -> Result<()> {
+pub fn search(args: &SearchArgs, env: &Env) -> Result<()> {
     if args.alpha < 0.0 || !args.alpha.is_finite() {
         bail!("--alpha must be ≥ 0 (0: average query expansion; 3 is the usual αQE)");
     }
     let results: Results;
     let qs;
-    if OutputKind::of(&args.index) == OutputKind::Postgres {
-        let mut db = Db::connect(&args.index)?;
-        qs = gather_queries(args, None, Some(&mut db))?;
+    let pg = env.pg();
+    let index = Target::from_path(&args.index);
+    if index.is_database() {
+        let mut db = Db::connect(&args.index, &pg)?;
+        qs = gather_queries(args, env, None, Some(&mut db))?;
         results = search_db(args, &mut db, &qs)?;
     } else {
-        let set = open_vectors(&args.index)?;
-        qs = gather_queries(args, Some(&set), None)?;
-        results = search_file(args, &set, &qs)?;
+        let set = open_source(&index, &pg)?;
+        qs = gather_queries(args, env, Some(set.as_ref()), None)?;
+        results = search_file(args, set.as_ref(), &qs)?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

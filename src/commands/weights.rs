@@ -1,9 +1,10 @@
 //! `weights …` and `pca …`: importing and checking weights files.
 
+use crate::cli::resolve::Env;
 use crate::cli::{PcaCommand, WeightsCommand};
-use crate::vgg16::spec::VGG16_CONVS;
-use crate::vgg16::weights::Vgg16Weights;
 use anyhow::{Context, Result};
+use rmac_native::vgg16::spec::VGG16_CONVS;
+use rmac_native::vgg16::weights::Vgg16Weights;
 
 /// `weights …`.
 pub fn weights(cmd: &WeightsCommand) -> Result<()> {
@@ -19,9 +20,10 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
                 e.eq_ignore_ascii_case("h5")
                     || e.eq_ignore_ascii_case("hdf5")
                     || e.eq_ignore_ascii_case("keras")
-            }) || crate::vgg16::import_h5::is_hdf5(file);
+            }) || rmac_native::vgg16::import_h5::is_hdf5(file);
             let (weights, report) = if is_h5 {
-                let (w, r) = crate::vgg16::import_h5::import_h5(file, *convention)?;
+                let (w, r) =
+                    rmac_native::vgg16::import_h5::import_h5(file, convention.map(Into::into))?;
                 (w, r.to_string())
             } else {
                 if convention.is_some() {
@@ -30,7 +32,7 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
                         file.display()
                     );
                 }
-                let (w, r) = crate::vgg16::import_onnx::import_onnx(file, *allow_unverified)?;
+                let (w, r) = rmac_native::vgg16::import_onnx::import_onnx(file, *allow_unverified)?;
                 (w, r.to_string())
             };
             if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -60,13 +62,13 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
         WeightsCommand::Synthetic { seed, output, pca } => {
             // The same generator as the tests and `bench` (mirrored in
             // tests/reference/synthetic.py for the Keras fixtures).
-            crate::vgg16::synthetic::vgg16(*seed).save(output)?;
+            rmac_native::vgg16::synthetic::vgg16(*seed).save(output)?;
             eprintln!(
                 "wrote {} (synthetic, seed {seed}: not a model)",
                 output.display()
             );
             if let Some(pca) = pca {
-                crate::vgg16::synthetic::pca(*seed).save(pca)?;
+                rmac_native::rmac::pca::synthetic(*seed).save(pca)?;
                 eprintln!("wrote {} (synthetic PCA, seed {seed})", pca.display());
             }
             Ok(())
@@ -75,11 +77,11 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
 }
 
 /// `pca …`.
-pub fn pca(cmd: &PcaCommand) -> Result<()> {
+pub fn pca(cmd: &PcaCommand, env: &Env) -> Result<()> {
     match cmd {
-        PcaCommand::Fit(args) => super::pca_fit::pca_fit(args),
+        PcaCommand::Fit(args) => super::pca_fit::pca_fit(args, env),
         PcaCommand::Import { file, output } => {
-            let pca = crate::vgg16::import_mat::import_pca_mat(file)?;
+            let pca = rmac_native::rmac::import_mat::import_pca_mat(file)?;
             pca.save(output)?;
             eprintln!(
                 "wrote {} (512×512 weight, 512 bias) from {}",

@@ -1,5 +1,4 @@
-//! OWNER: image helper.
-//! Contract step 1: bytes → 8-bit RGB exactly as Pillow 13.0.0's
+//! docs/contract.md#pipeline, step 1: bytes → 8-bit RGB exactly as Pillow 13.0.0's
 //! `Image.open(p).convert("RGB")`.
 //!
 //! * JPEG goes through libjpeg-turbo's decoder (the `mozjpeg-sys` crate builds it

@@ -3,7 +3,7 @@
 use crate::tensor::Tensor3;
 
 /// How the mean is subtracted (contract step 3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preprocess {
     /// keras_rmac's own order: subtract 103.939, 116.779, 123.68 from R, G, B, then reverse to BGR.

@@ -1,5 +1,4 @@
-//! OWNER: image helper.
-//! Contract step 2: the target size, and a bit-exact port of Pillow 13.0.0's
+//! docs/contract.md#pipeline, step 2: the target size, and a bit-exact port of Pillow 13.0.0's
 //! `ImagingResample` with the BICUBIC filter for 8-bit RGB
 //! (`src/libImaging/Resample.c`: `precompute_coeffs`, `normalize_coeffs_8bpc`,
 //! `_ImagingResampleHorizontal_8bpc`, `_ImagingResampleVertical_8bpc`,

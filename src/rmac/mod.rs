@@ -1,11 +1,12 @@
 //! R-MAC: region grid, region max-pooling, L2, PCA-whitening, sum, L2.
+pub mod import_mat;
 pub mod pca;
 pub mod pool;
 pub mod regions;
 pub mod whiten;
 
 use crate::tensor::Tensor3;
-use crate::vgg16::weights::PcaWeights;
+use pca::PcaWeights;
 pub use regions::{Region, rmac_regions};
 
 /// The ε under the square root of keras_rmac's `K.l2_normalize`.

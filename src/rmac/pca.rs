@@ -1,6 +1,102 @@
-//! Applying PCA-whitening: `y = W·x + b`.
+//! PCA-whitening: the weights file (docs/contract.md#weights: `pca.weight` 512×512,
+//! `pca.bias` 512, safetensors) and applying it, `y = W·x + b`. Learning it
+//! from images is [`super::whiten`]; keras_rmac's `PCAmatrices.mat` is read by
+//! [`super::import_mat`].
 
-use crate::vgg16::weights::PcaWeights;
+use crate::vgg16::spec::FEATURE_DIM;
+use crate::vgg16::synthetic::uniform;
+use crate::vgg16::weights::{Checked, WeightsError, serialize, with_mapped_file, write_file};
+use std::path::Path;
+
+/// PCA-whitening: `y = weight · x + bias`.
+#[derive(Clone, Debug)]
+pub struct PcaWeights {
+    /// `[512, 512]` row-major: `weight[r * 512 + c]`.
+    pub weight: Vec<f32>,
+    /// `[512]`.
+    pub bias: Vec<f32>,
+}
+
+/// safetensors key of the PCA matrix, `[512, 512]`.
+pub const PCA_WEIGHT_KEY: &str = "pca.weight";
+/// safetensors key of the PCA bias, `[512]`.
+pub const PCA_BIAS_KEY: &str = "pca.bias";
+
+/// What to do when a PCA weights file is missing.
+pub const PCA_MISSING_HINT: &str = "convert keras_rmac's PCAmatrices.mat with `rmac-native pca import PCAmatrices.mat` (see weights/README.md), \
+     or pass --pca";
+
+fn expected_pca() -> Vec<(String, Vec<usize>)> {
+    vec![
+        (PCA_WEIGHT_KEY.to_owned(), vec![FEATURE_DIM, FEATURE_DIM]),
+        (PCA_BIAS_KEY.to_owned(), vec![FEATURE_DIM]),
+    ]
+}
+
+impl PcaWeights {
+    /// Loads and validates a PCA weights file (memory mapped).
+    pub fn load(path: &Path) -> Result<Self, WeightsError> {
+        with_mapped_file(path, PCA_MISSING_HINT, |bytes| {
+            Self::from_safetensors_bytes(bytes, path)
+        })
+    }
+
+    /// Parses and validates the bytes of a PCA safetensors file; `origin` names it in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], origin: &Path) -> Result<Self, WeightsError> {
+        let file = Checked::parse(bytes, origin)?;
+        let weight = file.tensor(PCA_WEIGHT_KEY, &[FEATURE_DIM, FEATURE_DIM])?;
+        let bias = file.tensor(PCA_BIAS_KEY, &[FEATURE_DIM])?;
+        file.warn_extras(&expected_pca());
+        Ok(Self { weight, bias })
+    }
+
+    /// The safetensors bytes of this PCA (validated first).
+    pub fn to_safetensors_bytes(&self, origin: &Path) -> Result<Vec<u8>, WeightsError> {
+        let shapes = expected_pca();
+        let tensors = vec![
+            (
+                shapes[0].0.clone(),
+                shapes[0].1.clone(),
+                self.weight.as_slice(),
+            ),
+            (
+                shapes[1].0.clone(),
+                shapes[1].1.clone(),
+                self.bias.as_slice(),
+            ),
+        ];
+        serialize(origin, &tensors)
+    }
+
+    /// Writes the PCA to `path` (atomically).
+    pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
+        let bytes = self.to_safetensors_bytes(path)?;
+        write_file(path, &bytes)
+    }
+}
+
+/// Stream id of the synthetic PCA weight matrix (see [`crate::vgg16::synthetic`]).
+const SYNTHETIC_PCA_STREAM: u64 = 100;
+
+/// Deterministic synthetic PCA-whitening for `seed`, mirrored bit for bit in
+/// `tests/reference/synthetic.py`: weight `(2u − 1) · sqrt(3 / 512)` with
+/// `u = uniform(seed, 100, i)`, bias `b_r = −Σ_c W_rc / sqrt(512)` (f64 sum in
+/// order), which centres the non-negative region vectors so that different
+/// images do not all come out nearly parallel. Not a model: for tests and
+/// benchmarks.
+pub fn synthetic(seed: u8) -> PcaWeights {
+    let n = FEATURE_DIM;
+    let limit = (3.0 / n as f64).sqrt();
+    let weight: Vec<f32> = (0..(n * n) as u64)
+        .map(|i| ((2.0 * uniform(seed, SYNTHETIC_PCA_STREAM, i) - 1.0) * limit) as f32)
+        .collect();
+    let inv_sqrt_n = 1.0 / (n as f64).sqrt();
+    let bias = weight
+        .chunks_exact(n)
+        .map(|row| (-row.iter().map(|&w| f64::from(w) * inv_sqrt_n).sum::<f64>()) as f32)
+        .collect();
+    PcaWeights { weight, bias }
+}
 
 /// Independent f64 partial sums per dot product: lanes the compiler can keep
 /// in one AVX-512 (or two AVX2) registers; a single running sum would chain
@@ -87,5 +183,28 @@ mod tests {
                 assert_eq!(&apply(&pca, x), y);
             }
         }
+    }
+
+    #[test]
+    fn pca_round_trip_in_memory() {
+        let p = synthetic(3);
+        let origin = Path::new("mem.safetensors");
+        let bytes = p.to_safetensors_bytes(origin).unwrap();
+        let q = PcaWeights::from_safetensors_bytes(&bytes, origin).unwrap();
+        assert_eq!(p.weight, q.weight);
+        assert_eq!(p.bias, q.bias);
+    }
+
+    #[test]
+    fn unaligned_data_is_read() {
+        // Shift the whole file by one byte inside a buffer: the f32 data are then
+        // misaligned in memory, which must not matter.
+        let p = synthetic(4);
+        let origin = Path::new("mem.safetensors");
+        let bytes = p.to_safetensors_bytes(origin).unwrap();
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        let q = PcaWeights::from_safetensors_bytes(&shifted[1..], origin).unwrap();
+        assert_eq!(p.weight, q.weight);
     }
 }

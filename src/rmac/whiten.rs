@@ -23,7 +23,7 @@
 //! Vectors are buffered in blocks of [`BLOCK`] rows and added with one matrix
 //! product per block.
 
-use crate::vgg16::weights::PcaWeights;
+use super::pca::PcaWeights;
 use ndarray::{Array1, Array2, Axis, s};
 use ndarray_linalg::{Eigh, UPLO};
 

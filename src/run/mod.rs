@@ -1,11 +1,8 @@
-//! Running a batch: the input list, the pipeline loop, progress, and the
-//! distribution over MPI ranks (scheduling, streaming, resume settings), and
-//! the lock that keeps two runs off one output.
-pub mod inputs;
-pub mod job;
-pub mod local;
-pub mod lock;
-pub mod mpi;
-pub mod protocol;
-pub mod schedule;
-pub mod settings;
+//! Running a batch: the [`pipeline`] that turns jobs into vectors on one
+//! process (decode ahead → backend → head; reused by every batch command),
+//! the [`coordinator`] that spreads jobs over MPI ranks and writes every
+//! result once (scheduling, transport, stats, progress), and the [`extract`]
+//! orchestration on top (preflight, rank dispatch, summary).
+pub mod coordinator;
+pub mod extract;
+pub mod pipeline;

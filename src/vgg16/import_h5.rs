@@ -55,7 +55,7 @@ use super::spec::{KERNEL, VGG16_CONVS};
 use super::weights::{ConvWeights, Vgg16Weights, WeightsError};
 
 /// The kernel convention of a Keras file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Convention {
     /// TensorFlow kernels: cross-correlation (as stored by the contract).
     Tf,

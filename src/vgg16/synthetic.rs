@@ -13,7 +13,7 @@
 //! * conv layer k (0..13 in [`VGG16_CONVS`] order), kernel HWIO flat index i:
 //!   `(2u − 1) · sqrt(6 / (9·cin))` with `u = uniform(seed, 2k, i)` (He-uniform),
 //! * its bias j: `(u − 0.5) · 0.2` with `u = uniform(seed, 2k + 1, j)`,
-//! * PCA weight, row-major `[512, 512]` flat index i: `(2u − 1) · sqrt(3 / 512)` with
+//! * PCA weight (`rmac::pca::synthetic`), row-major `[512, 512]` flat index i: `(2u − 1) · sqrt(3 / 512)` with
 //!   `u = uniform(seed, 100, i)`,
 //! * PCA bias: `b_r = −Σ_c W_rc / sqrt(512)` (f64 sum over c in order, of the f32
 //!   weights), which centres the (non-negative, unit-norm) region vectors so that
@@ -21,11 +21,8 @@
 //!
 //! Every value is computed in f64 and rounded once to f32.
 
-use super::spec::{FEATURE_DIM, KERNEL, VGG16_CONVS};
-use super::weights::{ConvWeights, PcaWeights, Vgg16Weights};
-
-/// Stream id of the PCA weight matrix.
-const PCA_STREAM: u64 = 100;
+use super::spec::{KERNEL, VGG16_CONVS};
+use super::weights::{ConvWeights, Vgg16Weights};
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -61,21 +58,6 @@ pub fn vgg16(seed: u8) -> Vgg16Weights {
         })
         .collect();
     Vgg16Weights { layers }
-}
-
-/// Synthetic PCA-whitening for `seed` (see the module docs for the centring bias).
-pub fn pca(seed: u8) -> PcaWeights {
-    let n = FEATURE_DIM;
-    let limit = (3.0 / n as f64).sqrt();
-    let weight: Vec<f32> = (0..(n * n) as u64)
-        .map(|i| ((2.0 * uniform(seed, PCA_STREAM, i) - 1.0) * limit) as f32)
-        .collect();
-    let inv_sqrt_n = 1.0 / (n as f64).sqrt();
-    let bias = weight
-        .chunks_exact(n)
-        .map(|row| (-row.iter().map(|&w| f64::from(w) * inv_sqrt_n).sum::<f64>()) as f32)
-        .collect();
-    PcaWeights { weight, bias }
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
-//! VGG16 and PCA weights in the contract's safetensors layout: loading with
-//! validation of every tensor, and saving (importers, synthetic test weights).
-//!
-//! OWNER: weights helper. The struct definitions below are the shared interface;
-//! keep their fields.
+//! VGG16 weights in the contract's safetensors layout (docs/contract.md#weights): loading
+//! with validation of every tensor, and saving (importers, synthetic test weights). The
+//! safetensors checks here also serve the PCA file (`rmac::pca::PcaWeights`).
 //!
 //! Loading checks, for every expected tensor, that it exists, is `F32`, has the
 //! contract's shape and holds only finite values; every error names the file and
@@ -20,9 +18,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
-use sha2::{Digest, Sha256};
 
-use super::spec::{ConvSpec, FEATURE_DIM, KERNEL, VGG16_CONVS};
+use super::spec::{ConvSpec, KERNEL, VGG16_CONVS};
 
 /// One convolution's parameters.
 #[derive(Clone, Debug)]
@@ -40,26 +37,9 @@ pub struct Vgg16Weights {
     pub layers: Vec<ConvWeights>,
 }
 
-/// PCA-whitening: `y = weight · x + bias`.
-#[derive(Clone, Debug)]
-pub struct PcaWeights {
-    /// `[512, 512]` row-major: `weight[r * 512 + c]`.
-    pub weight: Vec<f32>,
-    /// `[512]`.
-    pub bias: Vec<f32>,
-}
-
-/// safetensors key of the PCA matrix, `[512, 512]`.
-pub const PCA_WEIGHT_KEY: &str = "pca.weight";
-/// safetensors key of the PCA bias, `[512]`.
-pub const PCA_BIAS_KEY: &str = "pca.bias";
-
 /// What to do when a VGG16 weights file is missing.
 pub const VGG16_MISSING_HINT: &str =
     "run `bash weights/fetch-genuine.sh` to fetch the genuine VGG16 weights, or pass --weights";
-/// What to do when a PCA weights file is missing.
-pub const PCA_MISSING_HINT: &str = "convert keras_rmac's PCAmatrices.mat with `rmac-native pca import PCAmatrices.mat` (see weights/README.md), \
-     or pass --pca";
 
 /// Everything that can go wrong reading, writing or importing weights. Every
 /// variant names the file; those about one tensor name the tensor too.
@@ -169,20 +149,6 @@ impl WeightsError {
     }
 }
 
-/// Lower-case hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// Reads a whole file through a memory map and hands the bytes to `f`.
 pub(crate) fn with_mapped_file<T>(
     path: &Path,
@@ -257,13 +223,6 @@ fn expected_vgg16() -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-fn expected_pca() -> Vec<(String, Vec<usize>)> {
-    vec![
-        (PCA_WEIGHT_KEY.to_owned(), vec![FEATURE_DIM, FEATURE_DIM]),
-        (PCA_BIAS_KEY.to_owned(), vec![FEATURE_DIM]),
-    ]
-}
-
 /// Checks one in-memory tensor before writing it.
 fn check_tensor(
     origin: &Path,
@@ -296,7 +255,7 @@ fn check_finite(origin: &Path, key: &str, data: &[f32]) -> Result<(), WeightsErr
 }
 
 /// Serializes `(key, shape, data)` triples (already checked).
-fn serialize(
+pub(crate) fn serialize(
     origin: &Path,
     tensors: &[(String, Vec<usize>, &[f32])],
 ) -> Result<Vec<u8>, WeightsError> {
@@ -318,34 +277,14 @@ fn serialize(
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so that a reader never sees a half-written weights file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
-    let err = |e: std::io::Error| WeightsError::Write {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
-}
-
 /// A parsed safetensors file being checked against an expected tensor list.
-struct Checked<'a> {
+pub(crate) struct Checked<'a> {
     st: SafeTensors<'a>,
     origin: &'a Path,
 }
 
 impl<'a> Checked<'a> {
-    fn parse(bytes: &'a [u8], origin: &'a Path) -> Result<Self, WeightsError> {
+    pub(crate) fn parse(bytes: &'a [u8], origin: &'a Path) -> Result<Self, WeightsError> {
         if bytes.is_empty() {
             return Err(WeightsError::NotSafetensors {
                 path: origin.to_owned(),
@@ -378,7 +317,7 @@ impl<'a> Checked<'a> {
     }
 
     /// The f32 values of `key`, checked for dtype, shape and finiteness.
-    fn tensor(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
+    pub(crate) fn tensor(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
         let view = self
             .st
             .tensor(key)
@@ -427,7 +366,7 @@ impl<'a> Checked<'a> {
         extra
     }
 
-    fn warn_extras(&self, expected: &[(String, Vec<usize>)]) {
+    pub(crate) fn warn_extras(&self, expected: &[(String, Vec<usize>)]) {
         let extra = self.extras(expected);
         if !extra.is_empty() {
             let shown: Vec<&str> = extra.iter().take(10).map(String::as_str).collect();
@@ -549,7 +488,7 @@ impl Vgg16Weights {
     /// Writes the weights to `path` (atomically: a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
         let bytes = self.to_safetensors_bytes(path)?;
-        write_atomically(path, &bytes)
+        write_file(path, &bytes)
     }
 
     /// The layers must be the 13 of the spec, in order.
@@ -576,81 +515,10 @@ impl Vgg16Weights {
     }
 }
 
-impl PcaWeights {
-    /// Loads and validates a PCA weights file (memory mapped).
-    pub fn load(path: &Path) -> Result<Self, WeightsError> {
-        with_mapped_file(path, PCA_MISSING_HINT, |bytes| {
-            Self::from_safetensors_bytes(bytes, path)
-        })
-    }
-
-    /// Parses and validates the bytes of a PCA safetensors file; `origin` names it in errors.
-    pub fn from_safetensors_bytes(bytes: &[u8], origin: &Path) -> Result<Self, WeightsError> {
-        let file = Checked::parse(bytes, origin)?;
-        let weight = file.tensor(PCA_WEIGHT_KEY, &[FEATURE_DIM, FEATURE_DIM])?;
-        let bias = file.tensor(PCA_BIAS_KEY, &[FEATURE_DIM])?;
-        file.warn_extras(&expected_pca());
-        Ok(Self { weight, bias })
-    }
-
-    /// The safetensors bytes of this PCA (validated first).
-    pub fn to_safetensors_bytes(&self, origin: &Path) -> Result<Vec<u8>, WeightsError> {
-        let shapes = expected_pca();
-        let tensors = vec![
-            (
-                shapes[0].0.clone(),
-                shapes[0].1.clone(),
-                self.weight.as_slice(),
-            ),
-            (
-                shapes[1].0.clone(),
-                shapes[1].1.clone(),
-                self.bias.as_slice(),
-            ),
-        ];
-        serialize(origin, &tensors)
-    }
-
-    /// Writes the PCA to `path` (atomically).
-    pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
-        let bytes = self.to_safetensors_bytes(path)?;
-        write_atomically(path, &bytes)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vgg16::synthetic;
-
-    #[test]
-    fn pca_round_trip_in_memory() {
-        let p = synthetic::pca(3);
-        let origin = Path::new("mem.safetensors");
-        let bytes = p.to_safetensors_bytes(origin).unwrap();
-        let q = PcaWeights::from_safetensors_bytes(&bytes, origin).unwrap();
-        assert_eq!(p.weight, q.weight);
-        assert_eq!(p.bias, q.bias);
-    }
-
-    #[test]
-    fn unaligned_data_is_read() {
-        // Shift the whole file by one byte inside a buffer: the f32 data are then
-        // misaligned in memory, which must not matter.
-        let p = synthetic::pca(4);
-        let origin = Path::new("mem.safetensors");
-        let bytes = p.to_safetensors_bytes(origin).unwrap();
-        let mut shifted = vec![0u8; bytes.len() + 1];
-        shifted[1..].copy_from_slice(&bytes);
-        let q = PcaWeights::from_safetensors_bytes(&shifted[1..], origin).unwrap();
-        assert_eq!(p.weight, q.weight);
-    }
-
-    #[test]
-    fn sha256_of_empty_input() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
+/// Writes a weights file atomically (never half a file), naming it in the error.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    crate::files::write_atomically(path, bytes).map_err(|e| WeightsError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }

@@ -23,7 +23,7 @@ pub fn weights() -> &'static (PathBuf, PathBuf) {
             dir.path().join("pca.safetensors"),
         );
         synthetic::vgg16(1).save(&w).unwrap();
-        synthetic::pca(1).save(&p).unwrap();
+        rmac_native::rmac::pca::synthetic(1).save(&p).unwrap();
         (dir, (w, p))
     })
     .1
@@ -128,7 +128,7 @@ pub struct Results {
 
 /// Reads OUT and its error file, asserting that no path appears twice.
 pub fn results(out: &Path) -> Results {
-    let errors_file = rmac_native::sink::jsonl::errors_path(out);
+    let errors_file = rmac_native::store::jsonl::errors_path(out);
     let mut vectors = BTreeMap::new();
     let mut errors = BTreeSet::new();
     for line in std::fs::read_to_string(out).unwrap_or_default().lines() {

@@ -1,14 +1,16 @@
-//! VGG16 on the CPU: tiled im2col + `matrixmultiply` sgemm, bias and ReLU fused
-//! after each GEMM tile, the 2×2 max-pool fused into the conv that precedes it.
+//! VGG16 on the CPU, one [`CpuAlgo`] per backend.
 //!
-//! Memory is bounded by tiling: a tile's im2col buffer never exceeds
+//! The default ([`CpuAlgo::Auto`]) runs conv1_1 (3 input channels) as a direct
+//! AVX-512/AVX2 kernel ([`direct`]) and every other layer as Winograd
+//! ([`winograd`]: F(2×2) in block 1, F(4×4) in blocks 2–5) on the packed GEMM
+//! kernel ([`kernel`]), with per-layer weights prepared once at load. Bias, ReLU
+//! and the 2×2 max-pool are fused into the conv that precedes them.
+//!
+//! The plain reference every fast path is tested against is [`CpuAlgo::Im2col`]:
+//! tiled im2col + `matrixmultiply` sgemm ([`conv`], [`reference`]). Its memory is
+//! bounded by tiling: a tile's im2col buffer never exceeds
 //! [`conv::PATCH_BUDGET_BYTES`], whatever the image size, and the full-resolution
 //! output of a conv followed by a pool is never stored.
-//!
-//! That plain path ([`CpuAlgo::Im2col`]) is the reference the fast paths are
-//! tested against. The fast paths ([`CpuAlgo::Auto`], the default) prepare
-//! per-layer weights once at load: Winograd-transformed ([`winograd`]) or
-//! packed for the AVX-512/AVX2 GEMM kernel ([`kernel`], [`packed`]).
 pub mod buffers;
 pub mod conv;
 pub mod direct;
@@ -69,21 +71,6 @@ impl CpuAlgo {
         CpuAlgo::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// `RMAC_CPU_ALGO` (e.g. `im2col` to run the reference path in
-    /// production), or the default when unset or empty.
-    pub fn from_env() -> Result<CpuAlgo, BackendError> {
-        match std::env::var("RMAC_CPU_ALGO") {
-            Ok(name) if !name.trim().is_empty() => CpuAlgo::parse(name.trim()).ok_or_else(|| {
-                let names: Vec<&str> = CpuAlgo::ALL.iter().map(|a| a.name()).collect();
-                BackendError::Device(format!(
-                    "RMAC_CPU_ALGO={name:?} is not a CPU algorithm; use one of: {}",
-                    names.join(", ")
-                ))
-            }),
-            _ => Ok(CpuAlgo::default()),
-        }
-    }
-
     /// The kind of each layer under this algorithm.
     fn kind(self, spec: &ConvSpec) -> LayerKind {
         let small_cin = spec.cin < 16;
@@ -141,10 +128,10 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// The algorithm named by `RMAC_CPU_ALGO` (see [`CpuAlgo::from_env`]),
-    /// else [`CpuAlgo::Auto`]; `threads == 0` means all available cores.
+    /// The default algorithm ([`CpuAlgo::Auto`]); `threads == 0` means all
+    /// available cores. Another algorithm is [`Self::with_algo`].
     pub fn new(weights: Arc<Vgg16Weights>, threads: usize) -> Result<Self, BackendError> {
-        Self::with_algo(weights, threads, CpuAlgo::from_env()?)
+        Self::with_algo(weights, threads, CpuAlgo::Auto)
     }
 
     /// A backend running `algo`; `threads == 0` means all available cores.

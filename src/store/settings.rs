@@ -1,17 +1,12 @@
 //! The settings a vectors file was made with, kept beside it
 //! (`vectors.jsonl` → `vectors.settings.json`), so that a resumed run cannot
-//! silently mix vectors from different weights or recipes in one file; and the
-//! run summary beside it (`vectors.summary.json`).
+//! silently mix vectors from different weights or recipes in one file.
 
-use crate::vgg16::weights::sha256_hex;
+use super::companions::settings_path;
+use crate::files::write_atomically;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// `vectors.jsonl` → `vectors.<what>.json`.
-pub fn beside(out: &Path, what: &str) -> PathBuf {
-    crate::sink::sibling(out, ".jsonl", &format!(".{what}.json"))
-}
+use std::path::Path;
 
 /// What decides the numbers in OUT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,16 +18,6 @@ pub struct RunSettings {
     pub max_size: u32,
     pub levels: u64,
     pub preprocess: String,
-}
-
-/// sha256 and size of a file (memory-mapped; the page cache serves the later load).
-pub fn file_digest(path: &Path) -> Result<(String, u64)> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // SAFETY: read-only map of a file we only read; a concurrent writer could change the digest, nothing worse.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((sha256_hex(&map), map.len() as u64))
 }
 
 impl RunSettings {
@@ -76,7 +61,7 @@ impl RunSettings {
     /// Compares with the settings file beside `out` (when OUT already holds
     /// `done` records) and then writes ours there.
     pub fn check_and_write(&self, out: &Path, done: usize, restart: bool) -> Result<()> {
-        let file = beside(out, "settings");
+        let file = settings_path(out);
         if done > 0 && !restart {
             match std::fs::read(&file) {
                 Ok(bytes) => {
@@ -104,14 +89,8 @@ impl RunSettings {
             }
         }
         write_atomically(&file, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", file.display()))
     }
-}
-
-/// Writes `bytes` to `path` via a temporary file and a rename (never half a file).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -127,18 +106,6 @@ mod tests {
             levels: 3,
             preprocess: "keras".into(),
         }
-    }
-
-    #[test]
-    fn files_sit_beside_out() {
-        assert_eq!(
-            beside(Path::new("/d/vectors.jsonl"), "settings"),
-            Path::new("/d/vectors.settings.json")
-        );
-        assert_eq!(
-            beside(Path::new("out"), "summary"),
-            Path::new("out.summary.json")
-        );
     }
 
     #[test]

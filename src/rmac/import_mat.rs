@@ -1,4 +1,4 @@
-//! OWNER: weights helper. Import of keras_rmac's `PCAmatrices.mat` (the PCA-whitening
+//! Import of keras_rmac's `PCAmatrices.mat` (the PCA-whitening
 //! learned on Landmarks) into [`PcaWeights`].
 //!
 //! A small reader for MATLAB's level-5 MAT files (the format of `save -v7` and of
@@ -20,8 +20,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::spec::FEATURE_DIM;
-use super::weights::{PcaWeights, WeightsError, with_mapped_file};
+use super::pca::PcaWeights;
+use crate::vgg16::spec::FEATURE_DIM;
+use crate::vgg16::weights::{WeightsError, with_mapped_file};
 
 const MI_INT8: u32 = 1;
 const MI_UINT8: u32 = 2;

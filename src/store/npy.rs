@@ -13,6 +13,7 @@
 //! shorter of the two, the paths file to the same count, and the header
 //! rewritten with that count.
 
+use super::{VectorSink, VectorSource};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -114,15 +115,7 @@ pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
     })
 }
 
-/// `x.npy` → `x.paths.txt`.
-pub fn paths_path(npy: &Path) -> PathBuf {
-    super::sibling(npy, ".npy", ".paths.txt")
-}
-
-/// `x.npy` → `x.errors.jsonl`.
-pub fn errors_path(npy: &Path) -> PathBuf {
-    super::sibling(npy, ".npy", ".errors.jsonl")
-}
+pub use super::companions::{npy_errors_path as errors_path, npy_paths_path as paths_path};
 
 /// Writes a whole matrix at once (`convert`, tests): `x.npy` and `x.paths.txt`.
 pub fn write_npy(out: &Path, paths: &[String], data: &[f32], dim: usize) -> Result<()> {
@@ -208,6 +201,47 @@ impl MappedNpy {
             ..self.shape.data_offset + self.shape.rows as usize * self.shape.dim * 4];
         // The map is page-aligned and the offset a multiple of 4; fall back to nothing on a big-endian host.
         bytemuck::try_cast_slice(bytes).expect("an aligned little-endian float32 matrix")
+    }
+}
+
+/// An NPY output read back: the mapped matrix and its paths file.
+pub struct MappedVectors {
+    npy: MappedNpy,
+    paths: Vec<String>,
+}
+
+impl MappedVectors {
+    /// Maps `path` and reads `x.paths.txt` beside it. A run still writing may
+    /// have listed fewer rows in the header than paths (rows are written before
+    /// their path line and the header lags): the extra paths are left out.
+    pub fn open(path: &Path) -> Result<Self> {
+        let npy = MappedNpy::open(path)?;
+        let mut paths = read_paths(path)?;
+        if paths.len() as u64 != npy.shape.rows {
+            if (paths.len() as u64) < npy.shape.rows {
+                bail!(
+                    "{} has {} rows but {} lists only {} paths",
+                    path.display(),
+                    npy.shape.rows,
+                    paths_path(path).display(),
+                    paths.len()
+                );
+            }
+            paths.truncate(npy.shape.rows as usize);
+        }
+        Ok(MappedVectors { npy, paths })
+    }
+}
+
+impl VectorSource for MappedVectors {
+    fn paths(&self) -> &[String] {
+        &self.paths
+    }
+    fn data(&self) -> &[f32] {
+        self.npy.data()
+    }
+    fn dim(&self) -> usize {
+        self.npy.shape.dim
     }
 }
 
@@ -355,7 +389,26 @@ impl NpySink {
         self.rows
     }
 
-    pub fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+    fn maybe_sync(&mut self) -> Result<()> {
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn write_header(&mut self) -> Result<()> {
+        if self.header_rows != self.rows {
+            self.data.seek(SeekFrom::Start(0))?;
+            self.data.write_all(&header(self.rows, self.dim))?;
+            self.data.seek(SeekFrom::End(0))?;
+            self.header_rows = self.rows;
+        }
+        Ok(())
+    }
+}
+
+impl VectorSink for NpySink {
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
         ensure!(
             vector.len() == self.dim,
             "a {}-float vector for {path}; {} holds {}-float rows",
@@ -382,7 +435,7 @@ impl NpySink {
         self.maybe_sync()
     }
 
-    pub fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
         let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
         line.push(b'\n');
         self.errors
@@ -391,25 +444,8 @@ impl NpySink {
         self.maybe_sync()
     }
 
-    fn maybe_sync(&mut self) -> Result<()> {
-        if self.last_sync.elapsed() >= SYNC_EVERY {
-            self.sync()?;
-        }
-        Ok(())
-    }
-
-    fn write_header(&mut self) -> Result<()> {
-        if self.header_rows != self.rows {
-            self.data.seek(SeekFrom::Start(0))?;
-            self.data.write_all(&header(self.rows, self.dim))?;
-            self.data.seek(SeekFrom::End(0))?;
-            self.header_rows = self.rows;
-        }
-        Ok(())
-    }
-
     /// Rewrites the header with the current row count and forces all three files to disk.
-    pub fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<()> {
         self.write_header()?;
         self.data
             .sync_data()

@@ -3,6 +3,7 @@
 //! so a killed run loses at most the line in flight; on restart a torn last
 //! line is cut off and every complete line counts as done.
 
+use super::{VectorSet, VectorSink};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -35,9 +36,9 @@ struct AnyLine {
     error: Option<String>,
 }
 
-/// `vectors.jsonl` → `vectors.errors.jsonl` (contract: the error file beside OUT).
+/// `vectors.jsonl` → `vectors.errors.jsonl` (docs/contract.md#outputs: the error file beside OUT).
 pub fn errors_path(out: &Path) -> PathBuf {
-    super::sibling(out, ".jsonl", ".errors.jsonl")
+    super::companions::jsonl_errors_path(out)
 }
 
 /// One append-only JSONL file.
@@ -164,29 +165,31 @@ impl JsonlSink {
         ))
     }
 
-    pub fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
-        let mut line = serde_json::to_vec(&VectorLine { path, vector })?;
-        line.push(b'\n');
-        self.vectors.append(&line)?;
-        self.maybe_sync()
-    }
-
-    pub fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
-        let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
-        line.push(b'\n');
-        self.errors.append(&line)?;
-        self.maybe_sync()
-    }
-
     fn maybe_sync(&mut self) -> Result<()> {
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync()?;
         }
         Ok(())
     }
+}
+
+impl VectorSink for JsonlSink {
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        let mut line = serde_json::to_vec(&VectorLine { path, vector })?;
+        line.push(b'\n');
+        self.vectors.append(&line)?;
+        self.maybe_sync()
+    }
+
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
+        let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
+        line.push(b'\n');
+        self.errors.append(&line)?;
+        self.maybe_sync()
+    }
 
     /// Forces everything written to disk.
-    pub fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<()> {
         self.vectors
             .file
             .sync_data()
@@ -198,6 +201,67 @@ impl JsonlSink {
         self.last_sync = Instant::now();
         Ok(())
     }
+}
+
+/// Reads a vectors JSONL file written by `extract`.
+pub fn read_vectors(path: &Path) -> Result<VectorSet> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        path: String,
+        vector: Vec<f32>,
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
+    let mut set = VectorSet {
+        paths: Vec::new(),
+        data: Vec::new(),
+        dim: 0,
+    };
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.is_empty() {
+            continue;
+        }
+        let rec: Line = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "line {} of {} is not a {{\"path\", \"vector\"}} record",
+                i + 1,
+                path.display()
+            )
+        })?;
+        if set.dim == 0 {
+            set.dim = rec.vector.len();
+        } else if rec.vector.len() != set.dim {
+            bail!(
+                "line {} of {} has {} numbers, earlier lines {}",
+                i + 1,
+                path.display(),
+                rec.vector.len(),
+                set.dim
+            );
+        }
+        set.paths.push(rec.path);
+        set.data.extend_from_slice(&rec.vector);
+    }
+    Ok(set)
+}
+
+/// Reads the `{"path", "error"}` lines of an error file (missing file: none).
+pub fn read_errors(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("line {} of {} is not JSON", i + 1, path.display()))?;
+        if let (Some(p), Some(e)) = (v["path"].as_str(), v["error"].as_str()) {
+            out.push((p.to_owned(), e.to_owned()));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

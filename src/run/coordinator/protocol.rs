@@ -12,6 +12,7 @@
 //! 0 → worker   FINISH   i32 exit code (after every rank's STATS)
 //! ```
 
+pub use crate::run::pipeline::Job;
 use anyhow::{Result, bail, ensure};
 
 pub type Tag = i32;
@@ -21,13 +22,6 @@ pub const TAG_RESULT: Tag = 13;
 pub const TAG_STATS: Tag = 14;
 pub const TAG_START: Tag = 15;
 pub const TAG_FINISH: Tag = 16;
-
-/// One image to do: its position in the coordinator's list, and its path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job {
-    pub id: u64,
-    pub path: String,
-}
 
 /// What one image gave.
 #[derive(Clone, Debug, PartialEq)]

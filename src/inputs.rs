@@ -1,5 +1,5 @@
 //! The image list: a text file with one path per line, or a folder searched
-//! recursively (contract: "Command line").
+//! recursively (docs/contract.md#inputs).
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
-//! The command line (contract: "Command line"). Parsing only; the work is done
-//! by the library.
+//! The flags of every subcommand (docs/contract.md#command-line), as clap
+//! parses them. Nothing here is used below the command line: [`super::resolve`]
+//! turns these into the library's typed settings.
 
-use crate::image::preprocess::Preprocess;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -51,11 +51,74 @@ pub const SUBCOMMANDS: [&str; 10] = [
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
+pub enum BackendArg {
     /// A GPU when one is usable, else the CPU (says which).
     Auto,
     Cpu,
     Gpu,
+}
+
+/// How the mean is subtracted (docs/contract.md#pipeline, step 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PreprocessArg {
+    /// keras_rmac's own order: subtract 103.939, 116.779, 123.68 from R, G, B, then reverse to BGR.
+    Keras,
+    /// Caffe/Keras-applications order: to BGR first, then subtract B 103.939, G 116.779, R 123.68.
+    Caffe,
+}
+
+/// The kernel convention of a Keras `.h5` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConventionArg {
+    /// TensorFlow kernels: cross-correlation (as stored by the contract).
+    Tf,
+    /// Theano kernels: true convolution, flipped 180° relative to cross-correlation.
+    Th,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IndexKindArg {
+    Hnsw,
+    Ivfflat,
+}
+
+/// The model and recipe, for every subcommand that turns images into vectors.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// VGG16 weights (safetensors, docs/contract.md#weights).
+    #[arg(long, default_value = "weights/vgg16.safetensors")]
+    pub weights: PathBuf,
+    /// Longest image side after resizing (smaller images are enlarged, as in keras_rmac;
+    /// use the value the vectors you compare with were made with).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
+    pub max_size: u32,
+    /// R-MAC region scales.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub levels: u64,
+    #[arg(long, value_enum, default_value_t = PreprocessArg::Keras)]
+    pub preprocess: PreprocessArg,
+}
+
+/// The PCA-whitening applied to each region vector.
+#[derive(Args, Debug, Clone)]
+pub struct PcaArgs {
+    /// PCA-whitening (safetensors), or `none` to skip whitening.
+    #[arg(long, default_value = "weights/pca.safetensors")]
+    pub pca: String,
+}
+
+/// Where the network runs.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// GPU adapter index (best first; see the error of `--backend gpu` for the list).
+    /// Without it, MPI ranks on one node spread over the node's GPUs.
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// CPU threads (0 = all cores; under MPI, the cores shared with the node's other ranks).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -70,31 +133,14 @@ pub struct ExtractArgs {
     /// Also write every vector to this PostgreSQL database (`postgresql://…`; see `search`, `index`).
     #[arg(long)]
     pub db: Option<String>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
-    /// GPU adapter index (best first; see the error of `--backend gpu` for the list).
-    /// Without it, MPI ranks on one node spread over the node's GPUs.
-    #[arg(long)]
-    pub gpu: Option<usize>,
-    /// VGG16 weights (safetensors, contract layout).
-    #[arg(long, default_value = "weights/vgg16.safetensors")]
-    pub weights: PathBuf,
-    /// PCA-whitening (safetensors), or `none` to skip whitening.
-    #[arg(long, default_value = "weights/pca.safetensors")]
-    pub pca: String,
-    /// Longest image side after resizing (smaller images are enlarged, as in keras_rmac).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
-    pub max_size: u32,
-    /// R-MAC region scales.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub levels: u64,
-    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
-    pub preprocess: Preprocess,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub pca: PcaArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Refuse images with more pixels than this before decoding them (decompression bombs).
-    #[arg(long, default_value_t = crate::image::decode::DecodeLimits::default().max_pixels)]
+    #[arg(long, default_value_t = rmac_native::image::decode::DecodeLimits::default().max_pixels)]
     pub max_pixels: u64,
     /// Start over: empty OUT and its error file instead of resuming.
     #[arg(long)]
@@ -116,7 +162,7 @@ pub enum WeightsCommand {
         /// (Theano, flipped 180°). Default: from the file's `backend` attribute, its name
         /// (`…th_kernels…`), or its kernel layout (OIHW → th).
         #[arg(long, value_enum)]
-        convention: Option<crate::vgg16::import_h5::Convention>,
+        convention: Option<ConventionArg>,
     },
     /// Load and validate a weights file, printing each tensor's shape.
     Check {
@@ -200,22 +246,10 @@ pub struct PcaFitArgs {
     /// The PCA file to write (safetensors, contract layout).
     #[arg(long, default_value = "weights/pca.safetensors")]
     pub output: PathBuf,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
-    /// VGG16 weights (safetensors, contract layout).
-    #[arg(long, default_value = "weights/vgg16.safetensors")]
-    pub weights: PathBuf,
-    /// Longest image side after resizing.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
-    pub max_size: u32,
-    /// R-MAC region scales.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub levels: u64,
-    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
-    pub preprocess: Preprocess,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -284,25 +318,13 @@ pub struct SearchArgs {
     /// Time the search: run it N times and report the times on stderr.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
-    /// `--image`: VGG16 weights (safetensors).
-    #[arg(long, default_value = "weights/vgg16.safetensors")]
-    pub weights: PathBuf,
-    /// `--image`: PCA-whitening (safetensors), or `none`.
-    #[arg(long, default_value = "weights/pca.safetensors")]
-    pub pca: String,
-    /// `--image`: longest image side after resizing (use the value the index was made with).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
-    pub max_size: u32,
-    /// `--image`: R-MAC region scales.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub levels: u64,
-    #[arg(long, value_enum, default_value_t = Preprocess::Keras)]
-    pub preprocess: Preprocess,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub backend: BackendChoice,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    /// `--image`: the model the query vectors are extracted with.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub pca: PcaArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -321,8 +343,8 @@ pub struct IndexArgs {
     /// The database (`postgresql://…` or `host=… dbname=…`).
     #[arg(long)]
     pub db: String,
-    #[arg(long, value_enum, default_value_t = crate::sink::postgres::IndexKind::Hnsw)]
-    pub kind: crate::sink::postgres::IndexKind,
+    #[arg(long, value_enum, default_value_t = IndexKindArg::Hnsw)]
+    pub kind: IndexKindArg,
     /// HNSW: links per node.
     #[arg(long, default_value_t = 16)]
     pub m: u32,

@@ -1,5 +1,7 @@
 //! Exact nearest neighbours by inner product (the vectors are unit length, so
-//! this is cosine similarity), over a vectors file held in memory or mapped.
+//! this is cosine similarity) over a row-major matrix (a vectors file held in
+//! memory or mapped: [`crate::store::VectorSource`]), and query expansion.
+//! Reading the vectors is the store's job; this module only ranks.
 //!
 //! The scan reads each row once for all queries, in SIMD (the dot product is
 //! written as 16 independent lanes, compiled for AVX-512/AVX2/baseline and
@@ -9,184 +11,10 @@
 
 pub mod html;
 
-use anyhow::{Context, Result, bail};
+use crate::store::VectorSet;
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::io::BufRead;
-use std::path::Path;
-
-/// Paths and their vectors, in file order.
-pub struct VectorSet {
-    pub paths: Vec<String>,
-    /// Row-major `[paths.len(), dim]`.
-    pub data: Vec<f32>,
-    pub dim: usize,
-}
-
-impl VectorSet {
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-}
-
-/// Reads a vectors JSONL file written by `extract`.
-pub fn read_jsonl(path: &Path) -> Result<VectorSet> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        path: String,
-        vector: Vec<f32>,
-    }
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
-    let mut set = VectorSet {
-        paths: Vec::new(),
-        data: Vec::new(),
-        dim: 0,
-    };
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if line.is_empty() {
-            continue;
-        }
-        let rec: Line = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "line {} of {} is not a {{\"path\", \"vector\"}} record",
-                i + 1,
-                path.display()
-            )
-        })?;
-        if set.dim == 0 {
-            set.dim = rec.vector.len();
-        } else if rec.vector.len() != set.dim {
-            bail!(
-                "line {} of {} has {} numbers, earlier lines {}",
-                i + 1,
-                path.display(),
-                rec.vector.len(),
-                set.dim
-            );
-        }
-        set.paths.push(rec.path);
-        set.data.extend_from_slice(&rec.vector);
-    }
-    Ok(set)
-}
-
-/// Reads the `{"path", "error"}` lines of an error file (missing file: none).
-pub fn read_errors_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("line {} of {} is not JSON", i + 1, path.display()))?;
-        if let (Some(p), Some(e)) = (v["path"].as_str(), v["error"].as_str()) {
-            out.push((p.to_owned(), e.to_owned()));
-        }
-    }
-    Ok(out)
-}
-
-/// Vectors to search: owned (JSONL, PostgreSQL) or a mapped `.npy` (no copy).
-pub enum Vectors {
-    Owned(VectorSet),
-    Mapped {
-        npy: crate::sink::npy::MappedNpy,
-        paths: Vec<String>,
-    },
-}
-
-impl Vectors {
-    pub fn data(&self) -> &[f32] {
-        match self {
-            Vectors::Owned(s) => &s.data,
-            Vectors::Mapped { npy, .. } => npy.data(),
-        }
-    }
-    pub fn paths(&self) -> &[String] {
-        match self {
-            Vectors::Owned(s) => &s.paths,
-            Vectors::Mapped { paths, .. } => paths,
-        }
-    }
-    pub fn dim(&self) -> usize {
-        match self {
-            Vectors::Owned(s) => s.dim,
-            Vectors::Mapped { npy, .. } => npy.shape.dim,
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.paths().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn row(&self, i: usize) -> &[f32] {
-        let d = self.dim();
-        &self.data()[i * d..(i + 1) * d]
-    }
-    /// Row of `path` (first occurrence).
-    pub fn find(&self, path: &str) -> Option<usize> {
-        self.paths().iter().position(|p| p == path)
-    }
-    /// An owned copy.
-    pub fn into_set(self) -> VectorSet {
-        match self {
-            Vectors::Owned(s) => s,
-            Vectors::Mapped { npy, paths } => VectorSet {
-                data: npy.data().to_vec(),
-                paths,
-                dim: npy.shape.dim,
-            },
-        }
-    }
-}
-
-/// Opens a vectors source: `x.npy` (mapped, paths from `x.paths.txt`), a
-/// `postgresql://` URL (read whole), or a JSONL file.
-pub fn open_vectors(source: &str) -> Result<Vectors> {
-    use crate::sink::OutputKind;
-    match OutputKind::of(source) {
-        OutputKind::Npy => {
-            let path = Path::new(source);
-            let npy = crate::sink::npy::MappedNpy::open(path)?;
-            let mut paths = crate::sink::npy::read_paths(path)?;
-            if paths.len() as u64 != npy.shape.rows {
-                if (paths.len() as u64) < npy.shape.rows {
-                    bail!(
-                        "{} has {} rows but {} lists only {} paths",
-                        path.display(),
-                        npy.shape.rows,
-                        crate::sink::npy::paths_path(path).display(),
-                        paths.len()
-                    );
-                }
-                // A run in progress: rows are written before their path line and the header lags.
-                paths.truncate(npy.shape.rows as usize);
-            }
-            Ok(Vectors::Mapped { npy, paths })
-        }
-        OutputKind::Postgres => {
-            let mut db = crate::sink::postgres::Db::connect(source)?;
-            let (paths, data) = db.read_all()?;
-            Ok(Vectors::Owned(VectorSet {
-                paths,
-                data,
-                dim: crate::sink::postgres::DIM,
-            }))
-        }
-        OutputKind::Jsonl => Ok(Vectors::Owned(read_jsonl(Path::new(source))?)),
-    }
-}
-
-/// Reads any vectors source into memory (see [`open_vectors`]).
-pub fn read_vectors(source: &str) -> Result<VectorSet> {
-    Ok(open_vectors(source)?.into_set())
-}
 
 // ---------------------------------------------------------------- the scan
 
@@ -312,31 +140,27 @@ fn scan_rows_impl(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scan_rows_avx512(
-    data: &[f32],
-    dim: usize,
-    first: usize,
-    q: &[&[f32]],
-    ex: &[Option<usize>],
-    t: &mut [TopK],
-) {
-    scan_rows_impl(data, dim, first, q, ex, t)
+/// [`scan_rows_impl`] compiled for one instruction set (the same source, so
+/// the same summation order and the same bits).
+macro_rules! scan_rows_for {
+    ($name:ident, $feature:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            data: &[f32],
+            dim: usize,
+            first: usize,
+            q: &[&[f32]],
+            ex: &[Option<usize>],
+            t: &mut [TopK],
+        ) {
+            scan_rows_impl(data, dim, first, q, ex, t)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn scan_rows_avx2(
-    data: &[f32],
-    dim: usize,
-    first: usize,
-    q: &[&[f32]],
-    ex: &[Option<usize>],
-    t: &mut [TopK],
-) {
-    scan_rows_impl(data, dim, first, q, ex, t)
-}
+scan_rows_for!(scan_rows_avx512, "avx512f");
+scan_rows_for!(scan_rows_avx2, "avx2");
 
 fn scan_rows(
     data: &[f32],

@@ -1,5 +1,5 @@
 //! MPI: start-up, the launcher/library guard, threads per rank, and the
-//! [`Transport`](crate::run::job::Transport) over `MPI_COMM_WORLD`.
+//! [`Transport`](super::transport::Transport) over `MPI_COMM_WORLD`.
 //!
 //! Built with the `mpi` feature. Without it (or when started without a
 //! launcher, as an MPI singleton) the run is one rank; a launcher that started
@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 
 /// Environment variables by which launchers announce the number of processes
 /// they started (Open MPI, MPICH/Intel MPI hydra and Slurm PMI-2, PMIx, MVAPICH, srun).
-const LAUNCHER_SIZE_VARS: [&str; 5] = [
+pub const LAUNCHER_SIZE_VARS: [&str; 5] = [
     "OMPI_COMM_WORLD_SIZE",
     "PMI_SIZE",
     "PMIX_SIZE",
@@ -18,21 +18,32 @@ const LAUNCHER_SIZE_VARS: [&str; 5] = [
     "SLURM_STEP_NUM_TASKS",
 ];
 
-/// The first launcher variable that says more than one process was started.
-pub fn launcher_size_from_env() -> Option<(&'static str, usize)> {
-    LAUNCHER_SIZE_VARS.iter().find_map(|v| {
-        std::env::var(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&n| n > 1)
-            .map(|n| (*v, n))
-    })
+/// Environment variables by which launchers announce this process's rank among
+/// the ranks on its node (Open MPI, MPICH/Hydra, PMI, Slurm).
+pub const LOCAL_RANK_VARS: [&str; 4] = [
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MPI_LOCALRANKID",
+    "PMI_LOCAL_RANK",
+    "SLURM_LOCALID",
+];
+
+/// What the launcher announced in its environment variables, read once by
+/// the caller (the command line's settings layer): the library never reads
+/// the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Launcher {
+    /// The first of [`LAUNCHER_SIZE_VARS`] that says more than one process
+    /// was started, and its value.
+    pub size: Option<(&'static str, usize)>,
+    /// This process's rank among the ranks on its node ([`LOCAL_RANK_VARS`]);
+    /// ranks on one node spread over its GPUs by it.
+    pub local_rank: Option<usize>,
 }
 
-/// Refuses to run as one of several independent copies (toolchain pitfall 2).
-pub fn guard_launcher(world_size: usize) -> Result<()> {
+/// Refuses to run as one of several independent copies (docs/toolchain.md, pitfall 2).
+pub fn guard_launcher(world_size: usize, launcher: &Launcher) -> Result<()> {
     if world_size == 1
-        && let Some((var, n)) = launcher_size_from_env()
+        && let Some((var, n)) = launcher.size
     {
         let why = if cfg!(feature = "mpi") {
             "this binary's MPI library is not the one the launcher belongs to (e.g. built with MPICH, started by Open MPI's mpiexec)"
@@ -80,9 +91,9 @@ pub use with_mpi::Mpi;
 #[cfg(feature = "mpi")]
 mod with_mpi {
     use super::*;
-    use crate::run::job::Transport;
-    use crate::run::protocol::Tag;
-    use crate::run::schedule::{MAX_CHUNK_BYTES, MAX_PATH_BYTES};
+    use crate::run::coordinator::protocol::Tag;
+    use crate::run::coordinator::schedule::{MAX_CHUNK_BYTES, MAX_PATH_BYTES};
+    use crate::run::coordinator::transport::Transport;
     use mpi::Threading;
     use mpi::environment::Universe;
     use mpi::topology::{Communicator, SimpleCommunicator};
@@ -99,14 +110,14 @@ mod with_mpi {
 
     impl Mpi {
         /// Initialises MPI (as a singleton without a launcher) and checks the launcher.
-        pub fn init() -> Result<Self> {
+        pub fn init(launcher: &Launcher) -> Result<Self> {
             let Some((mut universe, _level)) = mpi::initialize_with_threading(Threading::Funneled)
             else {
                 bail!("MPI was already initialised");
             };
             let world = universe.world();
             let (rank, size) = (world.rank() as usize, world.size() as usize);
-            guard_launcher(size)?;
+            guard_launcher(size, launcher)?;
             if rank == 0 && size > 1 {
                 // Rank 0 never waits on a send: each worker has at most one chunk in flight,
                 // plus the START and FINISH words.

@@ -9,12 +9,9 @@
 
 use anyhow::{Context, Result, bail};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// `vectors.jsonl` → `vectors.lock`; `x.npy` → `x.npy.lock`.
-pub fn lock_path(out: &Path) -> PathBuf {
-    crate::sink::sibling(out, ".jsonl", ".lock")
-}
+pub use super::companions::lock_path;
 
 /// Held for the whole run; dropping it (or the process ending) releases it.
 #[derive(Debug)]

@@ -1,14 +1,16 @@
-//! One rank's extraction pipeline: a decode thread runs ahead of the backend
-//! (so the next image is decoded and resized while this one is on the device),
-//! and one bad image is a record, never the end of the batch. The scheduling
-//! and writing around it live in [`crate::run::job`].
+//! One process's extraction pipeline, the one every batch command reuses
+//! (`extract` on each rank, `pca fit`, later ones): a decode thread runs ahead
+//! of the backend (so the next image is decoded and resized while this one is
+//! on the device), the backend runs in its own thread, and the head (the R-MAC
+//! step, or whatever the caller needs from pool5) runs on the caller's thread
+//! while the backend works on the next image. One bad image is a record —
+//! an error or a panic in a decoder becomes that image's error — never the end
+//! of the batch. Scheduling and writing around it live in
+//! [`super::coordinator`].
 
+use crate::backend::Backend;
 use crate::extractor::{ExtractConfig, ExtractError, Extractor, Prepared, prepare_path};
-use crate::run::protocol::{Job, Outcome};
-use crate::sink::VectorSink;
 use crate::tensor::Tensor3;
-use anyhow::Result;
-use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, sync_channel};
@@ -17,44 +19,22 @@ use std::time::Instant;
 /// Images decoded ahead of the backend.
 const PREFETCH: usize = 2;
 
-/// What a finished batch did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct RunSummary {
-    /// Paths in the input (after removing repeats).
-    pub total: usize,
-    /// Already in OUT or the error file when the run started.
-    pub already_done: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    /// Of `already_done`, how many are in the error file (failed in an earlier run).
-    pub failed_before: usize,
-    pub seconds: f64,
-    /// Per rank (rank 0 first).
-    pub ranks: Vec<crate::run::job::RankStats>,
-    /// CPU seconds of rank 0's communication thread (scheduling, receiving,
-    /// writing, polling): the coordinator's cost, taken from the extraction.
-    pub coordinator_s: f64,
+/// One image to do: its position in the caller's list, and its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: u64,
+    pub path: String,
 }
 
-impl RunSummary {
-    /// The process exit status (contract): 0 when every listed image has a
-    /// vector, 3 when some failed (in this run or in the run it resumed).
-    pub fn exit_code(&self) -> u8 {
-        if self.failed + self.failed_before > 0 {
-            3
-        } else {
-            0
-        }
-    }
-
-    pub fn images_per_second(&self) -> f64 {
-        let n = (self.succeeded + self.failed) as f64;
-        if self.seconds > 0.0 {
-            n / self.seconds
-        } else {
-            0.0
-        }
-    }
+/// One image done: the head's result, or why there is none.
+#[derive(Debug)]
+pub struct Done<T> {
+    pub id: u64,
+    pub result: Result<T, String>,
+    /// Seconds this image spent in decode + resize (decode thread).
+    pub decode_s: f64,
+    /// Seconds this image spent in the backend and the head (their threads).
+    pub compute_s: f64,
 }
 
 /// Runs `f`, turning a panic into an error message for that image (a bug in a
@@ -80,41 +60,19 @@ fn guarded<T>(
     }
 }
 
-pub(crate) fn progress_bar(pending: usize) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(pending as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
-/// One image done by a rank's pipeline.
-#[derive(Debug)]
-pub struct Done {
-    pub id: u64,
-    pub outcome: Outcome,
-    /// Seconds this image spent in decode + resize (decode thread).
-    pub decode_s: f64,
-    /// Seconds this image spent in the backend and the R-MAC head (their threads).
-    pub compute_s: f64,
-}
-
-/// A rank's extraction pipeline in three threads: decoding runs [`PREFETCH`]
-/// images ahead of the backend, and the R-MAC head of one image runs while the
-/// backend works on the next (on a GPU the head was 20% of an image's time on
+/// The pipeline in three threads: decoding runs [`PREFETCH`] images ahead of
+/// `backend`, and `head` of one image runs (on this thread) while the backend
+/// works on the next (on a GPU the R-MAC head was 20% of an image's time on
 /// the thread that waits for the device). Reads jobs until `jobs` is closed,
-/// sends one [`Done`] per job (in job order). Returns when every job is done
+/// sends one [`Done`] per job, in job order. Returns when every job is done
 /// or `results` is gone.
-pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sender<Done>) {
-    let config: ExtractConfig = extractor.config().clone();
-    let (backend, head) = extractor.stages();
+pub fn run_pipeline<T>(
+    backend: &mut dyn Backend,
+    config: &ExtractConfig,
+    head: impl Fn(&Tensor3) -> T,
+    jobs: Receiver<Job>,
+    results: Sender<Done<T>>,
+) {
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<(Job, Result<Prepared, String>, f64)>(PREFETCH);
         std::thread::Builder::new()
@@ -123,7 +81,7 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
                 for job in jobs {
                     let t = Instant::now();
                     let prepared = guarded("decoding", &job.path, || {
-                        prepare_path(Path::new(&job.path), &config)
+                        prepare_path(Path::new(&job.path), config)
                     });
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
                         break; // the compute side stopped
@@ -149,14 +107,10 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
             .expect("cannot start the backend thread");
         for (job, pool5, decode_s, backend_s) in pool5_rx {
             let t = Instant::now();
-            let outcome =
-                match pool5.and_then(|p| guarded("computing", &job.path, || Ok(head.vector(&p)))) {
-                    Ok(v) => Outcome::Vector(v),
-                    Err(e) => Outcome::Error(e),
-                };
+            let result = pool5.and_then(|p| guarded("computing", &job.path, || Ok(head(&p))));
             let done = Done {
                 id: job.id,
-                outcome,
+                result,
                 decode_s,
                 compute_s: backend_s + t.elapsed().as_secs_f64(),
             };
@@ -167,26 +121,15 @@ pub fn run_pipeline(extractor: &mut Extractor, jobs: Receiver<Job>, results: Sen
     });
 }
 
-/// Extracts every path in `paths` not in `done` in this process, writing to
-/// `sink` (the one-rank case of [`crate::run::job`]).
-pub fn run_batch(
+/// [`run_pipeline`] with the extractor's own R-MAC head: one vector per job.
+pub fn run_extractor(
     extractor: &mut Extractor,
-    paths: &[String],
-    done: &std::collections::HashSet<String>,
-    sink: &mut dyn VectorSink,
-) -> Result<RunSummary> {
-    let me = crate::run::job::RankInfo {
-        host: String::new(),
-        threads: 0,
-    };
-    crate::run::job::coordinate(
-        &mut crate::run::job::NoTransport,
-        extractor,
-        paths,
-        done,
-        sink,
-        &me,
-    )
+    jobs: Receiver<Job>,
+    results: Sender<Done<Vec<f32>>>,
+) {
+    let config = extractor.config().clone();
+    let (backend, head) = extractor.stages();
+    run_pipeline(backend, &config, |p| head.vector(p), jobs, results);
 }
 
 #[cfg(test)]
@@ -256,14 +199,14 @@ mod tests {
         }
         drop(jobs_tx);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        run_pipeline(&mut ex, jobs_rx, done_tx);
-        let done: Vec<Done> = done_rx.into_iter().collect();
+        run_extractor(&mut ex, jobs_rx, done_tx);
+        let done: Vec<Done<Vec<f32>>> = done_rx.into_iter().collect();
         assert_eq!(done.len(), paths.len());
         for (i, d) in done.iter().enumerate() {
             assert_eq!(d.id, i as u64, "results in job order");
-            match (&d.outcome, ex.describe_path(Path::new(&paths[i]))) {
-                (Outcome::Vector(v), Ok(want)) => assert_eq!(v, &want, "{}", paths[i]),
-                (Outcome::Error(_), Err(_)) => {}
+            match (&d.result, ex.describe_path(Path::new(&paths[i]))) {
+                (Ok(v), Ok(want)) => assert_eq!(v, &want, "{}", paths[i]),
+                (Err(_), Err(_)) => {}
                 (got, want) => panic!("{}: {got:?} vs {want:?}", paths[i]),
             }
         }

@@ -1,0 +1,73 @@
+//! File helpers every stage shares, one copy each: atomic writes (a reader
+//! never sees half a file) and sha256 digests (weights and PCA files are
+//! recorded by digest in the settings beside the vectors).
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// sha256 and size of a file (memory-mapped; the page cache serves a later load).
+pub fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok((sha256_hex(b""), 0));
+    }
+    // SAFETY: read-only map of a file we only read; a concurrent writer could change the digest, nothing worse.
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    Ok((sha256_hex(&map), map.len() as u64))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a
+/// rename, creating the folder when needed. The temporary name carries the
+/// process id, so two processes never share one; it is removed on failure.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_empty_input() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/x.json");
+        write_atomically(&p, b"one").unwrap();
+        write_atomically(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(file_digest(&p).unwrap(), (sha256_hex(b"two"), 3));
+    }
+}

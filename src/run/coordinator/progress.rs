@@ -1,0 +1,82 @@
+//! The job's progress on rank 0: a bar with rate and ETA on a terminal, a
+//! plain line every [`PROGRESS_EVERY`] in a batch log; and durations as a
+//! person reads them.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// Without a terminal, a plain progress line this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A bar on a terminal; hidden otherwise (a batch log gets plain lines instead).
+pub fn progress_bar(pending: usize) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(pending as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The job's one progress display: a bar on a terminal, else a line every
+/// [`PROGRESS_EVERY`] (batch logs).
+pub struct Progress {
+    pub bar: indicatif::ProgressBar,
+    plain: bool,
+    total: usize,
+    done: usize,
+    start: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Self {
+        let bar = progress_bar(total);
+        let plain = bar.is_hidden();
+        Progress {
+            bar,
+            plain,
+            total,
+            done: 0,
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    pub fn inc(&mut self) {
+        self.done += 1;
+        self.bar.inc(1);
+        if self.plain && self.last_line.elapsed() >= PROGRESS_EVERY {
+            self.last_line = Instant::now();
+            let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+            let eta = (self.total - self.done) as f64 / rate.max(1e-9);
+            eprintln!(
+                "progress: {}/{} images ({:.1}%), {:.2} images/s, eta {}",
+                self.done,
+                self.total,
+                100.0 * self.done as f64 / self.total.max(1) as f64,
+                rate,
+                human_duration(eta)
+            );
+        }
+    }
+
+    pub fn println(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+}
+
+pub fn human_duration(s: f64) -> String {
+    let s = s.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

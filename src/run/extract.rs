@@ -1,0 +1,422 @@
+//! `extract`: the batch run, as one process or as N MPI ranks. Everything that
+//! can fail before the first image fails here, on rank 0, before any rank
+//! starts work (the other ranks wait for rank 0's go): the input list, the
+//! output location and its lock, the weights, and the settings of what the
+//! output already holds. Then rank 0 coordinates and every rank extracts
+//! ([`super::coordinator`]).
+
+use crate::backend::{BackendChoice, EngineOptions, open_backend};
+use crate::extractor::{ExtractConfig, Extractor};
+use crate::files::{file_digest, write_atomically};
+use crate::inputs::read_inputs;
+use crate::rmac::pca::PcaWeights;
+use crate::run::coordinator::mpi::{Launcher, default_threads};
+use crate::run::coordinator::progress::human_duration;
+use crate::run::coordinator::protocol::{TAG_FINISH, TAG_START, decode_code, encode_code};
+use crate::run::coordinator::stats::{RankInfo, RunSummary};
+use crate::run::coordinator::transport::{Transport, wait_for};
+use crate::run::coordinator::{coordinate, work};
+use crate::store::companions::summary_path;
+use crate::store::lock::{OutputLock, lock_output};
+use crate::store::postgres::PgOptions;
+use crate::store::settings::RunSettings;
+use crate::store::{SinkOptions, Target, VectorSink, failed_before, open_sink};
+use crate::vgg16::weights::Vgg16Weights;
+use anyhow::{Context, Result, bail};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything an `extract` run needs, resolved by the caller.
+#[derive(Clone, Debug)]
+pub struct ExtractJob {
+    /// A list file (one path per line) or a folder ([`crate::inputs`]).
+    pub input: PathBuf,
+    pub output: Target,
+    /// A database written beside a file output (`--db`).
+    pub db: Option<String>,
+    /// VGG16 weights (safetensors).
+    pub weights: PathBuf,
+    /// PCA-whitening (safetensors), or `None` for no whitening (`--pca none`).
+    pub pca: Option<PathBuf>,
+    /// The numeric recipe and the decoder's limits.
+    pub config: ExtractConfig,
+    pub backend: BackendChoice,
+    /// `threads == 0`: the cores this rank may use, shared with the other
+    /// ranks on its node ([`default_threads`]).
+    pub engine: EngineOptions,
+    /// Empty the output instead of resuming.
+    pub restart: bool,
+    pub pg: PgOptions,
+    pub launcher: Launcher,
+}
+
+/// Loads the PCA file (`None`: no whitening, said once on stderr when `say`).
+pub fn load_pca(pca: Option<&Path>, say: bool) -> Result<Option<PcaWeights>> {
+    let Some(path) = pca else {
+        if say {
+            eprintln!(
+                "note: --pca none: no PCA-whitening; vectors are sums of L2-normalised region maxima"
+            );
+        }
+        return Ok(None);
+    };
+    if !path.exists() {
+        bail!(
+            "no PCA file at {}: import keras_rmac's PCAmatrices.mat with `rmac-native pca import PCAmatrices.mat`, \
+             pass --pca FILE, or run without whitening with --pca none",
+            path.display()
+        );
+    }
+    Ok(Some(PcaWeights::load(path)?))
+}
+
+/// What this process knows about its place in the job.
+struct Place {
+    host: String,
+    /// Ranks on this node sharing this rank's CPUs (divides the default threads).
+    sharing_ranks: usize,
+    node_ranks: usize,
+    library: String,
+}
+
+/// How a rank's part ended.
+enum RankEnd {
+    /// Rank 0, the job ran.
+    Coordinator(RunSummary),
+    /// Rank 0, the job could not start (the other ranks were told to stop).
+    Stopped(anyhow::Error),
+    /// Another rank: done (the code is rank 0's exit status; the rank itself exits 0).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    Worker(i32),
+}
+
+/// `extract`: as a plain process, an MPI singleton, or rank k of N.
+pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
+    #[cfg(feature = "mpi")]
+    {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let mut mpi = crate::run::coordinator::mpi::Mpi::init(&job.launcher)?;
+        let size = mpi.size();
+        let place = Place {
+            host: mpi.host(),
+            sharing_ranks: mpi.sharing_ranks(),
+            node_ranks: mpi.node_ranks(),
+            library: mpi.library(),
+        };
+        let ended = catch_unwind(AssertUnwindSafe(|| run(&mut mpi, job, &place)));
+        match ended {
+            Ok(Ok(RankEnd::Coordinator(summary))) => Ok(summary),
+            Ok(Ok(RankEnd::Stopped(e))) => Err(e),
+            Ok(Ok(RankEnd::Worker(code))) => {
+                drop(mpi); // MPI_Finalize
+                // Rank 0 carries the job's exit status (mpiexec returns the first non-zero one).
+                // A worker exiting non-zero first could make the launcher kill rank 0 before
+                // it has printed why the job stopped or how it ended.
+                let _ = code;
+                std::process::exit(0)
+            }
+            // With other ranks waiting on this one, an error or a panic must end the whole
+            // job (docs/toolchain.md, pitfall 1: unwinding into MPI_Finalize would hang it).
+            Ok(Err(e)) if size > 1 => {
+                eprintln!(
+                    "error: rank {} of {size} ({}): {e:#}; stopping the job (rerun the same command to resume)",
+                    mpi.rank(),
+                    place.host
+                );
+                mpi.abort(1)
+            }
+            Err(_) if size > 1 => {
+                eprintln!(
+                    "error: rank {} of {size} ({}) panicked (message above); stopping the job",
+                    mpi.rank(),
+                    place.host
+                );
+                mpi.abort(101)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        crate::run::coordinator::mpi::guard_launcher(1, &job.launcher)?;
+        let place = Place {
+            host: String::new(),
+            sharing_ranks: 1,
+            node_ranks: 1,
+            library: String::new(),
+        };
+        match run(
+            &mut crate::run::coordinator::transport::NoTransport,
+            job,
+            &place,
+        )? {
+            RankEnd::Coordinator(summary) => Ok(summary),
+            RankEnd::Stopped(e) => Err(e),
+            RankEnd::Worker(_) => unreachable!("one process is rank 0"),
+        }
+    }
+}
+
+/// Rank 0's checks, before anyone works: the list, the output location, the
+/// weights and the settings of what OUT already holds.
+struct Ready {
+    paths: Vec<String>,
+    done: HashSet<String>,
+    sink: Box<dyn VectorSink>,
+    weights: Arc<Vgg16Weights>,
+    pca: Option<PcaWeights>,
+    settings: RunSettings,
+    /// Listed paths already in the error file.
+    failed_before: usize,
+    /// Keeps other runs off this output until this one ends (files only: a
+    /// database serialises writers itself).
+    _lock: Option<OutputLock>,
+}
+
+fn preflight(job: &ExtractJob) -> Result<Ready> {
+    let inputs = read_inputs(&job.input)?;
+    if inputs.duplicates > 0 {
+        eprintln!(
+            "note: {} repeated paths in {} are extracted once",
+            inputs.duplicates,
+            job.input.display()
+        );
+    }
+    if let Some(out) = job.output.file()
+        && let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!(
+            "cannot write {}: the output folder {} does not exist; create it or pass another --output",
+            out.display(),
+            dir.display()
+        );
+    }
+    let pca = load_pca(job.pca.as_deref(), true)?;
+    let weights = Arc::new(Vgg16Weights::load(&job.weights)?);
+    let digest = |p: &Path| file_digest(p).with_context(|| format!("cannot read {}", p.display()));
+    let (weights_sha256, weights_bytes) = digest(&job.weights)?;
+    let pca_sha256 = match &job.pca {
+        None => "none".to_owned(),
+        Some(p) => digest(p)?.0,
+    };
+    let settings = RunSettings {
+        weights_sha256,
+        weights_bytes,
+        pca_sha256,
+        max_size: job.config.max_size,
+        levels: job.config.levels as u64,
+        preprocess: serde_json::to_value(job.config.preprocess)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    // Before the output is opened: `--restart` must not truncate another run's file.
+    let lock = match job.output.file() {
+        Some(out) => lock_output(out)?,
+        None => None,
+    };
+    // A database records the settings itself (table rmac_runs) and refuses to mix them.
+    let options = SinkOptions {
+        restart: job.restart,
+        settings: Some(serde_json::to_value(&settings)?),
+        pg: job.pg.clone(),
+    };
+    let (sink, done) = open_sink(&job.output, job.db.as_deref(), &options)?;
+    let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();
+    if let Some(out) = job.output.file() {
+        settings.check_and_write(out, done.len(), job.restart)?;
+    }
+    if done.len() > already {
+        eprintln!(
+            "note: {} holds {} images that are not in this input list; they are kept",
+            job.output,
+            done.len() - already
+        );
+    }
+    let failed_before = if done.is_empty() {
+        0
+    } else {
+        failed_before(&job.output, &inputs.paths, &job.pg)?
+    };
+    Ok(Ready {
+        paths: inputs.paths,
+        done,
+        sink,
+        weights,
+        pca,
+        settings,
+        failed_before,
+        _lock: lock,
+    })
+}
+
+fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankEnd> {
+    let threads = if job.engine.threads == 0 {
+        default_threads(place.sharing_ranks)
+    } else {
+        job.engine.threads
+    };
+    let engine = EngineOptions {
+        threads,
+        ..job.engine.clone()
+    };
+    let me = RankInfo {
+        host: place.host.clone(),
+        threads,
+    };
+    let size = t.size();
+
+    if t.rank() != 0 {
+        let go = decode_code(&wait_for(t, TAG_START)?)?;
+        if go != 0 {
+            return Ok(RankEnd::Worker(go));
+        }
+        let weights = Arc::new(Vgg16Weights::load(&job.weights)?);
+        let pca = load_pca(job.pca.as_deref(), false)?;
+        let backend = open_backend(job.backend, weights, &engine)?;
+        let mut extractor = Extractor::new(backend, pca, job.config.clone());
+        return Ok(RankEnd::Worker(work(t, &mut extractor, &me)?));
+    }
+
+    let ready = match preflight(job) {
+        Ok(r) => r,
+        Err(e) => {
+            for r in 1..size {
+                t.send(r, TAG_START, &encode_code(1))?;
+            }
+            return Ok(RankEnd::Stopped(e));
+        }
+    };
+    for r in 1..size {
+        t.send(r, TAG_START, &encode_code(0))?;
+    }
+    let Ready {
+        paths,
+        done,
+        mut sink,
+        weights,
+        pca,
+        settings,
+        failed_before,
+        _lock: _held_until_the_run_ends,
+    } = ready;
+    let backend = open_backend(job.backend, weights, &engine)?;
+    let mut extractor = Extractor::new(backend, pca, job.config.clone());
+    let already = paths.iter().filter(|p| done.contains(*p)).count();
+    let ranks = if size > 1 {
+        format!(
+            " on {size} ranks ({}, {} on this node; rank 0: {})",
+            place.library,
+            place.node_ranks,
+            extractor.backend_name()
+        )
+    } else {
+        format!(" on {}", extractor.backend_name())
+    };
+    eprintln!(
+        "rmac-native: {} images{}{ranks}, max-size {}, levels {}",
+        paths.len(),
+        if already > 0 {
+            format!(
+                " ({already} already done, {} to go; --restart starts over)",
+                paths.len() - already
+            )
+        } else {
+            String::new()
+        },
+        job.config.max_size,
+        job.config.levels,
+    );
+    let backend_name = extractor.backend_name();
+    let mut summary = coordinate(t, &mut extractor, &paths, &done, sink.as_mut(), &me)?;
+    summary.failed_before = failed_before;
+    drop(sink);
+
+    if size > 1 {
+        eprintln!("rank  host                  threads   images  failed   busy s   images/s");
+        for r in &summary.ranks {
+            eprintln!(
+                "{:>4}  {:<20}  {:>7}  {:>7}  {:>6}  {:>7.1}  {:>9.2}",
+                r.rank,
+                r.host.chars().take(20).collect::<String>(),
+                r.threads,
+                r.images,
+                r.failures,
+                r.busy_s,
+                r.images_per_s
+            );
+        }
+    }
+    if let Some(out) = job.output.file() {
+        write_summary(
+            out,
+            &job.output,
+            &summary,
+            size,
+            place,
+            &backend_name,
+            &settings,
+        )?;
+    }
+    eprintln!(
+        "rmac-native: {} images: {} written, {} failed, {} already done; {:.2} images/s ({}) → {}{}",
+        summary.total,
+        summary.succeeded,
+        summary.failed,
+        summary.already_done,
+        summary.images_per_second(),
+        human_duration(summary.seconds),
+        job.output,
+        if summary.exit_code() != 0 {
+            format!(" (failures: {})", job.output.errors().display())
+        } else {
+            String::new()
+        },
+    );
+    let code = summary.exit_code() as i32;
+    for r in 1..size {
+        t.send(r, TAG_FINISH, &encode_code(code))?;
+    }
+    Ok(RankEnd::Coordinator(summary))
+}
+
+/// `OUT.summary.json` beside a file output: the run's totals and per-rank stats.
+fn write_summary(
+    out: &Path,
+    target: &Target,
+    summary: &RunSummary,
+    ranks_n: usize,
+    place: &Place,
+    backend_rank0: &str,
+    settings: &RunSettings,
+) -> Result<()> {
+    let path = summary_path(out);
+    let done_now = (summary.succeeded + summary.failed).max(1) as f64;
+    let report = serde_json::json!({
+        "output": out,
+        "errors": target.errors(),
+        "ranks_n": ranks_n,
+        "mpi": place.library,
+        "backend_rank0": backend_rank0,
+        "settings": settings,
+        "total": summary.total,
+        "already_done": summary.already_done,
+        "succeeded": summary.succeeded,
+        "failed": summary.failed,
+        "failed_before": summary.failed_before,
+        "seconds": summary.seconds,
+        "images_per_second": summary.images_per_second(),
+        "coordinator_s": summary.coordinator_s,
+        "coordinator_us_per_image": summary.coordinator_s * 1e6 / done_now,
+        "ranks": summary.ranks,
+    });
+    write_atomically(&path, &serde_json::to_vec_pretty(&report)?).with_context(|| {
+        format!(
+            "the run finished but its summary could not be written to {}",
+            path.display()
+        )
+    })
+}

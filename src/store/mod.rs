@@ -1,0 +1,283 @@
+//! The vector formats, one module each, and everything that names or guards
+//! their files. Every format writes itself through [`VectorSink`] (so the run
+//! loop never asks which one it has) and reads itself through
+//! [`VectorSource`] (so `search`, `convert` and later readers never parse a
+//! file of their own). Where vectors go or come from is a [`Target`], parsed
+//! once at the edge.
+//!
+//! * [`jsonl`]: `{"path", "vector"}` lines + the error file.
+//! * [`npy`]: float32 N×D NumPy matrix + `.paths.txt` + the error file.
+//! * [`postgres`]: pgvector tables (writing, querying, indexes).
+//! * [`companions`]: the names of the files beside an output; [`settings`]:
+//!   the settings file that keeps a resume from mixing recipes; [`lock`]: one
+//!   run per output.
+pub mod companions;
+pub mod jsonl;
+pub mod lock;
+pub mod npy;
+pub mod postgres;
+pub mod settings;
+
+use anyhow::Result;
+use postgres::PgOptions;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where vectors are written or read: a JSONL file, an NPY file (with its
+/// paths file), or a PostgreSQL database (URL or libpq `key=value` string).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Jsonl(PathBuf),
+    Npy(PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    /// What a command-line value names: a database (`postgresql://…`,
+    /// `postgres://…`, `host=… dbname=…`), a `.npy` file, or (anything else) JSONL.
+    pub fn from_path(value: impl Into<PathBuf>) -> Target {
+        let path: PathBuf = value.into();
+        let text = path.to_string_lossy();
+        if postgres::is_database(&text) {
+            Target::Postgres(text.into_owned())
+        } else if text.to_ascii_lowercase().ends_with(".npy") {
+            Target::Npy(path)
+        } else {
+            Target::Jsonl(path)
+        }
+    }
+
+    /// The file of a file target.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Target::Jsonl(p) | Target::Npy(p) => Some(p),
+            Target::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_database(&self) -> bool {
+        matches!(self, Target::Postgres(_))
+    }
+
+    /// Where the failures go: the error file beside a file output, or (for
+    /// messages) the database's error table.
+    pub fn errors(&self) -> PathBuf {
+        match self {
+            Target::Jsonl(p) => companions::jsonl_errors_path(p),
+            Target::Npy(p) => companions::npy_errors_path(p),
+            Target::Postgres(url) => {
+                format!("{} (table {})", postgres::redact(url), postgres::ERRORS).into()
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Target::from_path(s))
+    }
+}
+
+/// A file target as its path, a database with its password hidden.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Jsonl(p) | Target::Npy(p) => write!(f, "{}", p.display()),
+            Target::Postgres(url) => f.write_str(&postgres::redact(url)),
+        }
+    }
+}
+
+/// An output that takes one record per image and can be made durable.
+pub trait VectorSink {
+    /// The R-MAC vector of `path` (`path` exactly as listed in the input).
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()>;
+    /// Why `path` has no vector, in words a person can act on.
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()>;
+    /// Forces everything written so far to durable storage.
+    fn sync(&mut self) -> Result<()>;
+}
+
+/// Vectors read back: paths and a row-major matrix, in file order.
+pub trait VectorSource {
+    fn paths(&self) -> &[String];
+    /// Row-major `[len, dim]`.
+    fn data(&self) -> &[f32];
+    fn dim(&self) -> usize;
+
+    fn len(&self) -> usize {
+        self.paths().len()
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn row(&self, i: usize) -> &[f32] {
+        let d = self.dim();
+        &self.data()[i * d..(i + 1) * d]
+    }
+    /// Row of `path` (first occurrence).
+    fn find(&self, path: &str) -> Option<usize> {
+        self.paths().iter().position(|p| p == path)
+    }
+}
+
+/// Paths and their vectors held in memory (JSONL, PostgreSQL).
+#[derive(Clone, Debug, Default)]
+pub struct VectorSet {
+    pub paths: Vec<String>,
+    /// Row-major `[paths.len(), dim]`.
+    pub data: Vec<f32>,
+    pub dim: usize,
+}
+
+impl VectorSet {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+impl VectorSource for VectorSet {
+    fn paths(&self) -> &[String] {
+        &self.paths
+    }
+    fn data(&self) -> &[f32] {
+        &self.data
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// Opens vectors to read: `x.npy` mapped (no copy; paths from `x.paths.txt`),
+/// a database read whole, or a JSONL file read whole.
+pub fn open_source(target: &Target, pg: &PgOptions) -> Result<Box<dyn VectorSource>> {
+    Ok(match target {
+        Target::Npy(path) => Box::new(npy::MappedVectors::open(path)?),
+        Target::Postgres(url) => {
+            let (paths, data) = postgres::Db::connect(url, pg)?.read_all()?;
+            Box::new(VectorSet {
+                paths,
+                data,
+                dim: postgres::DIM,
+            })
+        }
+        Target::Jsonl(path) => Box::new(jsonl::read_vectors(path)?),
+    })
+}
+
+/// The error records that come with a vectors source (a missing error file: none).
+pub fn read_errors(target: &Target, pg: &PgOptions) -> Result<Vec<(String, String)>> {
+    match target {
+        Target::Postgres(url) => postgres::Db::connect(url, pg)?.read_errors(),
+        Target::Jsonl(_) | Target::Npy(_) => jsonl::read_errors(&target.errors()),
+    }
+}
+
+/// How many of `listed` an earlier run of `target` recorded as failed: the
+/// complete lines of its error file, or the database's error table.
+pub fn failed_before(target: &Target, listed: &[String], pg: &PgOptions) -> Result<usize> {
+    let failed: Vec<String> = match target {
+        Target::Postgres(url) => postgres::Db::connect(url, pg)?
+            .read_errors()?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect(),
+        Target::Jsonl(_) | Target::Npy(_) => std::fs::read_to_string(target.errors())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["path"].as_str().map(str::to_owned))
+            .collect(),
+    };
+    let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    Ok(failed
+        .iter()
+        .filter(|p| listed.contains(p.as_str()))
+        .count())
+}
+
+/// How an output is opened.
+#[derive(Clone, Debug, Default)]
+pub struct SinkOptions {
+    /// Empty the output first instead of resuming.
+    pub restart: bool,
+    /// Model and preprocessing, recorded in a database (table `rmac_runs`) and
+    /// checked against what it already holds (file outputs keep theirs in the
+    /// settings file, [`settings`]).
+    pub settings: Option<serde_json::Value>,
+    pub pg: PgOptions,
+}
+
+/// Opens the output a run writes to, and with `db` a database beside it.
+/// Returns the sink and the paths already done (resume; empty with `restart`).
+pub fn open_sink(
+    target: &Target,
+    db: Option<&str>,
+    options: &SinkOptions,
+) -> Result<(Box<dyn VectorSink>, HashSet<String>)> {
+    let tool = concat!("rmac-native ", env!("CARGO_PKG_VERSION"));
+    let settings = options.settings.as_ref();
+    let restart = options.restart;
+    let (first, done): (Box<dyn VectorSink>, HashSet<String>) = match target {
+        Target::Postgres(url) => {
+            let (s, d) = postgres::PgSink::open(url, restart, tool, settings, &options.pg)?;
+            (Box::new(s), d)
+        }
+        Target::Npy(path) => {
+            let (s, d) = npy::NpySink::open(path, restart, 512)?;
+            (Box::new(s), d)
+        }
+        Target::Jsonl(path) => {
+            let (s, d) = jsonl::JsonlSink::open(path, restart)?;
+            (Box::new(s), d)
+        }
+    };
+    let Some(db) = db else {
+        return Ok((first, done));
+    };
+    let (second, done2) = postgres::PgSink::open(db, restart, tool, settings, &options.pg)?;
+    let both: HashSet<String> = done.intersection(&done2).cloned().collect();
+    let tee = Tee {
+        a: first,
+        a_done: done,
+        b: Box::new(second),
+        b_done: done2,
+    };
+    Ok((Box::new(tee), both))
+}
+
+/// Two sinks fed the same records (`--output FILE --db URL`). A path one of
+/// them already holds (an earlier run wrote only there) goes to the other only.
+struct Tee {
+    a: Box<dyn VectorSink>,
+    a_done: HashSet<String>,
+    b: Box<dyn VectorSink>,
+    b_done: HashSet<String>,
+}
+
+impl VectorSink for Tee {
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        if !self.a_done.contains(path) {
+            self.a.write_vector(path, vector)?;
+        }
+        if !self.b_done.contains(path) {
+            self.b.write_vector(path, vector)?;
+        }
+        Ok(())
+    }
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
+        if !self.a_done.contains(path) {
+            self.a.write_error(path, error)?;
+        }
+        if !self.b_done.contains(path) {
+            self.b.write_error(path, error)?;
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.a.sync()?;
+        self.b.sync()
+    }
+}

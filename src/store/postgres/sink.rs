@@ -1,0 +1,227 @@
+//! Writing vectors and error records: batched binary COPY into a staging
+//! table, then one idempotent upsert per batch (see the module docs of
+//! [`super`]), and the run row that records the settings.
+
+use super::{DIM, Db, ERRORS, RUNS, VECTORS, redact};
+use crate::store::VectorSink;
+use anyhow::{Result, bail};
+use pgvector::Vector;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// A batch is also sent when it is this old, so progress is visible and durable.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+impl Db {
+    /// Records a run; refuses (unless `restart`) when the table already holds
+    /// vectors made with other settings. With `restart` both tables are emptied.
+    pub(super) fn start_run(
+        &mut self,
+        tool: &str,
+        settings: Option<&serde_json::Value>,
+        restart: bool,
+    ) -> Result<i64> {
+        if restart {
+            self.with_retry("empty the tables (--restart)", |c| {
+                c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}"))
+            })?;
+        }
+        if let Some(now) = settings {
+            let before: Option<serde_json::Value> = self.with_retry("read the settings of earlier runs", |c| {
+                Ok(c.query_opt(
+                    &format!(
+                        "SELECT r.settings::text FROM {RUNS} r WHERE r.settings IS NOT NULL AND r.settings ? 'weights_sha256' \
+                         AND EXISTS (SELECT 1 FROM {VECTORS} v WHERE v.run_id = r.id) ORDER BY r.id DESC LIMIT 1"
+                    ),
+                    &[],
+                )?
+                .and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()))
+            })?;
+            if let Some(before) = before {
+                let diff = json_differences(&before, now);
+                if !diff.is_empty() {
+                    bail!(
+                        "{VECTORS} in {} already holds vectors made with other settings ({}); resuming would mix them. \
+                         Use the same settings, another database, or --restart to empty the tables",
+                        redact(&self.conninfo),
+                        diff.join("; ")
+                    );
+                }
+            }
+        }
+        let settings = settings.map(|s| s.to_string());
+        self.with_retry("record the run", |c| {
+            Ok(c.query_one(
+                &format!(
+                    "INSERT INTO {RUNS} (tool, settings) VALUES ($1, $2::text::jsonb) RETURNING id"
+                ),
+                &[&tool, &settings],
+            )?
+            .get(0))
+        })
+    }
+}
+
+fn json_differences(before: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let (Some(a), Some(b)) = (before.as_object(), now.as_object()) else {
+        return if before == now {
+            vec![]
+        } else {
+            vec![format!("{before} before, {now} now")]
+        };
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show =
+                |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), |v| v.to_string());
+            format!("{k}: {} before, {} now", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
+}
+
+/// The database sink (see the module docs).
+pub struct PgSink {
+    db: Db,
+    run_id: i64,
+    rows: Vec<(String, Vec<f32>)>,
+    row_index: HashMap<String, usize>,
+    errors: Vec<(String, String)>,
+    oldest: Option<Instant>,
+    batch: usize,
+    /// Rows committed by this sink.
+    pub written: u64,
+}
+
+impl PgSink {
+    /// Connects, creates the tables when missing, checks `settings` against
+    /// what the table holds, records the run and returns the done set.
+    pub fn open(
+        conninfo: &str,
+        restart: bool,
+        tool: &str,
+        settings: Option<&serde_json::Value>,
+        options: &super::PgOptions,
+    ) -> Result<(Self, HashSet<String>)> {
+        let mut db = Db::connect(conninfo, options)?;
+        db.ensure_schema()?;
+        let run_id = db.start_run(tool, settings, restart)?;
+        let done = db.done_set()?;
+        let sink = PgSink {
+            db,
+            run_id,
+            rows: Vec::new(),
+            row_index: HashMap::new(),
+            errors: Vec::new(),
+            oldest: None,
+            batch: options.batch.max(1),
+            written: 0,
+        };
+        Ok((sink, done))
+    }
+
+    fn maybe_flush(&mut self) -> Result<()> {
+        if self.rows.len() >= self.batch
+            || self.errors.len() >= self.batch
+            || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the buffered rows in one transaction (retried on a lost
+    /// connection; the buffer is cleared only after the commit).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() && self.errors.is_empty() {
+            return Ok(());
+        }
+        let vt = self.db.vector_type()?;
+        let run_id = self.run_id;
+        let (rows, errors) = (&self.rows, &self.errors);
+        let stage = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS rmac_stage (ord bigint, path text, embedding vector({DIM})) ON COMMIT DELETE ROWS"
+        );
+        let insert = format!(
+            "INSERT INTO {VECTORS} (path, embedding, run_id) SELECT path, embedding, $1 FROM rmac_stage ORDER BY ord \
+             ON CONFLICT (path) DO UPDATE SET embedding = EXCLUDED.embedding, run_id = EXCLUDED.run_id, added_at = now()"
+        );
+        let insert_error = format!(
+            "INSERT INTO {ERRORS} (path, error, run_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (path) DO UPDATE SET error = EXCLUDED.error, run_id = EXCLUDED.run_id, added_at = now()"
+        );
+        let n = rows.len();
+        self.db.with_retry(&format!("write {n} rows"), |c| {
+            let mut tx = c.transaction()?;
+            if !rows.is_empty() {
+                tx.batch_execute(&stage)?;
+                let writer = tx
+                    .copy_in("COPY rmac_stage (ord, path, embedding) FROM STDIN (FORMAT binary)")?;
+                let mut w = BinaryCopyInWriter::new(writer, &[Type::INT8, Type::TEXT, vt.clone()]);
+                for (i, (path, v)) in rows.iter().enumerate() {
+                    w.write(&[&(i as i64), path, &Vector::from(v.clone())])?;
+                }
+                w.finish()?;
+                tx.execute(&insert, &[&run_id])?;
+            }
+            if !errors.is_empty() {
+                let stmt = tx.prepare(&insert_error)?;
+                for (p, e) in errors {
+                    tx.execute(&stmt, &[p, e, &run_id])?;
+                }
+            }
+            tx.commit()
+        })?;
+        self.written += n as u64;
+        self.rows.clear();
+        self.row_index.clear();
+        self.errors.clear();
+        self.oldest = None;
+        Ok(())
+    }
+}
+
+impl VectorSink for PgSink {
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        if vector.len() != DIM {
+            bail!(
+                "a {}-float vector for {path}; the {VECTORS} table holds vector({DIM})",
+                vector.len()
+            );
+        }
+        if let Some(&i) = self.row_index.get(path) {
+            self.rows[i].1 = vector.to_vec();
+        } else {
+            self.row_index.insert(path.to_owned(), self.rows.len());
+            self.rows.push((path.to_owned(), vector.to_vec()));
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+        self.maybe_flush()
+    }
+
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
+        self.errors.push((path.to_owned(), error.to_owned()));
+        self.oldest.get_or_insert_with(Instant::now);
+        self.maybe_flush()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.flush()
+    }
+}
+
+impl Drop for PgSink {
+    fn drop(&mut self) {
+        // Best effort: what does not make it is simply done again on resume.
+        if !std::thread::panicking()
+            && let Err(e) = self.flush()
+        {
+            eprintln!("warning: {e:#}; the unsent images are done again on the next run");
+        }
+    }
+}
