@@ -35,18 +35,18 @@ mkdir -p "$DIR" "$(dirname "$LOG")"
 
 pack() {
     set -e
-    cargo test --release --no-default-features --features gpu --test gpu_backend --no-run 2>&1 | tail -n 3
-    cargo bench --no-default-features --features gpu --bench gpu_conv --no-run 2>&1 | tail -n 3
+    cargo test --release --no-default-features --features dev --test gpu_backend --no-run 2>&1 | tail -n 3
+    cargo bench --no-default-features --features dev --bench gpu_conv --no-run 2>&1 | tail -n 3
     local t b
-    t=$(cargo test --release --no-default-features --features gpu --test gpu_backend --no-run --message-format=json 2>/dev/null |
+    t=$(cargo test --release --no-default-features --features dev --test gpu_backend --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*gpu_backend[^"]*\)".*/\1/p' | tail -n 1)
-    b=$(cargo bench --no-default-features --features gpu --bench gpu_conv --no-run --message-format=json 2>/dev/null |
+    b=$(cargo bench --no-default-features --features dev --bench gpu_conv --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*gpu_conv[^"]*\)".*/\1/p' | tail -n 1)
     objcopy --strip-debug "$t" "$DIR/gpu_backend"
     objcopy --strip-debug "$b" "$DIR/gpu_conv"
     # The binary itself, without MPI (the GPU box has no MPI library), and photos for step 5.
     CARGO_TARGET_DIR=target/gpu-only cargo build --release --quiet --no-default-features \
-        --features gpu --bin rmac-native
+        --features dev --bin rmac-native
     objcopy --strip-debug target/gpu-only/release/rmac-native "$DIR/rmac-native"
     local photos=${PHOTOS:-demo/images}
     rm -rf "$DIR/photos"

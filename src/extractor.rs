@@ -18,7 +18,7 @@ use crate::rmac::{RmacParts, rmac};
 use crate::tensor::Tensor3;
 use std::path::Path;
 
-/// The knobs of the numeric recipe (contract: "The pipeline").
+/// The knobs of the numeric recipe (docs/contract.md#pipeline).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ExtractConfig {
     /// Longest side after resizing (`--max-size`).

@@ -5,6 +5,63 @@
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+/// What a path that is not a regular file is, in words (`None`: a regular file).
+pub fn non_regular_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a folder")
+    } else if t.is_fifo() {
+        Some("a FIFO, a named pipe")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a file")
+    }
+}
+
+/// Opens `path` for reading without blocking (a FIFO would otherwise wait for
+/// a writer forever) and only if it is a regular file: the vectors files, error
+/// files and lists a reader must be able to read to their end.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    match non_regular_kind(file.metadata()?.file_type()) {
+        None => Ok(file),
+        Some(kind) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}, not a regular file", path.display()),
+        )),
+    }
+}
+
+/// Refuses a destination that exists and is not a regular file (`/dev/full`,
+/// a FIFO, a folder): resuming reads it first, and writing it is not keeping it.
+pub fn check_destination(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) => match non_regular_kind(m.file_type()) {
+            None => Ok(()),
+            Some(kind) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {kind}, not a regular file; vectors can only be written to a file (pass another path)",
+                    path.display()
+                ),
+            )),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

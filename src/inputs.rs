@@ -1,7 +1,7 @@
 //! The image list: a text file with one path per line, or a folder searched
 //! recursively (docs/contract.md#inputs).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -15,17 +15,24 @@ pub struct InputList {
     pub paths: Vec<String>,
     /// How many repeated lines were dropped.
     pub duplicates: usize,
+    /// Entries of a folder that cannot become a job — a name that is not UTF-8,
+    /// a subfolder that cannot be listed — as (path as far as it can be shown,
+    /// why): each gets an error record, and the rest of the folder goes on.
+    pub rejected: Vec<Rejected>,
 }
+
+/// A folder entry that cannot be a job: (its path as far as it can be shown, why).
+pub type Rejected = (String, String);
 
 /// Reads `--input`: a folder is scanned, anything else is read as a list file.
 pub fn read_inputs(input: &Path) -> Result<InputList> {
     let meta = std::fs::metadata(input).with_context(|| {
         format!("cannot read the input {}: it does not exist or is not readable (pass a list file with one image path per line, or a folder)", input.display())
     })?;
-    let paths = if meta.is_dir() {
+    let (paths, rejected) = if meta.is_dir() {
         scan_folder(input)?
     } else {
-        read_list(input)?
+        (read_list(input)?, Vec::new())
     };
     let mut seen = HashSet::with_capacity(paths.len());
     let mut unique = Vec::with_capacity(paths.len());
@@ -40,6 +47,7 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
     Ok(InputList {
         paths: unique,
         duplicates,
+        rejected,
     })
 }
 
@@ -58,6 +66,8 @@ fn read_list(list: &Path) -> Result<Vec<String>> {
             list.display()
         )
     })?;
+    // A byte-order mark (Windows editors write one) is not part of the first path.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     Ok(text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -72,22 +82,48 @@ fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Every image file under `root` (recursively), in byte order of the paths.
-/// Symlinked files are followed; symlinked folders are not (no cycles).
-fn scan_folder(root: &Path) -> Result<Vec<String>> {
+/// Every entry with an image extension under `root` (recursively), in byte
+/// order of the paths. Symlinked folders are not followed (no cycles). Entries
+/// that are not regular files — FIFOs, devices, sockets, dangling or looping
+/// links — are kept, so that each gets an error record saying what it is
+/// rather than vanishing; names that are not UTF-8 and folders that cannot be
+/// listed are returned as rejected entries.
+fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
     let mut found: Vec<PathBuf> = Vec::new();
+    let mut rejected = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot list the folder {}", dir.display()))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if dir == root => {
+                return Err(e).with_context(|| format!("cannot list the folder {}", dir.display()));
+            }
+            Err(e) => {
+                rejected.push((
+                    dir.to_string_lossy().into_owned(),
+                    format!("cannot list this folder ({e}); its images were not read — check its permissions"),
+                ));
+                continue;
+            }
+        };
         for entry in entries {
-            let entry =
-                entry.with_context(|| format!("cannot list the folder {}", dir.display()))?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    rejected.push((
+                        dir.to_string_lossy().into_owned(),
+                        format!(
+                            "cannot read an entry of this folder ({e}); the rest of it was read"
+                        ),
+                    ));
+                    continue;
+                }
+            };
             let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
                 stack.push(path);
-            } else if has_image_extension(&path) && (kind.is_file() || path.is_file()) {
+            } else if has_image_extension(&path) {
                 found.push(path);
             }
         }
@@ -96,14 +132,15 @@ fn scan_folder(root: &Path) -> Result<Vec<String>> {
     for p in found {
         match p.into_os_string().into_string() {
             Ok(s) => paths.push(s),
-            Err(os) => bail!(
-                "the file name {} is not UTF-8; rename it or list it in a UTF-8 list file",
-                Path::new(&os).display()
-            ),
+            Err(os) => rejected.push((
+                Path::new(&os).to_string_lossy().into_owned(),
+                "the file name is not UTF-8, so it cannot be a record's path; rename it, or list it in a UTF-8 list file under another name".to_owned(),
+            )),
         }
     }
     paths.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(paths)
+    rejected.sort();
+    Ok((paths, rejected))
 }
 
 #[cfg(test)]

@@ -2,14 +2,12 @@
 //! truncated, empty, missing, text renamed .jpg, too small, a bomb header),
 //! exit codes, and every input path exactly once across OUT and the error file.
 
+mod common;
+
+use common::{exe, run_ok};
 use rmac_native::vgg16::synthetic;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
-}
 
 /// Synthetic weights and PCA written into `dir`.
 fn write_weights(dir: &Path) -> (PathBuf, PathBuf) {
@@ -451,17 +449,12 @@ fn weights_synthetic_writes_the_test_generator_and_a_closed_stdout_ends_quietly(
         dir.path().join("w.safetensors"),
         dir.path().join("p.safetensors"),
     );
-    let made = exe()
-        .args(["weights", "synthetic", "--seed", "2", "--output"])
-        .arg(&w)
-        .arg("--pca")
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    run_ok(
+        exe()
+            .args(["weights", "synthetic", "--seed", "2", "--output"])
+            .arg(&w)
+            .arg("--pca")
+            .arg(&p),
     );
     let loaded = rmac_native::vgg16::weights::Vgg16Weights::load(&w).unwrap();
     let want = synthetic::vgg16(2);

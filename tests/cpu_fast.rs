@@ -4,12 +4,11 @@
 //! random shapes (odd sizes, 1-pixel maps, channel counts that are not
 //! multiples of the vector width, with and without the fused pool), then the
 //! Winograd error on real activations (the synthetic-weight network on a
-//! fixture image, layer by layer), then the final R-MAC vector of every
-//! algorithm against the Keras fixtures.
+//! fixture image, layer by layer). The final R-MAC vector of every algorithm
+//! against the Keras fixtures is in tests/keras_parity.rs (every device).
 mod common;
 
-use common::{fixtures, max_abs, max_abs_diff, random, random_layer, read_f32};
-use rmac_native::backend::Backend;
+use common::{fixtures, max_abs, max_abs_diff, random, random_layer, rel_err};
 use rmac_native::backend::cpu::conv::conv3x3_relu;
 use rmac_native::backend::cpu::direct::DirectLayer;
 use rmac_native::backend::cpu::kernel::{self, Isa};
@@ -20,7 +19,6 @@ use rmac_native::backend::cpu::{CpuAlgo, CpuBackend};
 use rmac_native::extractor::{ExtractConfig, prepare_image};
 use rmac_native::image::decode::{DecodeLimits, load_rgb};
 use rmac_native::image::preprocess::Preprocess;
-use rmac_native::rmac::rmac;
 use rmac_native::tensor::Tensor3;
 use rmac_native::vgg16::synthetic;
 use rmac_native::vgg16::weights::ConvWeights;
@@ -62,17 +60,6 @@ fn run_fast(kind: Fast, layer: &ConvWeights, input: &Tensor3, threads: usize) ->
             Some(WinogradLayer::new(layer, tile).forward(input, Vec::new(), threads, isa))
         }
     })
-}
-
-/// Max |fast − f64| / max |f64| over the layer's output.
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (f64::from(g) - w).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 fn tolerance(kind: Fast) -> f64 {
@@ -247,78 +234,6 @@ fn winograd_error_on_real_activations_per_layer() {
         "worst: packed {:.2e}, F(2×2) {:.2e}, F(4×4) {:.2e}",
         worst[0], worst[1], worst[2]
     );
-}
-
-/// Every algorithm's final vector against the Keras fixtures (the contract's
-/// 1e-4 per component), and pool5 against Keras relative to its scale.
-#[test]
-fn every_algorithm_meets_the_contract_on_the_keras_fixtures() {
-    let dir = fixtures().join("keras");
-    #[derive(serde::Deserialize)]
-    struct Case {
-        name: String,
-        image: String,
-        seed: u8,
-        max_size: u32,
-        levels: usize,
-        preprocess: String,
-        pca: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Cases {
-        cases: Vec<Case>,
-    }
-    let cases: Cases =
-        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
-    for algo in CpuAlgo::ALL {
-        let mut backends: Vec<(u8, CpuBackend)> = Vec::new();
-        let (mut worst_vec, mut worst_pool5) = (0.0f32, 0.0f32);
-        for case in &cases.cases {
-            let config = ExtractConfig {
-                max_size: case.max_size,
-                levels: case.levels,
-                preprocess: if case.preprocess == "caffe" {
-                    Preprocess::Caffe
-                } else {
-                    Preprocess::Keras
-                },
-                limits: DecodeLimits::default(),
-            };
-            let img = load_rgb(&dir.join(&case.image), &config.limits).unwrap();
-            let prepared = prepare_image(&img, &config).unwrap();
-            if !backends.iter().any(|(s, _)| *s == case.seed) {
-                let b =
-                    CpuBackend::with_algo(Arc::new(synthetic::vgg16(case.seed)), 2, algo).unwrap();
-                backends.push((case.seed, b));
-            }
-            let backend = &mut backends
-                .iter_mut()
-                .find(|(s, _)| *s == case.seed)
-                .unwrap()
-                .1;
-            let pool5 = backend.pool5(&prepared.tensor).unwrap();
-            let file = dir.join(format!("{}.safetensors", case.name));
-            let (_, want_pool5) = read_f32(&file, "pool5");
-            worst_pool5 =
-                worst_pool5.max(max_abs_diff(&pool5.data, &want_pool5) / max_abs(&want_pool5));
-            let pca =
-                (case.pca == "synthetic").then(|| rmac_native::rmac::pca::synthetic(case.seed));
-            let parts = rmac(&pool5, case.levels, pca.as_ref());
-            let (_, want_vec) = read_f32(&file, "vector");
-            let d = max_abs_diff(&parts.vector, &want_vec);
-            assert!(
-                d <= 1e-4,
-                "{}: {}: R-MAC vector differs by {d}",
-                algo.name(),
-                case.name
-            );
-            worst_vec = worst_vec.max(d);
-        }
-        eprintln!(
-            "{:<10} worst vector |Δ| {worst_vec:.2e}, worst pool5 |Δ|/max {worst_pool5:.2e}",
-            algo.name()
-        );
-    }
 }
 
 /// Block 1 in bands (the extraction path) gives the layer-by-layer result.

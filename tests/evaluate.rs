@@ -1,5 +1,5 @@
 //! `evaluate`: hand-computed mAP on a tiny ground truth, and revisitop's own
-//! compute_map (ported in tests/reference/make_issue6_fixtures.py) on a fixture.
+//! compute_map (ported in tests/reference/make_whiten_h5_evaluate_fixtures.py) on a fixture.
 
 mod common;
 
@@ -11,7 +11,7 @@ use rmac_native::store::jsonl::read_vectors as read_jsonl;
 use std::path::PathBuf;
 
 fn fx(name: &str) -> PathBuf {
-    common::fixtures().join("issue6").join(name)
+    common::fixtures().join("evaluate").join(name)
 }
 
 #[test]

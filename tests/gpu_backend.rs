@@ -11,6 +11,9 @@
 //! a real GPU: `real_size_parity` and `real_size_report`.
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::{Rng, rel_err};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,29 +28,27 @@ use rmac_native::vgg16::synthetic;
 
 /// Deterministic values in [-1, 1).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..n).map(|_| rng.f()).collect()
 }
 
-/// Every conv shader variant: by layer size and each tile forced, with BK 8 and (where a
-/// tile has it) 16, and v1.
-const CHOICES: [ConvChoice; 10] = [
+/// Every conv shader variant: by layer size and each tile forced, with BK 8 and, in
+/// `dev` builds (the test command enables it), BK 16 where a tile has it, and v1.
+const CHOICES: &[ConvChoice] = &[
     ConvChoice::Auto,
     ConvChoice::Tile(Tile::T128x128),
     ConvChoice::Tile(Tile::T256x64),
     ConvChoice::Tile(Tile::T64x64),
     ConvChoice::Tile(Tile::T128x64),
+    #[cfg(feature = "dev")]
     ConvChoice::AutoK16,
+    #[cfg(feature = "dev")]
     ConvChoice::TileK16(Tile::T128x128),
+    #[cfg(feature = "dev")]
     ConvChoice::TileK16(Tile::T64x64),
+    #[cfg(feature = "dev")]
     ConvChoice::TileK16(Tile::T128x64),
+    #[cfg(feature = "dev")]
     ConvChoice::V1,
 ];
 
@@ -65,16 +66,6 @@ fn backend_with(max_binding_bytes: Option<u64>, conv: ConvChoice, checked: bool)
             list_adapters()
         )
     })
-}
-
-/// `max |a − b| / max |b|`.
-fn rel_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((f64::from(*x) - y).abs()))
-        / scale
 }
 
 /// (h, w, cin, cout, pool). Between them, for every tile: the f32 gatherer (cin 2, 3, 5)
@@ -141,15 +132,26 @@ fn reference(c: &Case) -> Vec<f64> {
 fn conv_choice_names() {
     let t = |s| ConvChoice::parse(s);
     assert_eq!(t("auto"), Some(ConvChoice::Auto));
-    assert_eq!(t("k16"), Some(ConvChoice::AutoK16));
-    assert_eq!(t("v1"), Some(ConvChoice::V1));
     assert_eq!(t("128x64"), Some(ConvChoice::Tile(Tile::T128x64)));
-    assert_eq!(t("128x128-k16"), Some(ConvChoice::TileK16(Tile::T128x128)));
-    assert_eq!(t("64x64-k16"), Some(ConvChoice::TileK16(Tile::T64x64)));
-    assert_eq!(t("128x64-k16"), Some(ConvChoice::TileK16(Tile::T128x64)));
+    #[cfg(feature = "dev")]
+    {
+        assert_eq!(t("k16"), Some(ConvChoice::AutoK16));
+        assert_eq!(t("v1"), Some(ConvChoice::V1));
+        assert_eq!(t("128x128-k16"), Some(ConvChoice::TileK16(Tile::T128x128)));
+        assert_eq!(t("64x64-k16"), Some(ConvChoice::TileK16(Tile::T64x64)));
+        assert_eq!(t("128x64-k16"), Some(ConvChoice::TileK16(Tile::T128x64)));
+    }
+    #[cfg(not(feature = "dev"))]
+    for name in ["k16", "v1", "128x128-k16"] {
+        assert_eq!(t(name), None, "{name} is a dev-only variant");
+    }
     // 256x64 has no BK 16 variant (see Tile::has_k16).
     assert_eq!(t("256x64-k16"), None);
     assert_eq!(t("96x96"), None);
+    // Every listed name parses, and nothing else does.
+    for name in ConvChoice::NAMES {
+        assert!(t(name).is_some(), "{name}");
+    }
 }
 
 #[test]
@@ -161,7 +163,7 @@ fn an_adapter_exists() {
 
 #[test]
 fn conv_shader_matches_f64_reference() {
-    for conv in CHOICES {
+    for &conv in CHOICES {
         conv_matches_f64_reference(conv);
     }
 }
@@ -201,7 +203,7 @@ fn conv_matches_f64_reference(conv: ConvChoice) {
 
 #[test]
 fn row_band_tiling_gives_identical_results() {
-    for conv in CHOICES {
+    for &conv in CHOICES {
         row_bands_identical(conv);
     }
 }
@@ -306,7 +308,7 @@ fn pool5_matches_cpu_backend_on_every_tile() {
     let mut cpu = CpuBackend::new(weights.clone(), 1).unwrap();
     let x = vgg_input(33, 45);
     let c = cpu.pool5(&x).unwrap();
-    for conv in CHOICES {
+    for &conv in CHOICES {
         let opts = |max_binding_bytes| GpuOptions {
             max_binding_bytes,
             conv,
@@ -405,7 +407,21 @@ fn real_size_report() {
         .unwrap_or(67.0);
     let iters = env_usize("RMAC_CHECK_ITERS", 10).max(1);
     let weights = Arc::new(synthetic::vgg16(1));
-    let mut gpu = GpuBackend::new(weights, GpuOptions::default()).unwrap();
+    // The variant under test, as the command line resolves it (the library never reads it).
+    let conv = std::env::var("RMAC_GPU_CONV")
+        .map(|v| {
+            ConvChoice::parse(&v)
+                .unwrap_or_else(|| panic!("RMAC_GPU_CONV={v}: not one of {:?}", ConvChoice::NAMES))
+        })
+        .unwrap_or_default();
+    let mut gpu = GpuBackend::new(
+        weights,
+        GpuOptions {
+            conv,
+            ..GpuOptions::default()
+        },
+    )
+    .unwrap();
     println!(
         "{} — binding limit {} MB — conv shader: {} (RMAC_GPU_CONV={})",
         gpu.name(),

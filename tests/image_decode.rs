@@ -1,10 +1,12 @@
 //! Decoding matches Pillow 13.0.0's `Image.open(p).convert("RGB")` byte for byte.
 //! Fixtures: tests/reference/make_image_fixtures.py.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image")
+    common::fixtures().join("image")
 }
 
 /// (differing pixels, max abs diff) between two RGB buffers of the same size.
@@ -315,7 +317,10 @@ fn decompression_bombs_are_refused_from_the_header() {
 
 #[test]
 fn small_limit_refuses_a_normal_image() {
-    let small = DecodeLimits { max_pixels: 500 };
+    let small = DecodeLimits {
+        max_pixels: 500,
+        ..DecodeLimits::default()
+    };
     for name in [
         "png_rgb",
         "jpeg_420",
@@ -339,6 +344,7 @@ fn small_limit_refuses_a_normal_image() {
     // Exactly at the limit is accepted.
     let exact = DecodeLimits {
         max_pixels: 37 * 23,
+        ..DecodeLimits::default()
     };
     assert!(decode_rgb(&fixture_bytes("jpeg_420"), &exact).is_ok());
     assert!(decode_rgb(&fixture_bytes("png_rgb"), &exact).is_ok());
@@ -352,6 +358,7 @@ fn mutated_fixtures_never_panic() {
     use rmac_native::image::resize::{resize_bicubic, target_size};
     let limits = DecodeLimits {
         max_pixels: 4_000_000,
+        ..DecodeLimits::default()
     };
     let idx = index();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;

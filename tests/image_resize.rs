@@ -1,13 +1,15 @@
 //! Resizing matches Pillow 13.0.0's `img.resize((w, h), Image.Resampling.BICUBIC)` byte for byte,
 //! and `target_size` is the contract's step 2. Fixtures: tests/reference/make_image_fixtures.py.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use image::RgbImage;
 use rmac_native::image::resize::{resize_bicubic, target_size};
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image")
+    common::fixtures().join("image")
 }
 
 fn index() -> serde_json::Value {

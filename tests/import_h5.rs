@@ -1,4 +1,4 @@
-//! Keras `.h5` import: files written by Keras / h5py (tests/reference/make_issue6_fixtures.py)
+//! Keras `.h5` import: files written by Keras / h5py (tests/reference/make_whiten_h5_evaluate_fixtures.py)
 //! in both kernel conventions, and both conventions run through the network.
 
 mod common;
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn fx(name: &str) -> PathBuf {
-    common::fixtures().join("issue6").join(name)
+    common::fixtures().join("h5").join(name)
 }
 
 #[test]

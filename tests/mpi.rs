@@ -5,10 +5,10 @@
 //! of the CI run.
 #![cfg(feature = "mpi")]
 
-#[path = "common/batch.rs"]
-mod batch;
+mod common;
 
-use batch::*;
+use common::batch::*;
+use common::exe;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -209,19 +209,26 @@ fn kill_mid_run(out: &Path, args: Vec<String>, victim: Option<u32>, min_lines: u
     )
 }
 
+/// `args` with larger images than elsewhere (--max-size 96), so that a kill lands mid-run.
+fn big_images(b: &Batch, out: &Path) -> Vec<String> {
+    let mut a = args(b, out);
+    let i = a.iter().position(|s| s == "--max-size").unwrap();
+    a[i + 1] = "96".into();
+    a
+}
+
+/// The batch's results from one plain process (what every MPI run must equal).
+fn plain_reference(b: &Batch) -> Results {
+    let out = b.out("plain.jsonl");
+    assert_eq!(run(&mut plain(&big_images(b, &out))).status.code(), Some(3));
+    results(&out)
+}
+
 #[test]
 fn a_run_killed_at_a_rank_or_at_mpiexec_resumes_exactly() {
-    // Larger images than elsewhere (--max-size 96), so that the kill lands mid-run.
     let b = batch(40);
-    let big = |out: &Path| {
-        let mut a = args(&b, out);
-        let i = a.iter().position(|s| s == "--max-size").unwrap();
-        a[i + 1] = "96".into();
-        a
-    };
-    let reference_out = b.out("plain.jsonl");
-    assert_eq!(run(&mut plain(&big(&reference_out))).status.code(), Some(3));
-    let reference = results(&reference_out);
+    let big = |out: &Path| big_images(&b, out);
+    let reference = plain_reference(&b);
 
     for (name, victim) in [("rank0", Some(0)), ("rank1", Some(1)), ("mpiexec", None)] {
         let out = b.out(&format!("{name}.jsonl"));
@@ -240,6 +247,28 @@ fn a_run_killed_at_a_rank_or_at_mpiexec_resumes_exactly() {
             "{name}: resumed results differ from an uninterrupted run"
         );
     }
+}
+
+/// Several SIGKILLs in a row — a rank, mpiexec, the other rank — each at a
+/// later point of the same output, then one resume: bit-identical to a plain run.
+#[test]
+fn a_kill_loop_over_two_ranks_ends_bit_identical() {
+    let b = batch(48);
+    let big = |out: &Path| big_images(&b, out);
+    let reference = plain_reference(&b);
+    let out = b.out("looped.jsonl");
+    let mut log = String::new();
+    for victim in [Some(1), None, Some(0)] {
+        let at = lines(&out) + 4;
+        log += &kill_mid_run(&out, big(&out), victim, at);
+        log.push('\n');
+    }
+    let o = run(&mut mpiexec(2, &with(big(&out), &["--threads", "1"])));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}\n{log}");
+    let got = results(&out);
+    assert_complete(&b, &got);
+    assert_eq!(got, reference, "after three kills\n{log}");
 }
 
 #[test]

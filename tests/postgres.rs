@@ -4,6 +4,9 @@
 //! installed: ci/setup-deps.sh), and fail with what to do if they cannot.
 //! Each test works in a database of its own.
 
+mod common;
+
+use common::{exe, run_ok};
 use postgres::{Client, NoTls};
 use rmac_native::store::VectorSink;
 use rmac_native::store::postgres::{Db, PgOptions, PgSink};
@@ -67,14 +70,9 @@ fn vec512(seed: u64) -> Vec<f32> {
     v
 }
 
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+/// stdout of a command that must succeed.
+fn run_stdout(cmd: &mut Command) -> String {
+    String::from_utf8(run_ok(cmd).stdout).unwrap()
 }
 
 fn write_npy(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, Vec<String>, Vec<f32>) {
@@ -203,7 +201,7 @@ fn killed_mid_load_then_resumed_holds_every_row_once() {
         seen >= 1000 && after_kill < n as i64,
         "the load was killed part way ({after_kill} of {n} rows)"
     );
-    let err = run_ok(
+    let err = run_stdout(
         exe()
             .args(["convert", npy.to_str().unwrap(), &db])
             .env("RMAC_PG_BATCH", "5000"),
@@ -243,11 +241,11 @@ fn convert_jsonl_npy_postgres_jsonl_is_exact() {
     let errors = "{\"path\":\"bad.jpg\",\"error\":\"truncated\"}\n";
     std::fs::write(dir.path().join("a.errors.jsonl"), errors).unwrap();
     let (npy, back) = (dir.path().join("b.npy"), dir.path().join("c.jsonl"));
-    run_ok(exe().arg("convert").arg(&src).arg(&npy));
-    run_ok(exe().arg("convert").arg(&npy).arg(&db));
-    run_ok(exe().arg("convert").arg(&npy).arg(&db)); // a rerun adds nothing
+    run_stdout(exe().arg("convert").arg(&src).arg(&npy));
+    run_stdout(exe().arg("convert").arg(&npy).arg(&db));
+    run_stdout(exe().arg("convert").arg(&npy).arg(&db)); // a rerun adds nothing
     assert_eq!(count(&db), 300);
-    run_ok(exe().arg("convert").arg(&db).arg(&back));
+    run_stdout(exe().arg("convert").arg(&db).arg(&back));
     assert!(
         std::fs::read_to_string(&back).unwrap() == text,
         "the round trip changed the JSONL"
@@ -288,9 +286,9 @@ fn database_search_equals_the_file_search() {
     let db = fresh_db("rmac_t_search");
     let dir = tempfile::tempdir().unwrap();
     let (npy, paths, _) = write_npy(dir.path(), 3000);
-    run_ok(exe().arg("convert").arg(&npy).arg(&db));
+    run_stdout(exe().arg("convert").arg(&npy).arg(&db));
     let search = |index: &str, extra: &[&str]| {
-        run_ok(
+        run_stdout(
             exe()
                 .args(["search", index, "--json", "-k", "10"])
                 .args(extra),
@@ -309,8 +307,8 @@ fn database_search_equals_the_file_search() {
         }
     }
     // With an HNSW index: --exact still equals the file search; the index answers the top hit right.
-    run_ok(exe().args(["index", "--db", &db, "--kind", "hnsw"]));
-    run_ok(exe().args(["index", "--db", &db, "--kind", "ivfflat", "--lists", "10"]));
+    run_stdout(exe().args(["index", "--db", &db, "--kind", "hnsw"]));
+    run_stdout(exe().args(["index", "--db", &db, "--kind", "ivfflat", "--lists", "10"]));
     let q = ["--path", paths[77].as_str()];
     same(
         &results(&search(npy.to_str().unwrap(), &q)),
@@ -417,4 +415,80 @@ fn extract_writes_straight_into_the_database_and_beside_a_file() {
     let again = extract(&only_db, &[]);
     assert!(again.contains("4 already done"), "{again}");
     assert_eq!(count(&only_db), 3);
+}
+
+/// One writer per table: a second run — or a `--restart` — while a run is
+/// writing is refused, and empties nothing.
+#[test]
+fn a_second_writer_or_a_restart_during_a_run_is_refused() {
+    let db = fresh_db("rmac_t_lock");
+    let (mut first, _) = PgSink::open(&db, false, "test", None, &PgOptions::default()).unwrap();
+    first.write_vector("a", &vec512(1)).unwrap();
+    first.sync().unwrap();
+    for restart in [false, true] {
+        let err = PgSink::open(&db, restart, "test", None, &PgOptions::default())
+            .err()
+            .expect("a second writer must be refused")
+            .to_string();
+        assert!(err.contains("another rmac-native run"), "{err}");
+    }
+    first.write_vector("b", &vec512(2)).unwrap();
+    drop(first);
+    assert_eq!(count(&db), 2, "the refused --restart emptied nothing");
+    // Free again once the first run has ended.
+    let (second, done) = PgSink::open(&db, false, "test", None, &PgOptions::default()).unwrap();
+    assert_eq!(done.len(), 2);
+    drop(second);
+}
+
+fn stdout_and_stderr(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// No form of a password libpq accepts reaches stdout or stderr, on success or failure.
+#[test]
+fn passwords_never_reach_the_output() {
+    let db = fresh_db("rmac_t_secret");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.jsonl");
+    let lines: Vec<String> = (0..3)
+        .map(|i| serde_json::json!({"path": format!("p{i}"), "vector": vec512(i)}).to_string())
+        .collect();
+    std::fs::write(&src, lines.join("\n") + "\n").unwrap();
+    // The test server trusts every password: these succeed.
+    for secret_db in [
+        format!("{db} password=SECRETPW"),
+        format!("{db} password='SECRET PW'"),
+    ] {
+        let out = exe()
+            .args(["convert", src.to_str().unwrap(), &secret_db])
+            .output()
+            .unwrap();
+        let all = stdout_and_stderr(&out);
+        assert!(out.status.success(), "{all}");
+        assert!(!all.contains("SECRET") && !all.contains(" PW"), "{all}");
+    }
+    // Unreachable: the errors name the server without the password.
+    for url in [
+        "postgresql://u:SECRETPW@127.0.0.1:1/db",
+        "postgresql://127.0.0.1:1/db?user=u&password=SECRETPW",
+        "host=127.0.0.1 port=1 password = 'SECRET PW' dbname=d",
+    ] {
+        let out = exe()
+            .args(["convert", src.to_str().unwrap(), url])
+            .env("RMAC_PG_RETRY_SECONDS", "0")
+            .output()
+            .unwrap();
+        let all = stdout_and_stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("127.0.0.1"), "{all}");
+        assert!(
+            !all.contains("SECRET") && !all.contains(" PW"),
+            "{url}: {all}"
+        );
+    }
 }

@@ -1,22 +1,10 @@
 //! File search: the parallel SIMD scan against a naive loop, query expansion
 //! against a worked example, and the `search` command's outputs.
 
-use rmac_native::search::{dot, expand_query, search_many, search_qe, top_k_naive};
-use std::process::Command;
+mod common;
 
-/// xorshift64*: deterministic test data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+use common::{Rng, exe, run_ok};
+use rmac_native::search::{dot, expand_query, search_many, search_qe, top_k_naive};
 
 fn unit_rows(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..n * dim).map(|_| rng.f()).collect();
@@ -127,10 +115,6 @@ fn query_expansion_matches_the_worked_example() {
     assert!((neg[0] - 0.6).abs() < 1e-6 && (neg[1] - 0.8).abs() < 1e-6 && neg[2] == 0.0);
 }
 
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
-}
-
 #[test]
 fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,25 +133,20 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     let npy = dir.path().join("v.npy");
     rmac_native::store::npy::write_npy(&npy, &paths, &data, 512).unwrap();
     let html = dir.path().join("sheet.html");
-    let out = exe()
-        .args([
-            "search",
-            npy.to_str().unwrap(),
-            "--path",
-            &paths[1],
-            "-k",
-            "5",
-            "--json",
-            "--exclude-query",
-            "--html",
-        ])
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        exe()
+            .args([
+                "search",
+                npy.to_str().unwrap(),
+                "--path",
+                &paths[1],
+                "-k",
+                "5",
+                "--json",
+                "--exclude-query",
+                "--html",
+            ])
+            .arg(&html),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = top_k_naive(&data, 512, &data[512..1024], 5, Some(1));
@@ -198,32 +177,20 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     let qfile = dir.path().join("q.json");
     std::fs::write(&qfile, serde_json::to_string(&data[..512]).unwrap()).unwrap();
     let jsonl = dir.path().join("v.jsonl");
-    let conv = exe()
-        .args(["convert", npy.to_str().unwrap(), jsonl.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        conv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
+    run_ok(exe().args(["convert", npy.to_str().unwrap(), jsonl.to_str().unwrap()]));
     let table = |src: &std::path::Path| {
-        let o = exe()
-            .args([
-                "search",
-                src.to_str().unwrap(),
-                "--vector",
-                &format!("@{}", qfile.display()),
-                "-k",
-                "4",
-                "--qe",
-                "3",
-                "--alpha",
-                "3",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run_ok(exe().args([
+            "search",
+            src.to_str().unwrap(),
+            "--vector",
+            &format!("@{}", qfile.display()),
+            "-k",
+            "4",
+            "--qe",
+            "3",
+            "--alpha",
+            "3",
+        ]));
         String::from_utf8(o.stdout).unwrap()
     };
     let t = table(&npy);

@@ -1,5 +1,5 @@
 //! `pca fit`'s whitening against numpy's on the same data
-//! (tests/reference/make_issue6_fixtures.py → tests/fixtures/issue6/pca_numpy.safetensors).
+//! (tests/reference/make_whiten_h5_evaluate_fixtures.py → tests/fixtures/whiten/pca_numpy.safetensors).
 
 use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator, fit_whitening};
 use rmac_native::vgg16::synthetic::{self, uniform};
@@ -58,7 +58,7 @@ fn apply64(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f64> {
 #[test]
 fn whitening_matches_numpy() {
     let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/issue6/pca_numpy.safetensors");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whiten/pca_numpy.safetensors");
     let data = pca_data();
     // The generator is the script's, bit for bit.
     let (_, head) = read_f64(&fixture, "x_head");

@@ -8,7 +8,10 @@ use rmac_native::image::decode::{DecodeLimits, decode_rgb};
 use rmac_native::image::resize::{resize_bicubic, target_size};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = DecodeLimits { max_pixels: 4_000_000 };
+    let limits = DecodeLimits {
+        max_pixels: 4_000_000,
+        ..DecodeLimits::default()
+    };
     if let Ok(img) = decode_rgb(data, &limits) {
         assert!(img.width() > 0 && img.height() > 0);
         assert!(u64::from(img.width()) * u64::from(img.height()) <= limits.max_pixels);

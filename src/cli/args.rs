@@ -70,7 +70,7 @@ pub enum PreprocessArg {
 /// The kernel convention of a Keras `.h5` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ConventionArg {
-    /// TensorFlow kernels: cross-correlation (as stored by the contract).
+    /// TensorFlow kernels: cross-correlation (as stored by the contract, docs/contract.md#weights).
     Tf,
     /// Theano kernels: true convolution, flipped 180° relative to cross-correlation.
     Th,
@@ -142,6 +142,14 @@ pub struct ExtractArgs {
     /// Refuse images with more pixels than this before decoding them (decompression bombs).
     #[arg(long, default_value_t = rmac_native::image::decode::DecodeLimits::default().max_pixels)]
     pub max_pixels: u64,
+    /// Refuse files larger than this many bytes before reading them.
+    #[arg(long, default_value_t = rmac_native::image::decode::DEFAULT_MAX_FILE_BYTES)]
+    pub max_file_bytes: u64,
+    /// Give up on an image whose reading and decoding takes longer than this many
+    /// seconds (a stalled file system, a device): it gets an error record, the batch goes on.
+    #[arg(long, default_value_t = rmac_native::image::decode::DEFAULT_DECODE_TIMEOUT.as_secs_f64(),
+          value_parser = positive_seconds)]
+    pub decode_timeout: f64,
     /// Start over: empty OUT and its error file instead of resuming.
     #[arg(long)]
     pub restart: bool,
@@ -186,7 +194,7 @@ pub enum WeightsCommand {
 pub enum PcaCommand {
     /// Learn PCA-whitening from the region vectors of a set of images.
     Fit(PcaFitArgs),
-    /// Convert keras_rmac's PCAmatrices.mat (MAT v5) to the contract's safetensors.
+    /// Convert keras_rmac's PCAmatrices.mat (MAT v5) to the contract's safetensors (docs/contract.md#weights).
     Import {
         file: PathBuf,
         #[arg(long, default_value = "weights/pca.safetensors")]
@@ -203,8 +211,15 @@ pub struct NeighboursArgs {
     pub k: usize,
 }
 
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v <= 1e9 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
+}
+
 /// Inserts `extract` when the first argument is not a subcommand, so that the
-/// contract's `rmac-native --input … --output …` works.
+/// contract's `rmac-native --input … --output …` works (docs/contract.md#command-line).
 pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
     let is_global_flag = matches!(first.as_deref(), Some("-h" | "--help" | "-V" | "--version"));
@@ -243,7 +258,7 @@ pub struct PcaFitArgs {
     /// A text file with one image path per line, or a folder (searched recursively).
     #[arg(long)]
     pub input: PathBuf,
-    /// The PCA file to write (safetensors, contract layout).
+    /// The PCA file to write (safetensors, docs/contract.md#weights).
     #[arg(long, default_value = "weights/pca.safetensors")]
     pub output: PathBuf,
     #[command(flatten)]
@@ -305,6 +320,7 @@ pub struct SearchArgs {
     pub html: Option<PathBuf>,
     /// Thumbnail size of the contact sheet, in pixels.
     #[arg(long, default_value_t = 160)]
+    #[arg(value_parser = clap::value_parser!(u32).range(16..=1024))]
     pub thumb_size: u32,
     /// Database: never use an index (exact results, like the file search).
     #[arg(long)]

@@ -96,9 +96,14 @@ impl Env {
         let conv = match self.gpu_conv.as_deref() {
             None => ConvChoice::Auto,
             Some(v) => ConvChoice::parse(v).ok_or_else(|| {
+                let more = if cfg!(feature = "dev") {
+                    ""
+                } else {
+                    " (the slower A/B variants k16 and v1 need a build with `--features dev`)"
+                };
                 anyhow!(
-                    "RMAC_GPU_CONV={v}: expected auto, k16, v1, 128x128, 256x64, 64x64, \
-                     128x64, 128x128-k16, 64x64-k16 or 128x64-k16"
+                    "RMAC_GPU_CONV={v}: expected one of {}{more}",
+                    ConvChoice::NAMES.join(", ")
                 )
             })?,
         };
@@ -190,6 +195,8 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
             &args.model,
             DecodeLimits {
                 max_pixels: args.max_pixels,
+                max_file_bytes: args.max_file_bytes,
+                max_time: Duration::from_secs_f64(args.decode_timeout),
             },
         ),
         backend,

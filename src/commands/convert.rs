@@ -36,17 +36,29 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
     };
     let (mut sink, done) = open_sink(&to, None, &options)?;
     let (mut written, mut skipped) = (0usize, 0usize);
+    // A path the source holds twice is written once (its first vector).
+    let mut seen = std::collections::HashSet::with_capacity(source.len());
+    let mut repeated = 0usize;
     for (i, path) in source.paths().iter().enumerate() {
         if done.contains(path) {
             skipped += 1;
             continue;
         }
+        if !seen.insert(path.as_str()) {
+            repeated += 1;
+            continue;
+        }
         sink.write_vector(path, source.row(i))?;
         written += 1;
     }
+    if repeated > 0 {
+        eprintln!(
+            "note: {repeated} repeated paths in {from} were written once (their first vector)"
+        );
+    }
     let mut errors_written = 0;
     for (path, error) in &errors {
-        if !done.contains(path) {
+        if !done.contains(path) && !seen.contains(path.as_str()) {
             sink.write_error(path, error)?;
             errors_written += 1;
         }

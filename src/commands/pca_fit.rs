@@ -17,6 +17,9 @@ use std::sync::Arc;
 /// whitening → safetensors. Images that fail are skipped with a message.
 pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
     let inputs = read_inputs(&args.input)?;
+    for (path, why) in &inputs.rejected {
+        eprintln!("skipped {path}: {why}");
+    }
     if inputs.paths.is_empty() {
         bail!("{} lists no images", args.input.display());
     }

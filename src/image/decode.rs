@@ -16,9 +16,25 @@
 //! * EXIF orientation is ignored; multi-frame files give their first frame.
 //! * Truncated or corrupt data is an error, never a partial image; the pixel
 //!   count is checked against [`DecodeLimits`] from the header, before any pixel
-//!   buffer exists.
+//!   buffer exists. A JPEG that lacks only its final EOI marker is an error too:
+//!   Pillow 13.0.0 rejects it ("image file is truncated") for 12 of the 13 JPEG
+//!   fixtures (tests/image_decode.rs). A progressive JPEG with more than
+//!   [`MAX_JPEG_SCANS`] scans is refused (a CPU bomb).
+//! * Reading a file ([`load_rgb`]) is bounded too: it is opened without blocking
+//!   (a FIFO named `x.jpg` cannot stall the run), must be a regular file (not a
+//!   FIFO, device, socket or folder), may hold at most
+//!   [`DecodeLimits::max_file_bytes`], and its first [`HEAD_BYTES`] are read and
+//!   the image size checked before the rest is read.
+//!
+//! Peak memory for one input at the default limits: the file (≤ 512 MiB), the
+//! decoder's buffer (3–4 bytes per pixel for 8-bit data, up to 8 for 16-bit, of
+//! at most `max_pixels` = 179 Mpx) and the RGB copy (3 bytes per pixel): at most
+//! about 1.3 GB for a 179 Mpx 8-bit RGBA image (2 GB for 16-bit), whatever its
+//! file size. Measured with the model loaded (tests/faults.rs and README): a
+//! 3 GB file 353 MiB peak RSS, a 41-byte GIF claiming 13000² 423 MiB, a real
+//! 13000² RGB PNG 741 MiB.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
@@ -28,17 +44,40 @@ pub const PILLOW_WARN_PIXELS: u64 = 89_478_485;
 /// `2 * MAX_IMAGE_PIXELS`: above this Pillow refuses (DecompressionBombError).
 pub const PILLOW_MAX_PIXELS: u64 = 2 * PILLOW_WARN_PIXELS;
 
+/// The default [`DecodeLimits::max_file_bytes`]: 512 MiB (a 179 Mpx image is
+/// ~540 MB uncompressed in 8-bit RGB; compressed files are far smaller).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 512 << 20;
+
+/// Bytes read before the image size is checked (the rest is read only after).
+pub const HEAD_BYTES: usize = 64 << 10;
+
+/// Progressive JPEG scans accepted (real files have about 10; each scan costs a
+/// pass over the whole coefficient buffer).
+pub const MAX_JPEG_SCANS: i32 = 1000;
+
 /// How large an image may be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Largest width × height accepted (checked from the header, before decoding).
     pub max_pixels: u64,
+    /// Largest file read (checked before reading; `--max-file-bytes`).
+    pub max_file_bytes: u64,
+    /// How long reading, decoding and resizing one image may take before the
+    /// batch gives up on it (`--decode-timeout`; enforced by the run's pipeline,
+    /// which cannot be stalled by a file system that never answers).
+    pub max_time: std::time::Duration,
 }
+
+/// The default [`DecodeLimits::max_time`]: far beyond the ~2 s the largest
+/// accepted image takes here, short enough that a stuck file is noticed.
+pub const DEFAULT_DECODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
             max_pixels: PILLOW_MAX_PIXELS,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_time: DEFAULT_DECODE_TIMEOUT,
         }
     }
 }
@@ -48,6 +87,16 @@ impl Default for DecodeLimits {
 pub enum DecodeError {
     #[error("file not found")]
     NotFound,
+    #[error(
+        "not a regular file (it is {kind}); rmac-native reads image files only — list the file itself"
+    )]
+    NotRegular { kind: &'static str },
+    #[error(
+        "the file is {} bytes, over the {}-byte limit (--max-file-bytes); refusing to read it",
+        bytes,
+        max
+    )]
+    FileTooLarge { bytes: u64, max: u64 },
     #[error("cannot read the file: {0}")]
     Io(#[source] std::io::Error),
     #[error("empty file (0 bytes); re-export or re-download it")]
@@ -131,11 +180,101 @@ fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), Deco
 /// Reads `path` and decodes it with [`decode_rgb`] (the format is taken from the content,
 /// not the extension).
 pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+    let bytes = read_image_file(path, limits)?;
+    decode_rgb(&bytes, limits)
+}
+
+/// The bytes of an image file, read safely: opened without blocking, a regular
+/// file, at most `max_file_bytes`, and its size checked from the first
+/// [`HEAD_BYTES`] before the rest is read.
+pub fn read_image_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, DecodeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => DecodeError::NotFound,
         _ => DecodeError::Io(e),
-    })?;
-    decode_rgb(&bytes, limits)
+    };
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if let Some(kind) = crate::files::non_regular_kind(meta.file_type()) {
+        return Err(DecodeError::NotRegular { kind });
+    }
+    let max = limits.max_file_bytes;
+    if meta.len() > max {
+        return Err(DecodeError::FileTooLarge {
+            bytes: meta.len(),
+            max,
+        });
+    }
+    let mut bytes = Vec::with_capacity((meta.len() as usize).min(HEAD_BYTES));
+    (&mut file)
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() == HEAD_BYTES {
+        if let Some((w, h)) = header_size(&bytes) {
+            check_size(w, h, limits)?;
+        }
+        // At most one byte past the limit: a file that grew while being read is refused.
+        (&mut file)
+            .take(max + 1 - HEAD_BYTES as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > max {
+            return Err(DecodeError::FileTooLarge {
+                bytes: bytes.len() as u64,
+                max,
+            });
+        }
+    }
+    Ok(bytes)
+}
+
+/// The image size from the first bytes of a file, when they hold it.
+fn header_size(head: &[u8]) -> Option<(u32, u32)> {
+    match image::guess_format(head).ok()? {
+        ImageFormat::Jpeg => jpeg_sof_size(head),
+        f @ (ImageFormat::Png
+        | ImageFormat::Gif
+        | ImageFormat::Bmp
+        | ImageFormat::Tiff
+        | ImageFormat::WebP) => ImageReader::with_format(Cursor::new(head), f)
+            .into_dimensions()
+            .ok(),
+        _ => None,
+    }
+}
+
+/// (width, height) from a JPEG's SOF marker, if it is within `head`.
+fn jpeg_sof_size(head: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 4 <= head.len() {
+        if head[i] != 0xFF {
+            return None;
+        }
+        let marker = head[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([head[i + 2], head[i + 3]]));
+        let sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if sof {
+            let b = head.get(i + 5..i + 9)?;
+            let h = u32::from(u16::from_be_bytes([b[0], b[1]]));
+            let w = u32::from(u16::from_be_bytes([b[2], b[3]]));
+            return Some((w, h));
+        }
+        if marker == 0xDA || len < 2 {
+            return None; // scan data before any SOF: malformed, the decoder will say so
+        }
+        i += 2 + len;
+    }
+    None
 }
 
 /// Decodes an image file's bytes to 8-bit RGB with Pillow's `open(…).convert("RGB")` semantics.
@@ -153,7 +292,13 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Decod
         | ImageFormat::Bmp
         | ImageFormat::Tiff
         | ImageFormat::WebP => decode_other(bytes, format, limits),
-        other => Err(DecodeError::Unsupported(format!("{other:?}"))),
+        other => Err(DecodeError::Unsupported(format!(
+            "{} files",
+            other
+                .extensions_str()
+                .first()
+                .map_or("this kind of".to_owned(), |e| e.to_uppercase())
+        ))),
     }
 }
 
@@ -271,7 +416,7 @@ fn to_rgb_like_pillow(img: DynamicImage, gray16_png: bool) -> Result<RgbImage, D
 /// JPEG through libjpeg-turbo (statically linked via `mozjpeg-sys`), configured as Pillow's
 /// `JpegDecode.c` configures it.
 mod jpeg {
-    use super::{DecodeError, DecodeLimits, check_size};
+    use super::{DecodeError, DecodeLimits, MAX_JPEG_SCANS, check_size};
     use image::RgbImage;
     use mozjpeg_sys::*;
     use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -332,6 +477,23 @@ mod jpeg {
         }
     }
 
+    /// Refuses a file with more than [`MAX_JPEG_SCANS`] scans (libjpeg calls this
+    /// between scans while it absorbs a progressive file).
+    unsafe extern "C-unwind" fn progress_monitor(cinfo: &mut jpeg_common_struct) {
+        if cinfo.is_decompressor == 0 {
+            return;
+        }
+        // SAFETY: a decompressor's common struct is the first field of its jpeg_decompress_struct.
+        let scans = unsafe {
+            (*(cinfo as *mut jpeg_common_struct as *mut jpeg_decompress_struct)).input_scan_number
+        };
+        if scans > MAX_JPEG_SCANS {
+            resume_unwind(Box::new(JpegFatal(format!(
+                "more than {MAX_JPEG_SCANS} progressive scans (real files have about 10); refusing a decoding bomb"
+            ))));
+        }
+    }
+
     #[repr(C)]
     struct Err {
         mgr: jpeg_error_mgr,
@@ -341,6 +503,7 @@ mod jpeg {
     struct Decompress {
         cinfo: Box<jpeg_decompress_struct>,
         err: Box<Err>,
+        _progress: Box<jpeg_progress_mgr>,
     }
 
     impl Drop for Decompress {
@@ -361,13 +524,22 @@ mod jpeg {
         err.mgr.emit_message = Some(emit_message);
         let mut cinfo: Box<jpeg_decompress_struct> = Box::new(unsafe { std::mem::zeroed() });
         cinfo.common.err = &mut err.mgr;
+        // SAFETY: plain-old-data; the box lives in `Decompress` as long as cinfo.
+        let mut progress: Box<jpeg_progress_mgr> = Box::new(unsafe { std::mem::zeroed() });
+        progress.progress_monitor = Some(progress_monitor);
         let created = catch_unwind(AssertUnwindSafe(|| unsafe {
             jpeg_create_decompress(&mut *cinfo)
         }));
         if let Err(p) = created {
             return Err(corrupt(payload_text(p)));
         }
-        let mut d = Decompress { cinfo, err };
+        // After jpeg_create_decompress, which zeroes everything but the error manager.
+        cinfo.common.progress = &mut *progress;
+        let mut d = Decompress {
+            cinfo,
+            err,
+            _progress: progress,
+        };
         match catch_unwind(AssertUnwindSafe(|| run(&mut d, bytes, limits))) {
             Ok(r) => r,
             Err(p) => Err(corrupt(payload_text(p))),

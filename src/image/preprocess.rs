@@ -1,8 +1,8 @@
-//! 8-bit RGB → the float32 BGR tensor VGG16 was trained on (contract step 3).
+//! 8-bit RGB → the float32 BGR tensor VGG16 was trained on (docs/contract.md#pipeline, step 3).
 
 use crate::tensor::Tensor3;
 
-/// How the mean is subtracted (contract step 3).
+/// How the mean is subtracted (docs/contract.md#pipeline, step 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preprocess {

@@ -15,7 +15,7 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Pillow's bicubic filter support (a = -0.5).
 const BICUBIC_SUPPORT: f64 = 2.0;
 
-/// Contract step 2: `scale = S / max(w, h)` in f64, `new = (ceil(scale*w), ceil(scale*h))`,
+/// docs/contract.md#pipeline, step 2: `scale = S / max(w, h)` in f64, `new = (ceil(scale*w), ceil(scale*h))`,
 /// exactly in that order (600×525 at 512 → 512×449: the overshoot is kept).
 pub fn target_size(w: u32, h: u32, max_size: u32) -> (u32, u32) {
     let scale = f64::from(max_size) / f64::from(w.max(h));

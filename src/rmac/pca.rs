@@ -47,6 +47,21 @@ impl PcaWeights {
         let weight = file.tensor(PCA_WEIGHT_KEY, &[FEATURE_DIM, FEATURE_DIM])?;
         let bias = file.tensor(PCA_BIAS_KEY, &[FEATURE_DIM])?;
         file.warn_extras(&expected_pca());
+        // A matrix with a zero row maps every image to the same value in that
+        // component (an all-zero one gives every image the same vector).
+        if let Some(r) = weight
+            .chunks_exact(FEATURE_DIM)
+            .position(|row| row.iter().all(|&w| w == 0.0))
+        {
+            return Err(WeightsError::Malformed {
+                path: origin.to_owned(),
+                format: "PCA file",
+                reason: format!(
+                    "row {r} of {PCA_WEIGHT_KEY} is all zeros, so every image would get the same value there \
+                     (a degenerate whitening); fit it again with `rmac-native pca fit` or import PCAmatrices.mat"
+                ),
+            });
+        }
         Ok(Self { weight, bias })
     }
 

@@ -222,7 +222,7 @@ impl WhiteningAccumulator {
 }
 
 /// PCA-whitening from an iterator of region vectors (each L2-normalised region
-/// maximum, all of one dimension; 512 for the contract's PCA file).
+/// maximum, all of one dimension; 512 for the contract's PCA file, docs/contract.md#weights).
 pub fn fit_whitening<I, V>(vectors: I) -> Result<WhiteningFit, WhitenError>
 where
     I: IntoIterator<Item = V>,

@@ -16,7 +16,7 @@ use crate::run::coordinator::protocol::{TAG_FINISH, TAG_START, decode_code, enco
 use crate::run::coordinator::stats::{RankInfo, RunSummary};
 use crate::run::coordinator::transport::{Transport, wait_for};
 use crate::run::coordinator::{coordinate, work};
-use crate::store::companions::summary_path;
+use crate::store::companions::{self, summary_path};
 use crate::store::lock::{OutputLock, lock_output};
 use crate::store::postgres::PgOptions;
 use crate::store::settings::RunSettings;
@@ -162,7 +162,11 @@ pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
 /// Rank 0's checks, before anyone works: the list, the output location, the
 /// weights and the settings of what OUT already holds.
 struct Ready {
+    /// The output with symlinks resolved (see [`Target::canonical`]).
+    output: Target,
     paths: Vec<String>,
+    /// Folder entries that cannot be jobs (see [`crate::inputs::InputList::rejected`]).
+    rejected: Vec<(String, String)>,
     done: HashSet<String>,
     sink: Box<dyn VectorSink>,
     weights: Arc<Vgg16Weights>,
@@ -194,6 +198,27 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
             dir.display()
         );
     }
+    // One file under two names (a symlink) is one output: one lock, one set of companions.
+    let output = job
+        .output
+        .canonical()
+        .with_context(|| format!("cannot resolve the output path {}", job.output))?;
+    if let Some(out) = output.file() {
+        companions::claim(out)?;
+        if let Ok(input) = std::fs::canonicalize(&job.input) {
+            let written: Vec<PathBuf> = std::iter::once(out.to_path_buf())
+                .chain(companions::all(out))
+                .collect();
+            if written.contains(&input) {
+                bail!(
+                    "--input {} is a file this run would write (its output {} or a file beside it); \
+                     pass a different --output",
+                    job.input.display(),
+                    job.output
+                );
+            }
+        }
+    }
     let pca = load_pca(job.pca.as_deref(), true)?;
     let weights = Arc::new(Vgg16Weights::load(&job.weights)?);
     let digest = |p: &Path| file_digest(p).with_context(|| format!("cannot read {}", p.display()));
@@ -214,7 +239,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
             .to_owned(),
     };
     // Before the output is opened: `--restart` must not truncate another run's file.
-    let lock = match job.output.file() {
+    let lock = match output.file() {
         Some(out) => lock_output(out)?,
         None => None,
     };
@@ -224,9 +249,9 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
         settings: Some(serde_json::to_value(&settings)?),
         pg: job.pg.clone(),
     };
-    let (sink, done) = open_sink(&job.output, job.db.as_deref(), &options)?;
+    let (sink, done) = open_sink(&output, job.db.as_deref(), &options)?;
     let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();
-    if let Some(out) = job.output.file() {
+    if let Some(out) = output.file() {
         settings.check_and_write(out, done.len(), job.restart)?;
     }
     if done.len() > already {
@@ -239,10 +264,14 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     let failed_before = if done.is_empty() {
         0
     } else {
-        failed_before(&job.output, &inputs.paths, &job.pg)?
+        let mut listed = inputs.paths.clone();
+        listed.extend(inputs.rejected.iter().map(|(p, _)| p.clone()));
+        failed_before(&output, &listed, &job.pg)?
     };
     Ok(Ready {
+        output,
         paths: inputs.paths,
+        rejected: inputs.rejected,
         done,
         sink,
         weights,
@@ -294,7 +323,9 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         t.send(r, TAG_START, &encode_code(0))?;
     }
     let Ready {
+        output,
         paths,
+        rejected,
         done,
         mut sink,
         weights,
@@ -331,7 +362,17 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         job.config.levels,
     );
     let backend_name = extractor.backend_name();
+    // Folder entries that cannot be jobs get their records first.
+    let mut rejected_now = 0;
+    for (path, why) in rejected.iter().filter(|(p, _)| !done.contains(p)) {
+        eprintln!("error: {path}: {why}");
+        sink.write_error(path, why)?;
+        rejected_now += 1;
+    }
     let mut summary = coordinate(t, &mut extractor, &paths, &done, sink.as_mut(), &me)?;
+    summary.total += rejected.len();
+    summary.already_done += rejected.len() - rejected_now;
+    summary.failed += rejected_now;
     summary.failed_before = failed_before;
     drop(sink);
 
@@ -350,10 +391,10 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
             );
         }
     }
-    if let Some(out) = job.output.file() {
+    if let Some(out) = output.file() {
         write_summary(
             out,
-            &job.output,
+            &output,
             &summary,
             size,
             place,
@@ -371,7 +412,7 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         human_duration(summary.seconds),
         job.output,
         if summary.exit_code() != 0 {
-            format!(" (failures: {})", job.output.errors().display())
+            format!(" (failures: {})", output.errors().display())
         } else {
             String::new()
         },

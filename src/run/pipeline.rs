@@ -13,7 +13,7 @@ use crate::extractor::{ExtractConfig, ExtractError, Extractor, Prepared, prepare
 use crate::tensor::Tensor3;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, sync_channel};
 use std::time::Instant;
 
 /// Images decoded ahead of the backend.
@@ -60,6 +60,38 @@ fn guarded<T>(
     }
 }
 
+/// Decode → resize → preprocess of one file, in a thread of its own that is
+/// given up on after `config.limits.max_time`: a read that never returns (a
+/// stalled network file system, a device) becomes this image's error and the
+/// batch goes on; the stuck thread is left behind, holding only that file.
+fn prepare_watched(path: &str, config: &ExtractConfig) -> Result<Prepared, String> {
+    let (tx, rx) = sync_channel(1);
+    let (owned, config_owned) = (path.to_owned(), config.clone());
+    let spawned = std::thread::Builder::new()
+        .name("rmac-decode-1".into())
+        .spawn(move || {
+            let r = guarded("decoding", &owned, || {
+                prepare_path(Path::new(&owned), &config_owned)
+            });
+            let _ = tx.send(r);
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start a thread to decode the file: {e}"));
+    }
+    let limit = config.limits.max_time;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(RecvTimeoutError::Timeout) => Err(format!(
+            "reading and decoding took longer than {} s (--decode-timeout), so the file was skipped; \
+             check the file and the file system it is on, or raise --decode-timeout",
+            limit.as_secs_f64()
+        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err("internal error: the decode thread stopped without a result".into())
+        }
+    }
+}
+
 /// The pipeline in three threads: decoding runs [`PREFETCH`] images ahead of
 /// `backend`, and `head` of one image runs (on this thread) while the backend
 /// works on the next (on a GPU the R-MAC head was 20% of an image's time on
@@ -80,9 +112,7 @@ pub fn run_pipeline<T>(
             .spawn_scoped(scope, move || {
                 for job in jobs {
                     let t = Instant::now();
-                    let prepared = guarded("decoding", &job.path, || {
-                        prepare_path(Path::new(&job.path), config)
-                    });
+                    let prepared = prepare_watched(&job.path, config);
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
                         break; // the compute side stopped
                     }

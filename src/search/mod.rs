@@ -207,6 +207,8 @@ pub fn search_many(
         "query dimension differs from the vectors' {dim}"
     );
     let rows = data.len() / dim;
+    // No more results than rows: a huge `k` (a user's -k 1000000000000) must not size a heap.
+    let k = k.min(rows);
     let empty = || vec![TopK::new(k); queries.len()];
     if k == 0 || rows == 0 || queries.is_empty() {
         return vec![Vec::new(); queries.len()];
@@ -264,7 +266,7 @@ pub fn top_k(set: &VectorSet, query: &[f32], k: usize, skip: Option<usize>) -> V
 /// Query expansion (Chum et al. 2007; αQE of Radenović et al. 2018): the new
 /// query is `normalize(q + Σ_{i<n} w_i x_i)` over the first `n` results `x_i`
 /// with scores `s_i`, `w_i = max(s_i, 0)^α`. `α = 0` is average QE (every
-/// `w_i = 1`). The L2 normalisation is the contract's `x / sqrt(max(Σx², 1e-12))`.
+/// `w_i = 1`). The L2 normalisation is the contract's `x / sqrt(max(Σx², 1e-12))` (docs/contract.md#pipeline).
 pub fn expand_query(
     query: &[f32],
     hits: &[(usize, f32)],

@@ -38,7 +38,7 @@ struct AnyLine {
 
 /// `vectors.jsonl` → `vectors.errors.jsonl` (docs/contract.md#outputs: the error file beside OUT).
 pub fn errors_path(out: &Path) -> PathBuf {
-    super::companions::jsonl_errors_path(out)
+    super::companions::errors_path(out)
 }
 
 /// One append-only JSONL file.
@@ -47,12 +47,122 @@ struct LineFile {
     file: File,
 }
 
+/// One complete, valid record found when resuming: its path and its bytes.
+struct Record {
+    path: String,
+    start: usize,
+    end: usize,
+}
+
+/// The path of a line `extract` wrote (`{"path":"…","vector":[…]}` or
+/// `{"path":"…","error":"…"}`) read from its first bytes only, and whether the
+/// rest has the shape of a whole record (for vectors: 512 numbers). Resuming a
+/// run of a million images reads only this, not every float. `None` when the
+/// line has another shape (other key order, spaces): the caller parses it whole.
+fn fast_record(line: &[u8], want_vector: bool) -> Option<String> {
+    let rest = line.strip_prefix(b"{\"path\":\"")?;
+    // The end of the JSON string: the first quote not escaped.
+    let mut k = 0;
+    while k < rest.len() {
+        match rest[k] {
+            b'\\' => k += 2,
+            b'"' => break,
+            _ => k += 1,
+        }
+    }
+    if k >= rest.len() {
+        return None;
+    }
+    let path: String = serde_json::from_slice(&line[8..8 + k + 2]).ok()?;
+    let body = &rest[k + 1..];
+    if want_vector {
+        let numbers = body.strip_prefix(b",\"vector\":[")?.strip_suffix(b"]}")?;
+        let commas = numbers.iter().filter(|&&b| b == b',').count();
+        let plain = numbers
+            .iter()
+            .all(|&b| b.is_ascii_digit() || matches!(b, b',' | b'.' | b'-' | b'e' | b'E' | b'+'));
+        (commas == 511 && plain && !numbers.is_empty()).then_some(path)
+    } else {
+        body.strip_prefix(b",\"error\":\"")?.strip_suffix(b"\"}")?;
+        Some(path)
+    }
+}
+
+/// The slow path of [`fast_record`]: the whole line through serde.
+fn parsed_record(line: &[u8], want_vector: bool) -> Option<String> {
+    serde_json::from_slice::<AnyLine>(line)
+        .ok()
+        .filter(|l| {
+            if want_vector {
+                l.vector.as_ref().is_some_and(|v| v.len() == 512)
+            } else {
+                l.error.is_some()
+            }
+        })
+        .map(|l| l.path)
+}
+
+/// Reads `file` from the start in one streaming pass (a line at a time, so a
+/// 6 GB output costs megabytes, not gigabytes), returns its complete valid
+/// records, and cuts a torn last line. Damage before the last line is refused.
+fn scan(file: &mut File, path: &Path, want_vector: bool) -> Result<Vec<Record>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(1 << 20, &*file);
+    let mut records = Vec::new();
+    let mut line = Vec::new();
+    let (mut start, mut number) = (0usize, 0usize);
+    let mut torn_at = None;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let complete = line.ends_with(b"\n");
+        let body = &line[..n - complete as usize];
+        let record = complete
+            .then(|| fast_record(body, want_vector).or_else(|| parsed_record(body, want_vector)))
+            .flatten();
+        match record {
+            Some(p) => records.push(Record {
+                path: p,
+                start,
+                end: start + n,
+            }),
+            None => {
+                // Only the last line can be torn by a kill; anything else is damage
+                // we must not silently throw away.
+                if !reader.fill_buf()?.is_empty() {
+                    bail!(
+                        "line {number} of {} is not a valid record, and more lines follow it; \
+                         repair the file or start over with --restart",
+                        path.display()
+                    );
+                }
+                torn_at = Some(start);
+                break;
+            }
+        }
+        start += n;
+    }
+    drop(reader);
+    if let Some(cut) = torn_at {
+        file.set_len(cut as u64)
+            .with_context(|| format!("cannot cut the torn last line of {}", path.display()))?;
+        eprintln!(
+            "note: {}: cut a torn last line (line {number}); that image is done again",
+            path.display()
+        );
+    }
+    Ok(records)
+}
+
 impl LineFile {
-    /// Opens for appending; returns the paths of the complete lines already in
-    /// it after cutting a torn last line. `want_vector`: lines must hold a
-    /// 512-float vector (OUT) or an error text (the error file).
-    fn open_resume(path: &Path, want_vector: bool, restart: bool) -> Result<(Self, Vec<String>)> {
-        let file = OpenOptions::new()
+    fn open(path: &Path) -> Result<File> {
+        OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
@@ -62,75 +172,62 @@ impl LineFile {
                     "cannot open {} for writing (check the folder exists and is writable)",
                     path.display()
                 )
-            })?;
+            })
+    }
+
+    /// Opens for appending; returns the complete records already in it after
+    /// cutting a torn last line (and the file's bytes). `want_vector`: lines
+    /// must hold a 512-float vector (OUT) or an error text (the error file).
+    fn open_resume(path: &Path, want_vector: bool, restart: bool) -> Result<(Self, Vec<Record>)> {
+        let mut file = Self::open(path)?;
         if restart {
             file.set_len(0)
                 .with_context(|| format!("cannot truncate {}", path.display()))?;
-            return Ok((
-                LineFile {
-                    path: path.to_path_buf(),
-                    file,
-                },
-                Vec::new(),
-            ));
+            return Ok((Self::at(path, file), Vec::new()));
         }
-        let mut done = Vec::new();
-        let mut good_len = 0u64;
-        let mut reader = BufReader::new(&file);
-        reader.seek(SeekFrom::Start(0))?;
-        let mut line = Vec::new();
-        let mut number = 0;
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            number += 1;
-            let complete = line.ends_with(b"\n");
-            let parsed = serde_json::from_slice::<AnyLine>(&line).ok().filter(|l| {
-                if want_vector {
-                    l.vector.as_ref().is_some_and(|v| v.len() == 512)
-                } else {
-                    l.error.is_some()
-                }
-            });
-            match (complete, parsed) {
-                (true, Some(l)) => {
-                    done.push(l.path);
-                    good_len += n as u64;
-                }
-                _ => {
-                    // Only the last line can be torn by a kill; anything else is damage
-                    // we must not silently throw away.
-                    let rest = reader.fill_buf()?.is_empty();
-                    if !rest {
-                        bail!(
-                            "line {number} of {} is not a valid record, and more lines follow it; \
-                             repair the file or start over with --restart",
-                            path.display()
-                        );
-                    }
-                    file.set_len(good_len).with_context(|| {
-                        format!("cannot cut the torn last line of {}", path.display())
-                    })?;
-                    eprintln!(
-                        "note: {}: cut a torn last line (line {number}); that image is done again",
-                        path.display()
-                    );
-                    break;
+        let records = scan(&mut file, path, want_vector)?;
+        Ok((Self::at(path, file), records))
+    }
+
+    fn at(path: &Path, file: File) -> Self {
+        LineFile {
+            path: path.to_path_buf(),
+            file,
+        }
+    }
+
+    /// Replaces the file by the records `keep` accepts, streamed through a
+    /// temporary file and a rename (a kill leaves the old file or the new one),
+    /// and reopens it for appending.
+    fn rewrite(&mut self, records: &[Record], mut keep: impl FnMut(&Record) -> bool) -> Result<()> {
+        let what = || format!("cannot rewrite {}", self.path.display());
+        let tmp = self
+            .path
+            .with_extension(format!("rewrite{}", std::process::id()));
+        {
+            let mut src =
+                BufReader::with_capacity(1 << 20, File::open(&self.path).with_context(what)?);
+            let mut dst =
+                std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).with_context(what)?);
+            let mut line = Vec::new();
+            for r in records {
+                line.resize(r.end - r.start, 0);
+                src.seek(SeekFrom::Start(r.start as u64))
+                    .with_context(what)?;
+                std::io::Read::read_exact(&mut src, &mut line).with_context(what)?;
+                if keep(r) {
+                    dst.write_all(&line).with_context(what)?;
                 }
             }
+            dst.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(what)?
+                .sync_all()
+                .with_context(what)?;
         }
-        Ok((
-            LineFile {
-                path: path.to_path_buf(),
-                file,
-            },
-            done,
-        ))
+        std::fs::rename(&tmp, &self.path).with_context(what)?;
+        self.file = Self::open(&self.path)?;
+        Ok(())
     }
 
     fn append(&mut self, line: &[u8]) -> Result<()> {
@@ -150,18 +247,53 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     /// Opens both files; with `restart` they are emptied, otherwise the paths
-    /// already written (as vectors or as errors) are returned.
+    /// already written (as vectors or as errors) are returned. A path recorded
+    /// twice (a line repeated, or a path both in OUT and in the error file) is
+    /// reported and resolved: its first vector is kept, and an error record of
+    /// a path that has a vector is dropped.
     pub fn open(out: &Path, restart: bool) -> Result<(Self, HashSet<String>)> {
-        let (vectors, mut done) = LineFile::open_resume(out, true, restart)?;
-        let (errors, failed) = LineFile::open_resume(&errors_path(out), false, restart)?;
-        done.extend(failed);
+        let (mut vectors, vrecs) = LineFile::open_resume(out, true, restart)?;
+        let errors_file = errors_path(out);
+        let (mut errors, erecs) = LineFile::open_resume(&errors_file, false, restart)?;
+        let mut done: HashSet<String> = HashSet::with_capacity(vrecs.len() + erecs.len());
+        let mut first_of = std::collections::HashMap::with_capacity(vrecs.len());
+        for r in &vrecs {
+            first_of.entry(r.path.as_str()).or_insert(r.start);
+        }
+        let repeated = vrecs.len() - first_of.len();
+        if repeated > 0 {
+            eprintln!(
+                "note: {} holds {repeated} repeated records (the same path twice); keeping the first vector of each",
+                out.display()
+            );
+            vectors.rewrite(&vrecs, |r| first_of[r.path.as_str()] == r.start)?;
+        }
+        let mut seen_errors = HashSet::with_capacity(erecs.len());
+        let stale = erecs
+            .iter()
+            .filter(|r| {
+                first_of.contains_key(r.path.as_str()) || !seen_errors.insert(r.path.as_str())
+            })
+            .count();
+        if stale > 0 {
+            eprintln!(
+                "note: {} holds {stale} error records of paths that have a vector or another error record; dropped",
+                errors_file.display()
+            );
+            let mut kept = HashSet::new();
+            errors.rewrite(&erecs, |r| {
+                !first_of.contains_key(r.path.as_str()) && kept.insert(r.path.clone())
+            })?;
+        }
+        done.extend(first_of.keys().map(|p| p.to_string()));
+        done.extend(erecs.into_iter().map(|r| r.path));
         Ok((
             JsonlSink {
                 vectors,
                 errors,
                 last_sync: Instant::now(),
             },
-            done.into_iter().collect(),
+            done,
         ))
     }
 
@@ -175,6 +307,7 @@ impl JsonlSink {
 
 impl VectorSink for JsonlSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        super::check_finite(path, vector)?;
         let mut line = serde_json::to_vec(&VectorLine { path, vector })?;
         line.push(b'\n');
         self.vectors.append(&line)?;
@@ -210,7 +343,7 @@ pub fn read_vectors(path: &Path) -> Result<VectorSet> {
         path: String,
         vector: Vec<f32>,
     }
-    let file = std::fs::File::open(path)
+    let file = crate::files::open_regular(path)
         .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
     let mut set = VectorSet {
         paths: Vec::new(),
@@ -248,7 +381,11 @@ pub fn read_vectors(path: &Path) -> Result<VectorSet> {
 
 /// Reads the `{"path", "error"}` lines of an error file (missing file: none).
 pub fn read_errors(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = match std::fs::read_to_string(path) {
+    let read = crate::files::open_regular(path).and_then(|mut f| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).map(|_| text)
+    });
+    let text = match read {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),

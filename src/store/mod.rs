@@ -60,12 +60,33 @@ impl Target {
         matches!(self, Target::Postgres(_))
     }
 
+    /// The same target with a file's path made absolute and every symlink
+    /// resolved (the file's own, when it exists, and its folder's), so that
+    /// two names for one file share one lock and one set of companions.
+    pub fn canonical(&self) -> std::io::Result<Target> {
+        let resolve = |p: &Path| -> std::io::Result<PathBuf> {
+            match std::fs::canonicalize(p) {
+                Ok(c) => Ok(c),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                    let dir = std::fs::canonicalize(dir.unwrap_or(Path::new(".")))?;
+                    Ok(dir.join(p.file_name().unwrap_or_default()))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        Ok(match self {
+            Target::Jsonl(p) => Target::Jsonl(resolve(p)?),
+            Target::Npy(p) => Target::Npy(resolve(p)?),
+            Target::Postgres(url) => Target::Postgres(url.clone()),
+        })
+    }
+
     /// Where the failures go: the error file beside a file output, or (for
     /// messages) the database's error table.
     pub fn errors(&self) -> PathBuf {
         match self {
-            Target::Jsonl(p) => companions::jsonl_errors_path(p),
-            Target::Npy(p) => companions::npy_errors_path(p),
+            Target::Jsonl(p) | Target::Npy(p) => companions::errors_path(p),
             Target::Postgres(url) => {
                 format!("{} (table {})", postgres::redact(url), postgres::ERRORS).into()
             }
@@ -98,6 +119,19 @@ pub trait VectorSink {
     fn write_error(&mut self, path: &str, error: &str) -> Result<()>;
     /// Forces everything written so far to durable storage.
     fn sync(&mut self) -> Result<()>;
+}
+
+/// Refuses a vector with a NaN or an infinity: no output may hold one (JSON would
+/// write `null`, which every reader then rejects; a NaN row would rank first
+/// for every query).
+pub fn check_finite(path: &str, vector: &[f32]) -> Result<()> {
+    match vector.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => anyhow::bail!(
+            "the vector of {path} holds {} at component {i}; vectors with NaN or infinite values are never written",
+            vector[i]
+        ),
+    }
 }
 
 /// Vectors read back: paths and a row-major matrix, in file order.
@@ -220,6 +254,13 @@ pub fn open_sink(
     let tool = concat!("rmac-native ", env!("CARGO_PKG_VERSION"));
     let settings = options.settings.as_ref();
     let restart = options.restart;
+    for file in target.file().into_iter().flat_map(|f| {
+        let mut all = companions::all(f);
+        all.insert(0, f.to_path_buf());
+        all
+    }) {
+        crate::files::check_destination(&file)?;
+    }
     let (first, done): (Box<dyn VectorSink>, HashSet<String>) = match target {
         Target::Postgres(url) => {
             let (s, d) = postgres::PgSink::open(url, restart, tool, settings, &options.pg)?;

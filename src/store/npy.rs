@@ -115,7 +115,7 @@ pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
     })
 }
 
-pub use super::companions::{npy_errors_path as errors_path, npy_paths_path as paths_path};
+pub use super::companions::{errors_path, npy_paths_path as paths_path};
 
 /// Writes a whole matrix at once (`convert`, tests): `x.npy` and `x.paths.txt`.
 pub fn write_npy(out: &Path, paths: &[String], data: &[f32], dim: usize) -> Result<()> {
@@ -154,7 +154,11 @@ fn check_path_line(path: &str) -> Result<()> {
 /// Reads the paths file beside `npy` (one per line, a trailing CR kept as is).
 pub fn read_paths(npy: &Path) -> Result<Vec<String>> {
     let p = paths_path(npy);
-    let text = std::fs::read(&p).with_context(|| {
+    let text = crate::files::open_regular(&p).and_then(|mut f| {
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let text = text.with_context(|| {
         format!(
             "cannot read {} (a .npy output keeps its image paths there, one per line)",
             p.display()
@@ -172,7 +176,7 @@ pub struct MappedNpy {
 
 impl MappedNpy {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path)
+        let file = crate::files::open_regular(path)
             .with_context(|| format!("cannot open the vectors file {}", path.display()))?;
         // SAFETY: read-only map; a concurrent writer appending to the file cannot invalidate the mapped prefix.
         let map = unsafe { memmap2::Mmap::map(&file) }
@@ -228,6 +232,16 @@ impl MappedVectors {
                 );
             }
             paths.truncate(npy.shape.rows as usize);
+        }
+        let dim = npy.shape.dim.max(1);
+        if let Some(i) = npy.data().iter().position(|x| !x.is_finite()) {
+            bail!(
+                "{} holds a NaN or infinite value in row {} ({}); such a row would rank first for every \
+                 query — extract that image again, or drop the row",
+                path.display(),
+                i / dim,
+                paths.get(i / dim).map(String::as_str).unwrap_or("?")
+            );
         }
         Ok(MappedVectors { npy, paths })
     }
@@ -350,8 +364,22 @@ impl NpySink {
             paths.set_len(kept as u64)?;
             data.set_len(HEADER_LEN as u64 + n * dim as u64 * 4)?;
             done.extend(listed.into_iter().take(n as usize));
+            if (done.len() as u64) < n {
+                // Rows cannot be taken out of the matrix in place; readers take the first row of a path.
+                eprintln!(
+                    "warning: {} holds {} repeated paths (the same path in two rows); `search` and \
+                     `convert` use the first row of each — convert it to a new file to drop the others",
+                    out.display(),
+                    n - done.len() as u64
+                );
+            }
             n
         };
+        // An error record of a path that has a row (or a second one of a path) is
+        // stale: reported, and dropped from the error file.
+        let with_rows = done.clone();
+        let (mut kept, mut stale) = (Vec::new(), 0usize);
+        let mut failed = HashSet::new();
         for line in complete_lines(&mut errors, &ep)? {
             if line.is_empty() {
                 continue;
@@ -362,10 +390,22 @@ impl NpySink {
                     ep.display()
                 )
             })?;
-            if let Some(p) = v["path"].as_str() {
-                done.insert(p.to_owned());
+            match v["path"].as_str() {
+                Some(p) if with_rows.contains(p) || !failed.insert(p.to_owned()) => stale += 1,
+                _ => kept.push(line),
             }
         }
+        if stale > 0 {
+            eprintln!(
+                "note: {} holds {stale} error records of paths that have a row or another error record; dropped",
+                ep.display()
+            );
+            let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+            crate::files::write_atomically(&ep, text.as_bytes())
+                .with_context(|| format!("cannot rewrite {}", ep.display()))?;
+            errors = open(&ep)?;
+        }
+        done.extend(failed);
         data.seek(SeekFrom::Start(0))?;
         data.write_all(&header(rows, dim))?;
         data.seek(SeekFrom::End(0))?;
@@ -409,6 +449,7 @@ impl NpySink {
 
 impl VectorSink for NpySink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        super::check_finite(path, vector)?;
         ensure!(
             vector.len() == self.dim,
             "a {}-float vector for {path}; {} holds {}-float rows",

@@ -2,7 +2,7 @@
 //! (`vectors.jsonl` → `vectors.settings.json`), so that a resumed run cannot
 //! silently mix vectors from different weights or recipes in one file.
 
-use super::companions::settings_path;
+use super::companions::{legacy_settings_path, settings_path};
 use crate::files::write_atomically;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -63,10 +63,14 @@ impl RunSettings {
     pub fn check_and_write(&self, out: &Path, done: usize, restart: bool) -> Result<()> {
         let file = settings_path(out);
         if done > 0 && !restart {
-            match std::fs::read(&file) {
+            let read = std::fs::read(&file).or_else(|e| match legacy_settings_path(out) {
+                Some(old) if e.kind() == std::io::ErrorKind::NotFound => std::fs::read(old),
+                _ => Err(e),
+            });
+            match read {
                 Ok(bytes) => {
                     let before: RunSettings = serde_json::from_slice(&bytes).with_context(|| {
-                        format!("{} is damaged; delete it to resume anyway, or start over with --restart", file.display())
+                        format!("{} is damaged; repair it (it records the weights, PCA and recipe of {}), or start over with --restart", file.display(), out.display())
                     })?;
                     let diff = before.differences(self);
                     if !diff.is_empty() {
@@ -78,13 +82,13 @@ impl RunSettings {
                         );
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    eprintln!(
-                        "note: {} holds {done} images but there is no {} beside it; assuming they were made with these settings",
-                        out.display(),
-                        file.display()
-                    );
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "{} holds {done} images but there is no {} beside it, so nothing says which weights, PCA \
+                     and recipe made them; resuming could mix two kinds of vectors in one file. Restore the settings \
+                     file, pass another --output, or start over with --restart",
+                    out.display(),
+                    file.display()
+                ),
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
             }
         }

@@ -30,7 +30,7 @@
 //!   (OIHW: Keras 1 layers with `dim_ordering="th"`). When both fit (all four
 //!   dimensions equal) the convention decides: `th` → OIHW, `tf` → HWIO.
 //! * **Convention**: `tf` kernels are cross-correlation kernels (what the
-//!   contract stores, and what Keras/TensorFlow compute); `th` kernels are
+//!   contract (docs/contract.md#weights) stores, and what Keras/TensorFlow compute); `th` kernels are
 //!   Theano's: a true convolution, i.e. the kernel **flipped 180° spatially**
 //!   relative to cross-correlation. Importing `th` flips each kernel back:
 //!   `hwio[h][w][i][o] = src[kh−1−h][kw−1−w]` (after the layout change).
@@ -57,7 +57,7 @@ use super::weights::{ConvWeights, Vgg16Weights, WeightsError};
 /// The kernel convention of a Keras file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Convention {
-    /// TensorFlow kernels: cross-correlation (as stored by the contract).
+    /// TensorFlow kernels: cross-correlation (as stored by the contract, docs/contract.md#weights).
     Tf,
     /// Theano kernels: true convolution, flipped 180° relative to cross-correlation.
     Th,
@@ -81,7 +81,7 @@ pub enum Layout {
     Oihw,
 }
 
-/// One convolution read from a Keras file, converted to the contract's HWIO
+/// One convolution read from a Keras file, converted to the contract's HWIO (docs/contract.md#weights)
 /// cross-correlation.
 #[derive(Clone, Debug)]
 pub struct H5Conv {

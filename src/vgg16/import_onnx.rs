@@ -10,7 +10,7 @@
 //! * `functional_1/<layer>_1/Squeeze:0`: bias `[O]`,
 //!
 //! all FLOAT, are read for the 13 layers of [`VGG16_CONVS`]; the kernels are
-//! transposed to the contract's HWIO `[3, 3, I, O]`. The classifier's own layers
+//! transposed to the contract's HWIO `[3, 3, I, O]` (docs/contract.md#weights). The classifier's own layers
 //! are never decoded.
 //!
 //! The protobuf is read by hand (a varint / length-delimited reader over the

@@ -3,7 +3,7 @@
 //! safetensors checks here also serve the PCA file (`rmac::pca::PcaWeights`).
 //!
 //! Loading checks, for every expected tensor, that it exists, is `F32`, has the
-//! contract's shape and holds only finite values; every error names the file and
+//! contract's shape (docs/contract.md#weights) and holds only finite values; every error names the file and
 //! the tensor. Tensors the file has beyond the expected ones are **not** an error
 //! (a full VGG16 export with its dense layers is still usable): they are reported
 //! once on stderr as a warning and ignored.
@@ -507,7 +507,10 @@ impl Vgg16Weights {
             if l.spec != *spec {
                 return Err(WeightsError::Write {
                     path: origin.to_owned(),
-                    reason: format!("layer {:?} where the spec has {:?}", l.spec, spec),
+                    reason: format!(
+                        "layer {} ({} → {} channels) where VGG16 has {} ({} → {})",
+                        l.spec.name, l.spec.cin, l.spec.cout, spec.name, spec.cin, spec.cout
+                    ),
                 });
             }
         }

@@ -1,17 +1,11 @@
 //! A batch for the run-level tests (tests/mpi.rs, tests/resume.rs): generated
 //! PNGs of 40–70 px plus a few bad files, synthetic weights, and helpers to
 //! run the built binary and read its output as path → vector maps.
-#![allow(dead_code)]
-
 use rmac_native::vgg16::synthetic;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-pub fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
-}
 
 /// Synthetic weights and PCA, written once per test binary.
 pub fn weights() -> &'static (PathBuf, PathBuf) {

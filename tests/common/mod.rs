@@ -1,13 +1,159 @@
-//! Helpers shared by the integration tests: fixture paths and tensor reading.
+//! Helpers shared by the integration tests, one of each: the binary
+//! ([`exe`]), fixture paths and tensors, deterministic random data ([`Rng`],
+//! [`random`]), closeness measures ([`assert_close`], [`rel_err`]), and
+//! [`test_device!`], which runs one test body on every CPU algorithm and the
+//! GPU. [`batch`] holds the run-level helpers (a generated image batch).
 #![allow(dead_code)]
 
+pub mod batch;
+
+use rmac_native::backend::{Backend, CpuAlgo, CpuBackend};
 use rmac_native::vgg16::spec::ConvSpec;
 use rmac_native::vgg16::synthetic::uniform;
-use rmac_native::vgg16::weights::ConvWeights;
+use rmac_native::vgg16::weights::{ConvWeights, Vgg16Weights};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 
+/// The built `rmac-native` binary.
+pub fn exe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+}
+
+/// Runs `cmd` and returns its output, failing the test (with its stderr) unless it exited 0.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("cannot start the binary");
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// xorshift64*: deterministic test data without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Panics, naming the worst component, unless every `|got − want| <= tol`.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let (i, d) = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .enumerate()
+        .fold((0, 0.0f32), |(bi, bd), (i, d)| {
+            if d > bd || d.is_nan() {
+                (i, d)
+            } else {
+                (bi, bd)
+            }
+        });
+    assert!(
+        d <= tol,
+        "{what}: component {i} is {} where {} was expected (|Δ| = {d:e} > {tol:e})",
+        got[i],
+        want[i]
+    );
+}
+
+/// `max |got − want| / max |want|`, against a float64 reference.
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// Where one test body runs: a CPU algorithm, or the GPU (any adapter: lavapipe in CI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu(CpuAlgo),
+    Gpu,
+}
+
+impl Device {
+    pub fn name(self) -> String {
+        match self {
+            Device::Cpu(a) => format!("cpu {}", a.name()),
+            Device::Gpu => "gpu".to_string(),
+        }
+    }
+
+    /// The backend for this device with `weights` (2 CPU threads).
+    pub fn backend(self, weights: Arc<Vgg16Weights>) -> Box<dyn Backend> {
+        match self {
+            Device::Cpu(algo) => Box::new(CpuBackend::with_algo(weights, 2, algo).unwrap()),
+            #[cfg(feature = "gpu")]
+            Device::Gpu => {
+                use rmac_native::backend::gpu::{GpuBackend, GpuOptions, list_adapters};
+                Box::new(
+                    GpuBackend::new(weights, GpuOptions::default()).unwrap_or_else(|e| {
+                        panic!(
+                            "cannot open a GPU adapter: {e}; adapters: {:?}",
+                            list_adapters()
+                        )
+                    }),
+                )
+            }
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu => {
+                unreachable!("test_device! generates no GPU test without the gpu feature")
+            }
+        }
+    }
+}
+
+/// One `#[test]` per device for `fn $body(device: Device)`: every CPU algorithm
+/// (`im2col` is the reference) and, with the `gpu` feature, the GPU — as
+/// candle's `test_device!` runs one body over every device.
+#[macro_export]
+macro_rules! test_device {
+    ($body:ident) => {
+        test_device!(@ $body, im2col Im2col, packed Packed, winograd2 Winograd2, winograd4 Winograd4, auto Auto);
+    };
+    (@ $body:ident, $($name:ident $algo:ident),*) => {
+        mod $body {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    super::$body(Device::Cpu(rmac_native::backend::CpuAlgo::$algo))
+                }
+            )*
+            #[cfg(feature = "gpu")]
+            #[test]
+            fn gpu() {
+                super::$body(Device::Gpu)
+            }
+        }
+    };
 }
 
 /// A tensor from a fixture safetensors file: (shape, f32 values).

@@ -1,7 +1,7 @@
 """Independent keras_rmac reference: VGG16 + R-MAC built from real Keras 3 layers
 (TensorFlow CPU backend, float32, channels_last).
 
-The recipe is the one fixed in the project's contract (shared/design/contract.md):
+The recipe is the one fixed in the project's contract (docs/contract.md):
 
 1. Pillow ``open(p).convert("RGB")``; S = max size, scale = S / max(w, h),
    new = (ceil(scale*w), ceil(scale*h)) in float64; BICUBIC resize only if new != (w, h).

@@ -43,7 +43,7 @@ pub enum CpuAlgo {
     /// Winograd F(4×4, 3×3) (conv1_1 direct).
     Winograd4,
     /// The fastest mix whose accuracy was measured to stay well inside the
-    /// contract (see [`CpuAlgo::auto_plan`]).
+    /// contract's bound (docs/contract.md#tolerance; see [`CpuAlgo::auto_plan`]).
     #[default]
     Auto,
 }

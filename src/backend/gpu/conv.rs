@@ -17,6 +17,7 @@ pub const SHADER_IN_VEC4: &str = include_str!("../../../shaders/conv3x3_in_vec4.
 /// A gatherer for any `cin` (K walked flat; conv1_1).
 pub const SHADER_IN_F32: &str = include_str!("../../../shaders/conv3x3_in_f32.wgsl");
 /// The first shader (64 px × 64 ch, 4×4 per invocation), kept for A/B comparisons.
+#[cfg(feature = "dev")]
 pub const SHADER_V1: &str = include_str!("../../../shaders/conv3x3_v1.wgsl");
 
 /// Workgroup tile of the tiled shader (see `shaders/conv3x3.wgsl`, "Tiles").
@@ -108,10 +109,14 @@ impl Tile {
 }
 
 /// Workgroup memory and invocations the v1 shader needs.
+#[cfg(feature = "dev")]
 const V1_WORKGROUP_BYTES: u32 = (544 + 512) * 16;
+#[cfg(feature = "dev")]
 const V1_INVOCATIONS: u32 = 256;
 /// v1's tile: `V1_TILE × V1_TILE` pixels × `V1_TILE_N` channels.
+#[cfg(feature = "dev")]
 const V1_TILE: u32 = 8;
+#[cfg(feature = "dev")]
 const V1_TILE_N: u32 = 64;
 
 /// One compiled variant of the conv shader.
@@ -125,7 +130,8 @@ pub enum Kernel {
         vec4_input: bool,
         k16: bool,
     },
-    /// `shaders/conv3x3_v1.wgsl`.
+    /// `shaders/conv3x3_v1.wgsl` (`dev` builds only).
+    #[cfg(feature = "dev")]
     V1,
 }
 
@@ -154,6 +160,7 @@ impl Kernel {
                     if k16 { "/k16" } else { "" }
                 )
             }
+            #[cfg(feature = "dev")]
             Kernel::V1 => "v1".to_string(),
         }
     }
@@ -181,6 +188,7 @@ impl Kernel {
                     SHADER
                 )
             }
+            #[cfg(feature = "dev")]
             Kernel::V1 => SHADER_V1.to_string(),
         }
     }
@@ -189,6 +197,7 @@ impl Kernel {
     pub fn fits(self, limits: &wgpu::Limits) -> bool {
         match self {
             Kernel::Tiled { tile, k16, .. } => tile.fits(limits, k16),
+            #[cfg(feature = "dev")]
             Kernel::V1 => {
                 V1_INVOCATIONS <= limits.max_compute_invocations_per_workgroup
                     && 16 <= limits.max_compute_workgroup_size_x
@@ -207,6 +216,7 @@ impl Kernel {
                 w.div_ceil(16),
                 rows.div_ceil(tile.rows()),
             ],
+            #[cfg(feature = "dev")]
             Kernel::V1 => [
                 w.div_ceil(V1_TILE),
                 rows.div_ceil(V1_TILE),
@@ -452,8 +462,11 @@ mod tests {
         // channel tiles, 16-px column tiles, 16-row tiles
         assert_eq!(d[0].groups, [1, 64, 48]);
         assert_eq!(d[0].output.size, 768 * 1024 * 64 * 4);
-        let d = plan_layer(&s, 1 << 30, 256, Kernel::V1).unwrap();
-        assert_eq!(d[0].groups, [128, 96, 1]);
+        #[cfg(feature = "dev")]
+        {
+            let d = plan_layer(&s, 1 << 30, 256, Kernel::V1).unwrap();
+            assert_eq!(d[0].groups, [128, 96, 1]);
+        }
     }
 
     #[test]
@@ -512,6 +525,7 @@ mod tests {
                 assert!(src.contains("fn load_a"));
             }
         }
+        #[cfg(feature = "dev")]
         assert!(Kernel::V1.source().contains("fn main"));
     }
 

@@ -198,6 +198,14 @@ impl Writer<'_> {
             "image {path} came back twice"
         );
         match outcome {
+            Outcome::Vector(v) if v.iter().any(|x| !x.is_finite()) => {
+                // Broken weights or PCA give NaN for every image: each gets a record saying so.
+                let message = "the network gave a vector with NaN or infinite values (are the weights \
+                               or the PCA file damaged? `rmac-native weights check` validates them); it was not written";
+                self.sink.write_error(path, message)?;
+                self.summary.failed += 1;
+                self.progress.println(&format!("error: {path}: {message}"));
+            }
             Outcome::Vector(v) => {
                 ensure!(v.len() == 512, "a {}-float vector for {path}", v.len());
                 self.sink.write_vector(path, v)?;

@@ -9,7 +9,7 @@
 //! CREATE TABLE rmac_runs (                  -- one row per run that wrote here
 //!     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 //!     started_at timestamptz NOT NULL DEFAULT now(),
-//!     tool       text NOT NULL,             -- 'rmac-native 0.1.0 extract' / '… convert'
+//!     tool       text NOT NULL,             -- 'rmac-native 0.1.0' (the version that wrote)
 //!     settings   jsonb                      -- model + preprocessing: weights_sha256, weights_bytes,
 //!                                           -- pca_sha256, max_size, levels, preprocess (NULL: convert)
 //! );
@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 pub const VECTORS: &str = "rmac_vectors";
 pub const ERRORS: &str = "rmac_errors";
 pub const RUNS: &str = "rmac_runs";
-/// The embedding column's dimension (the contract's vectors).
+/// The embedding column's dimension (the contract's vectors, docs/contract.md#outputs).
 pub const DIM: usize = 512;
 /// How the database is written and how long a lost connection is retried;
 /// resolved by the caller (the command line reads `RMAC_PG_BATCH` and
@@ -88,25 +88,99 @@ pub fn is_database(s: &str) -> bool {
 
 /// The connection string with any password hidden, for messages.
 pub fn redact(conninfo: &str) -> String {
-    if let Some(rest) = conninfo.split_once("://") {
-        if let Some((auth, host)) = rest.1.split_once('@')
-            && let Some((user, _)) = auth.split_once(':')
-        {
-            return format!("{}://{user}:***@{host}", rest.0);
-        }
-        return conninfo.to_owned();
+    if let Some((scheme, rest)) = conninfo.split_once("://") {
+        return format!("{scheme}://{}", redact_url_rest(rest));
     }
-    conninfo
-        .split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
+    redact_keywords(conninfo)
+}
+
+/// Keys whose values are secrets, in either connection-string form.
+fn is_secret_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// `user:password@host/db?k=v&password=…` with every password hidden.
+fn redact_url_rest(rest: &str) -> String {
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(k) => rest.split_at(k),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{authority}{tail}")
+}
+
+/// libpq's `key = value` form, values bare or single-quoted (with `\'` and
+/// `\\` escapes), spaces allowed around `=`: every secret value becomes `***`.
+fn redact_keywords(conninfo: &str) -> String {
+    let c: Vec<char> = conninfo.chars().collect();
+    let mut out = String::with_capacity(conninfo.len());
+    let mut i = 0;
+    while i < c.len() {
+        if c[i].is_whitespace() {
+            out.push(c[i]);
+            i += 1;
+            continue;
+        }
+        // A key, up to `=` or a space.
+        let k0 = i;
+        while i < c.len() && c[i] != '=' && !c[i].is_whitespace() {
+            i += 1;
+        }
+        let key: String = c[k0..i].iter().collect();
+        out.push_str(&key);
+        while i < c.len() && c[i].is_whitespace() {
+            out.push(c[i]);
+            i += 1;
+        }
+        if i >= c.len() || c[i] != '=' {
+            continue;
+        }
+        out.push('=');
+        i += 1;
+        while i < c.len() && c[i].is_whitespace() {
+            out.push(c[i]);
+            i += 1;
+        }
+        // The value: quoted or bare.
+        let v0 = i;
+        if i < c.len() && c[i] == '\'' {
+            i += 1;
+            while i < c.len() && c[i] != '\'' {
+                i += if c[i] == '\\' { 2 } else { 1 };
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            i = (i + 1).min(c.len());
+        } else {
+            while i < c.len() && !c[i].is_whitespace() {
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i = i.min(c.len());
+        }
+        if is_secret_key(&key) {
+            out.push_str("***");
+        } else {
+            out.extend(&c[v0..i]);
+        }
+    }
+    out
 }
 
 /// Errors worth reconnecting for: the connection is gone, or the server says
@@ -134,7 +208,15 @@ pub struct Db {
     client: Option<Client>,
     vector_type: Option<Type>,
     options: PgOptions,
+    /// This connection writes the vectors table and holds its advisory lock
+    /// ([`Self::lock_writer`]); taken again after every reconnect.
+    writer: bool,
+    /// A reconnect found the lock taken by another run.
+    lock_lost: bool,
 }
+
+/// The advisory lock key of the vectors table: one writer per database.
+const WRITER_LOCK_KEY: i64 = 0x726d_6163_5f76_6563; // "rmac_vec"
 
 impl Db {
     /// Connects (retrying a refused connection within the retry budget) and
@@ -145,6 +227,8 @@ impl Db {
             client: None,
             vector_type: None,
             options: options.clone(),
+            writer: false,
+            lock_lost: false,
         };
         db.with_retry("connect", |_| Ok(()))?;
         Ok(db)
@@ -163,8 +247,23 @@ impl Db {
         )?;
         self.vector_type =
             row.map(|r| Type::new("vector".into(), r.get::<_, u32>(0), Kind::Simple, r.get(1)));
+        if self.writer {
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])?
+                .get(0);
+            self.lock_lost = !got;
+        }
         self.client = Some(client);
         Ok(())
+    }
+
+    /// Takes the database's writer lock (a session advisory lock, released when
+    /// the connection ends however the run ends), or explains that another run
+    /// holds it: two writers — or a `--restart` during a run — would lose rows.
+    pub fn lock_writer(&mut self) -> Result<()> {
+        self.writer = true;
+        self.client = None; // reconnect: `open` takes the lock
+        self.with_retry("take the writer lock", |_| Ok(()))
     }
 
     /// The `vector` type of this database (binary COPY needs its OID).
@@ -194,9 +293,15 @@ impl Db {
             attempt += 1;
             let result = match self.client.as_mut() {
                 Some(c) if !c.is_closed() => f(c),
-                _ => self
-                    .open()
-                    .and_then(|_| f(self.client.as_mut().expect("just connected"))),
+                _ => match self.open() {
+                    Ok(()) if self.lock_lost => bail!(
+                        "another rmac-native run is writing the {VECTORS} table of {} (it holds the \
+                         table's writer lock); wait for it to finish, or write another database",
+                        redact(&self.conninfo)
+                    ),
+                    Ok(()) => f(self.client.as_mut().expect("just connected")),
+                    Err(e) => Err(e),
+                },
             };
             match result {
                 Ok(v) => {
@@ -321,5 +426,36 @@ mod tests {
             redact("host=h password=secret dbname=d"),
             "host=h password=*** dbname=d"
         );
+        // Every form libpq accepts: query parameters, quoted values with spaces and
+        // escapes, spaces around `=`, upper case, sslpassword, '@' in the password.
+        for (given, want) in [
+            (
+                "postgresql://h/db?user=u&password=SECRET&sslmode=disable",
+                "postgresql://h/db?user=u&password=***&sslmode=disable",
+            ),
+            ("postgres://u:p%40ss@h", "postgres://u:***@h"),
+            ("postgres://u:a@b@h/db", "postgres://u:***@h/db"),
+            (
+                "host=h password='SEC RET' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password = 'it\\'s SECRET' user=u",
+                "host=h password = *** user=u",
+            ),
+            ("PASSWORD=SECRET host=h", "PASSWORD=*** host=h"),
+            ("host=h sslpassword=SECRET", "host=h sslpassword=***"),
+            (
+                "host=h password=SE\\ CRET dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+        ] {
+            let got = redact(given);
+            assert_eq!(got, want, "{given}");
+            assert!(
+                !got.contains("SECRET") && !got.contains("RET") && !got.contains("ss@"),
+                "{got}"
+            );
+        }
     }
 }

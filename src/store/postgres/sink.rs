@@ -109,6 +109,8 @@ impl PgSink {
         options: &super::PgOptions,
     ) -> Result<(Self, HashSet<String>)> {
         let mut db = Db::connect(conninfo, options)?;
+        // Before anything is written or emptied (`--restart`): one writer per table.
+        db.lock_writer()?;
         db.ensure_schema()?;
         let run_id = db.start_run(tool, settings, restart)?;
         let done = db.done_set()?;
@@ -188,6 +190,7 @@ impl PgSink {
 
 impl VectorSink for PgSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        crate::store::check_finite(path, vector)?;
         if vector.len() != DIM {
             bail!(
                 "a {}-float vector for {path}; the {VECTORS} table holds vector({DIM})",

@@ -1,6 +1,7 @@
-"""Fixtures of issue 6 (PCA fit, Keras .h5 import, evaluate) in tests/fixtures/issue6/.
+"""Fixtures for PCA fit (tests/fixtures/whiten/), Keras .h5 import (tests/fixtures/h5/)
+and evaluate (tests/fixtures/evaluate/).
 
-    /work/venv-ref/bin/python tests/reference/make_issue6_fixtures.py
+    /work/venv-ref/bin/python tests/reference/make_whiten_h5_evaluate_fixtures.py
 
 Environment: tests/reference/requirements.txt (numpy, keras/tensorflow-cpu,
 scipy, safetensors, h5py). Runs in a few seconds. What it writes:
@@ -39,7 +40,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from synthetic import uniform  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "issue6")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+
+
+def out(folder, name):
+    """tests/fixtures/<folder>/<name>, the folder created when missing."""
+    os.makedirs(os.path.join(FIXTURES, folder), exist_ok=True)
+    return os.path.join(FIXTURES, folder, name)
 
 # ---------------------------------------------------------------- PCA ----------
 PCA_SEED, PCA_STREAM, PCA_N, PCA_D = 6, 600, 2000, 512
@@ -91,7 +98,7 @@ def make_pca():
             "rowsum": w.sum(axis=1),
             "x_head": x[:2].astype(np.float64),  # the first 2 inputs, to check the generator
         },
-        os.path.join(OUT, "pca_numpy.safetensors"),
+        out("whiten", "pca_numpy.safetensors"),
     )
     print(f"pca: eigenvalues {lam[0]:.4e} .. {lam[-1]:.4e}")
 
@@ -137,12 +144,12 @@ def make_h5():
     model = keras.Model(inp, t, name="vgg16")
     for name, kern, bias in weights:
         model.get_layer(name).set_weights([kern, bias])
-    tf_path = os.path.join(OUT, "mini_tf_kernels.h5")
+    tf_path = out("h5", "mini_tf_kernels.h5")
     if os.path.exists(tf_path):
         os.remove(tf_path)
     with h5py.File(tf_path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    k3_path = os.path.join(OUT, "mini_keras3.weights.h5")
+    k3_path = out("h5", "mini_keras3.weights.h5")
     if os.path.exists(k3_path):
         os.remove(k3_path)
     model.save_weights(k3_path)  # Keras 3's own format: layers/<auto name>/vars/{0,1}
@@ -154,10 +161,10 @@ def make_h5():
     lin.build((None, 6, 6, 3))
     lin.set_weights([k1, b1])
     y = np.asarray(lin(x[None]))[0]
-    save_file({"x": x, "y": y}, os.path.join(OUT, "mini_conv.safetensors"))
+    save_file({"x": x, "y": y}, out("h5", "mini_conv.safetensors"))
 
     # Theano layout: OIHW, flipped 180 degrees.
-    th_path = os.path.join(OUT, "mini_th_dim_ordering_th_kernels.h5")
+    th_path = out("h5", "mini_th_dim_ordering_th_kernels.h5")
     if os.path.exists(th_path):
         os.remove(th_path)
     with h5py.File(th_path, "w") as f:
@@ -267,11 +274,11 @@ def make_eval():
     qv = (db[qsrc] + 0.8 * rng.standard_normal((nq, d))).astype(np.float32)
     qv /= np.linalg.norm(qv, axis=1, keepdims=True)
     qnames = [f"q_{i}" for i in range(nq)]
-    with open(os.path.join(OUT, "eval_db.jsonl"), "w") as f:
+    with open(out("evaluate", "eval_db.jsonl"), "w") as f:
         # db in a shuffled file order, paths with a folder and an extension
         for i in rng.permutation(ndb):
             f.write(json.dumps({"path": f"jpg/{names[i]}.jpg", "vector": [float(v) for v in db[i]]}) + "\n")
-    with open(os.path.join(OUT, "eval_queries.jsonl"), "w") as f:
+    with open(out("evaluate", "eval_queries.jsonl"), "w") as f:
         for i in range(nq):
             f.write(json.dumps({"path": f"queries/{qnames[i]}.jpg", "vector": [float(v) for v in qv[i]]}) + "\n")
     gnd = []
@@ -282,7 +289,7 @@ def make_eval():
         hard = sorted(rest[:3]) if q != 2 else []  # query 2: no hard positives
         junk = sorted(rest[3:5])
         gnd.append({"easy": easy, "hard": hard, "junk": junk, "bbx": [0.0, 0.0, 10.0, 10.0]})
-    with open(os.path.join(OUT, "gnd_eval.pkl"), "wb") as f:
+    with open(out("evaluate", "gnd_eval.pkl"), "wb") as f:
         pickle.dump({"imlist": names, "qimlist": qnames, "gnd": gnd}, f, protocol=3)
     # Scores in float64 from the float32 vectors; ties are impossible here.
     scores = db.astype(np.float64) @ qv.astype(np.float64).T
@@ -306,7 +313,7 @@ def make_eval():
     # Simple JSON: queries are db images (self left out of the ranking), relevant = medium positives.
     simple = {f"jpg/{names[qsrc[q]]}.jpg": [f"jpg/{names[i]}.jpg" for i in gnd[q]["easy"] + gnd[q]["hard"] if i != qsrc[q]]
               for q in range(nq)}
-    with open(os.path.join(OUT, "gnd_eval.json"), "w") as f:
+    with open(out("evaluate", "gnd_eval.json"), "w") as f:
         json.dump(simple, f, indent=1)
     order = sorted(simple)  # Rust evaluates the JSON queries in sorted order
     sscores = db.astype(np.float64) @ db.astype(np.float64).T
@@ -317,13 +324,12 @@ def make_eval():
     rec, hit = recall_hit(sranks[:, qidx], sgt, kappas)
     expected["simple"] = {"map": m, "aps": [float(a) for a in aps], "mp_at_k": pr.tolist(),
                           "recall_at_k": rec, "hit_at_k": hit}
-    with open(os.path.join(OUT, "eval_expected.json"), "w") as f:
+    with open(out("evaluate", "eval_expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
     print("eval:", {k: round(v["map"], 4) for k, v in expected.items()})
 
 
 if __name__ == "__main__":
-    os.makedirs(OUT, exist_ok=True)
     make_pca()
     make_eval()
     make_h5()
