@@ -24,16 +24,34 @@ pub struct InputList {
 /// A folder entry that cannot be a job: (its path as far as it can be shown, why).
 pub type Rejected = (String, String);
 
-/// Reads `--input`: a folder is scanned, anything else is read as a list file.
+/// Reads `--input`: a folder is scanned, a file with an image extension is
+/// that one image, `-` is a list on standard input, anything else is read as a
+/// list file.
 pub fn read_inputs(input: &Path) -> Result<InputList> {
+    if input == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .context("cannot read the image list from standard input")?;
+        return Ok(unique(list_paths(bytes, "standard input")?, Vec::new()));
+    }
     let meta = std::fs::metadata(input).with_context(|| {
         format!("cannot read the input {}: it does not exist or is not readable (pass a list file with one image path per line, or a folder)", input.display())
     })?;
     let (paths, rejected) = if meta.is_dir() {
         scan_folder(input)?
+    } else if has_image_extension(input) {
+        let one = input.to_str().with_context(|| {
+            format!("the file name {} is not UTF-8; rename it", input.display())
+        })?;
+        (vec![one.to_owned()], Vec::new())
     } else {
         (read_list(input)?, Vec::new())
     };
+    Ok(unique(paths, rejected))
+}
+
+/// Removes repeated paths (the first occurrence is kept).
+fn unique(paths: Vec<String>, rejected: Vec<Rejected>) -> InputList {
     let mut seen = HashSet::with_capacity(paths.len());
     let mut unique = Vec::with_capacity(paths.len());
     let mut duplicates = 0;
@@ -44,11 +62,11 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
             duplicates += 1;
         }
     }
-    Ok(InputList {
+    InputList {
         paths: unique,
         duplicates,
         rejected,
-    })
+    }
 }
 
 /// One path per line; blank lines skipped, one trailing CR stripped, nothing
@@ -56,14 +74,20 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
 fn read_list(list: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(list)
         .with_context(|| format!("cannot read the image list {}", list.display()))?;
+    list_paths(bytes, &list.display().to_string())
+}
+
+/// The paths of a list's bytes (`what` names the list in errors).
+fn list_paths(bytes: Vec<u8>, what: &str) -> Result<Vec<String>> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()
             .filter(|&&b| b == b'\n')
             .count();
         anyhow::anyhow!(
-            "the image list {} is not UTF-8 text (line {line}); write the paths as UTF-8",
-            list.display()
+            "the image list {what} is not UTF-8 text (line {line}); write the paths as UTF-8 \
+             (an image given as --input must end in one of: {})",
+            IMAGE_EXTENSIONS.join(", ")
         )
     })?;
     // A byte-order mark (Windows editors write one) is not part of the first path.
@@ -91,6 +115,7 @@ fn has_image_extension(path: &Path) -> bool {
 fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
     let mut found: Vec<PathBuf> = Vec::new();
     let mut rejected = Vec::new();
+    let mut skipped = std::collections::BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -125,6 +150,11 @@ fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
                 stack.push(path);
             } else if has_image_extension(&path) {
                 found.push(path);
+            } else {
+                let ext = path.extension().map_or("no extension".to_owned(), |e| {
+                    format!(".{}", e.to_string_lossy().to_lowercase())
+                });
+                *skipped.entry(ext).or_insert(0usize) += 1;
             }
         }
     }
@@ -140,6 +170,19 @@ fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
     }
     paths.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     rejected.sort();
+    if paths.is_empty() && rejected.is_empty() {
+        let what: Vec<String> = skipped.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        anyhow::bail!(
+            "the folder {} holds no images ({}); images are files ending in {} (any case)",
+            root.display(),
+            if what.is_empty() {
+                "it is empty".to_owned()
+            } else {
+                format!("skipped: {}", what.join(", "))
+            },
+            IMAGE_EXTENSIONS.join(", ")
+        );
+    }
     Ok((paths, rejected))
 }
 

@@ -36,12 +36,12 @@ fn main() -> ExitCode {
         Command::Extract(args) => commands::extract(args, &env).map(|s| s.exit_code()),
         Command::Weights(cmd) => commands::weights(cmd).map(|_| 0),
         Command::Pca(cmd) => commands::pca(cmd, &env).map(|_| 0),
-        Command::Neighbours(args) => commands::neighbours(args).map(|_| 0),
+        Command::Neighbours(args) => commands::neighbours(args, &env).map(|_| 0),
         Command::Search(args) => commands::search(args, &env).map(|_| 0),
         Command::Convert(args) => commands::convert(args, &env),
         Command::Index(args) => commands::index(args, &env).map(|_| 0),
         Command::Bench(args) => commands::bench(args).map(|_| 0),
-        Command::Evaluate(args) => commands::evaluate(args).map(|_| 0),
+        Command::Evaluate(args) => commands::evaluate(args, &env).map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -377,12 +377,22 @@ fn outputs_never_share_companions_and_a_symlinked_out_shares_the_lock() {
 fn the_input_is_never_the_output_and_settings_are_never_guessed() {
     let b = batch(2);
     let out = b.out("v.jsonl");
-    let o = exe().args(args(&b, &b.list)).output().unwrap();
+    // The list, named like an output, given as both: refused, and the list is untouched.
+    let list = b.out("list.jsonl");
+    std::fs::copy(&b.list, &list).unwrap();
+    let mut same = args(&b, &list);
+    let i = same.iter().position(|s| s == "--input").unwrap();
+    same[i + 1] = list.display().to_string();
+    let o = exe().args(&same).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--input"),
         "{}",
         text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&list).unwrap(),
+        std::fs::read(&b.list).unwrap()
     );
     let o = exe().args(args(&b, &out)).output().unwrap();
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));

@@ -23,6 +23,7 @@ pub enum Command {
     #[command(subcommand)]
     Pca(PcaCommand),
     /// Print each image's nearest neighbours in a vectors file (inner product).
+    #[command(visible_alias = "neighbors")]
     Neighbours(NeighboursArgs),
     /// Top-k most similar images to a query image, indexed path or vector (file or PostgreSQL).
     Search(SearchArgs),
@@ -35,20 +36,6 @@ pub enum Command {
     /// Retrieval quality (mAP, mP@k, recall@k) of a vectors file against a ground truth.
     Evaluate(EvaluateArgs),
 }
-
-/// Names of the subcommands, so `rmac-native --input …` can mean `extract`.
-pub const SUBCOMMANDS: [&str; 10] = [
-    "extract",
-    "weights",
-    "pca",
-    "neighbours",
-    "bench",
-    "evaluate",
-    "help",
-    "search",
-    "convert",
-    "index",
-];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
@@ -204,7 +191,7 @@ pub enum PcaCommand {
 
 #[derive(Args, Debug)]
 pub struct NeighboursArgs {
-    /// A vectors file written by `extract` (`.jsonl`).
+    /// The vectors: a `.jsonl` or `.npy` file (with its paths file) or a `postgresql://` URL.
     pub vectors: PathBuf,
     /// Neighbours per image.
     #[arg(long, short, default_value_t = 3)]
@@ -218,13 +205,15 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Inserts `extract` when the first argument is not a subcommand, so that the
-/// contract's `rmac-native --input … --output …` works (docs/contract.md#command-line).
+/// Inserts `extract` when the first argument is a flag other than a global
+/// one, so that the contract's `rmac-native --input … --output …` works
+/// (docs/contract.md#command-line). A first word that is not a flag is left to
+/// clap, which names it and suggests the subcommand meant (`serach` → `search`).
 pub fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
     let is_global_flag = matches!(first.as_deref(), Some("-h" | "--help" | "-V" | "--version"));
-    let is_subcommand = first.as_deref().is_some_and(|a| SUBCOMMANDS.contains(&a));
-    if first.is_some() && !is_global_flag && !is_subcommand {
+    let is_flag = first.as_deref().is_some_and(|a| a.starts_with('-'));
+    if is_flag && !is_global_flag {
         args.insert(1, "extract".into());
     }
     args
@@ -269,7 +258,7 @@ pub struct PcaFitArgs {
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    /// The database vectors (`.jsonl` written by `extract`).
+    /// The database vectors: `.jsonl`, `.npy` (with its paths file) or a `postgresql://` URL.
     #[arg(long)]
     pub vectors: PathBuf,
     /// Ground truth: revisitop's `gnd_*.pkl` or JSON `{"query path": ["relevant path", …]}`.

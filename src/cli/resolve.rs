@@ -187,7 +187,7 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
     let (backend, engine) = env.engine(&args.engine)?;
     Ok(ExtractJob {
         input: args.input.clone(),
-        output: Target::from_path(args.output.clone()),
+        output: Target::for_output(args.output.clone())?,
         db: args.db.clone(),
         weights: args.model.weights.clone(),
         pca: pca_path(&args.pca),

@@ -19,7 +19,7 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
     }
     let start = Instant::now();
     let pg = env.pg();
-    let (from, to) = (Target::from_path(&args.from), Target::from_path(&args.to));
+    let (from, to) = (Target::from_path(&args.from), Target::for_output(&args.to)?);
     let source = open_source(&from, &pg)?;
     if !source.is_empty() && source.dim() != 512 {
         bail!(

@@ -1,15 +1,20 @@
 //! `evaluate`: mAP, mP@k, recall@k of a vectors file against a ground truth.
 
 use crate::cli::EvaluateArgs;
+use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
 use rmac_native::evaluate::{evaluate as run_evaluate, load_ground_truth};
-use rmac_native::store::jsonl::read_vectors as read_jsonl;
+use rmac_native::store::{Target, VectorSet, read_set};
+use std::path::Path;
 
-/// `evaluate …`: prints a table (or JSON with `--json`).
-pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
+/// `evaluate …`: prints a table (or JSON with `--json`). The vectors may be
+/// in any format (JSONL, NPY, PostgreSQL).
+pub fn evaluate(args: &EvaluateArgs, env: &Env) -> Result<()> {
     if args.k.is_empty() || args.k.contains(&0) {
         bail!("--k takes positive cut-offs, e.g. --k 1,5,10");
     }
+    let pg = env.pg();
+    let read_jsonl = |p: &Path| -> Result<VectorSet> { read_set(&Target::from_path(p), &pg) };
     let db = read_jsonl(&args.vectors)?;
     let qfile = args.queries.as_deref().unwrap_or(&args.vectors);
     let queries = match &args.queries {

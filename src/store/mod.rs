@@ -48,6 +48,25 @@ impl Target {
         }
     }
 
+    /// A target to write: as [`Self::from_path`], but a file whose extension is
+    /// neither `.jsonl` nor `.npy` is refused (rather than silently written as
+    /// JSONL under a name that promises another format).
+    pub fn for_output(value: impl Into<PathBuf>) -> Result<Target> {
+        let target = Target::from_path(value);
+        if let Target::Jsonl(p) = &target
+            && let Some(ext) = p.extension()
+            && !ext.eq_ignore_ascii_case("jsonl")
+        {
+            anyhow::bail!(
+                "{}: unknown output format `.{}`; rmac-native writes .jsonl, .npy or a PostgreSQL database \
+                 (postgresql://…)",
+                p.display(),
+                ext.to_string_lossy()
+            );
+        }
+        Ok(target)
+    }
+
     /// The file of a file target.
     pub fn file(&self) -> Option<&Path> {
         match self {
@@ -199,6 +218,21 @@ pub fn open_source(target: &Target, pg: &PgOptions) -> Result<Box<dyn VectorSour
         }
         Target::Jsonl(path) => Box::new(jsonl::read_vectors(path)?),
     })
+}
+
+/// Any source read whole into memory (for the commands that need owned rows).
+pub fn read_set(target: &Target, pg: &PgOptions) -> Result<VectorSet> {
+    match target {
+        Target::Jsonl(path) => jsonl::read_vectors(path),
+        _ => {
+            let s = open_source(target, pg)?;
+            Ok(VectorSet {
+                paths: s.paths().to_vec(),
+                data: s.data().to_vec(),
+                dim: s.dim(),
+            })
+        }
+    }
 }
 
 /// The error records that come with a vectors source (a missing error file: none).
