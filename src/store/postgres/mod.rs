@@ -218,6 +218,24 @@ pub struct Db {
 /// The advisory lock key of the vectors table: one writer per database.
 const WRITER_LOCK_KEY: i64 = 0x726d_6163_5f76_6563; // "rmac_vec"
 
+/// How long a writer waits for a lock that a run which just ended may still hold.
+const WRITER_LOCK_GRACE: Duration = Duration::from_secs(3);
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Free the writer lock before the process ends, so that the next run,
+        // started right after this one, finds it free (the server would free it
+        // too, but only once it notices the closed connection).
+        if self.writer
+            && !self.lock_lost
+            && let Some(client) = self.client.as_mut()
+            && !client.is_closed()
+        {
+            let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK_KEY]);
+        }
+    }
+}
+
 impl Db {
     /// Connects (retrying a refused connection within the retry budget) and
     /// makes sure the `vector` extension exists.
@@ -248,10 +266,20 @@ impl Db {
         self.vector_type =
             row.map(|r| Type::new("vector".into(), r.get::<_, u32>(0), Kind::Simple, r.get(1)));
         if self.writer {
-            let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])?
-                .get(0);
-            self.lock_lost = !got;
+            // A run that just ended (or was killed) may still hold the lock for a
+            // moment: its server process frees it only once it notices the
+            // closed connection. Give that a short grace before refusing.
+            let grace = Instant::now() + WRITER_LOCK_GRACE;
+            loop {
+                let got: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])?
+                    .get(0);
+                self.lock_lost = !got;
+                if got || Instant::now() >= grace {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         self.client = Some(client);
         Ok(())
