@@ -197,6 +197,49 @@ pub fn report_algo(
     out
 }
 
+/// What [`report_algo`] prints, as JSON (`bench --json`): the best of the
+/// passes per layer, to pool5, the head, images/s.
+pub fn report_algo_json(
+    passes: &[PassTiming],
+    h: usize,
+    w: usize,
+    algo: &str,
+) -> serde_json::Value {
+    let best = |f: &dyn Fn(&PassTiming) -> f64| passes.iter().map(f).fold(f64::INFINITY, f64::min);
+    let (mut hh, mut ww) = (h, w);
+    let mut layers = Vec::new();
+    let mut total_flops = 0.0;
+    for (i, spec) in VGG16_CONVS.iter().enumerate() {
+        let s = best(&|p: &PassTiming| p.layers[i]);
+        let flops = spec.flops(hh, ww);
+        total_flops += flops;
+        layers.push(serde_json::json!({
+            "layer": spec.name,
+            "pool_after": spec.pool_after,
+            "input": [hh, ww, spec.cin],
+            "ms": s * 1e3,
+            "gflops_per_s": flops / s / 1e9,
+        }));
+        if spec.pool_after {
+            (hh, ww) = (hh / 2, ww / 2);
+        }
+    }
+    let (pool5, head) = (
+        best(&|p: &PassTiming| p.pool5),
+        best(&|p: &PassTiming| p.head),
+    );
+    serde_json::json!({
+        "algo": algo,
+        "passes": passes.len(),
+        "layers": layers,
+        "pool5_ms": pool5 * 1e3,
+        "head_ms": head * 1e3,
+        "images_per_s": 1.0 / (pool5 + head),
+        "gflop_per_image": total_flops / 1e9,
+        "peak_rss_after_image_mib": passes.first().and_then(|p| p.rss_after_image),
+    })
+}
+
 /// Side-by-side table of several algorithms' best passes: per-layer ms, total,
 /// images/s and speed-up against the first column's reference (`im2col` when present).
 pub fn compare(

@@ -1,7 +1,7 @@
 //! The image list: a text file with one path per line, or a folder searched
 //! recursively (docs/contract.md#inputs).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,13 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
     })?;
     let (paths, rejected) = if meta.is_dir() {
         scan_folder(input)?
+    } else if has_extension(input, &VIDEO_EXTENSIONS) {
+        bail!(
+            "--input {} is a video; rmac-native reads images for now. Cut frames first (e.g. \
+             `ffmpeg -i {} -vf fps=1 frames/%06d.png`) and pass the folder",
+            input.display(),
+            input.display()
+        );
     } else if has_image_extension(input) {
         let one = input.to_str().with_context(|| {
             format!("the file name {} is not UTF-8; rename it", input.display())
@@ -101,9 +108,18 @@ fn list_paths(bytes: Vec<u8>, what: &str) -> Result<Vec<String>> {
 }
 
 fn has_image_extension(path: &Path) -> bool {
+    has_extension(path, &IMAGE_EXTENSIONS)
+}
+
+/// Video containers: given as `--input`, said to be videos rather than read as a list.
+pub const VIDEO_EXTENSIONS: [&str; 11] = [
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "wmv", "flv",
+];
+
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// Every entry with an image extension under `root` (recursively), in byte

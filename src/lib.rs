@@ -4,9 +4,10 @@
 //! and a module only calls the ones declared before it. Settings come in as
 //! typed values: the library never reads flags or the environment.
 
-// Plain values and file helpers every stage uses.
+// Plain values, file helpers and message words every stage uses.
 pub mod files;
 pub mod tensor;
+pub mod text;
 
 // Paths in: a list file or a folder.
 pub mod inputs;

@@ -29,15 +29,16 @@ fn quiet_on_closed_stdout() {
 }
 
 fn main() -> ExitCode {
+    cli::resolve::quiet_display_probes();
     quiet_on_closed_stdout();
     let cli = cli::parse();
     let env = Env::read();
     let result = match &cli.command {
         Command::Extract(args) => commands::extract(args, &env).map(|s| s.exit_code()),
-        Command::Weights(cmd) => commands::weights(cmd).map(|_| 0),
+        Command::Weights(cmd) => commands::weights(cmd, &env).map(|_| 0),
         Command::Pca(cmd) => commands::pca(cmd, &env).map(|_| 0),
         Command::Neighbours(args) => commands::neighbours(args, &env).map(|_| 0),
-        Command::Search(args) => commands::search(args, &env).map(|_| 0),
+        Command::Search(args) => commands::search(args, &env),
         Command::Convert(args) => commands::convert(args, &env),
         Command::Index(args) => commands::index(args, &env).map(|_| 0),
         Command::Bench(args) => commands::bench(args).map(|_| 0),

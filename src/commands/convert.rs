@@ -1,12 +1,13 @@
 //! `convert FROM TO`: vectors (and error records) between JSONL, NPY (with
 //! its paths file) and PostgreSQL. Writes through the same sinks as
 //! `extract`, so it resumes the same way: paths the destination already
-//! holds are skipped (`--restart` empties it first).
+//! holds are skipped (`--restart` empties it first). The settings the
+//! vectors were made with come along.
 
 use crate::cli::ConvertArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
-use rmac_native::store::{SinkOptions, Target, open_sink, open_source, read_errors};
+use rmac_native::store::{SinkOptions, Target, open_sink, open_source, read_errors, read_settings};
 use std::time::Instant;
 
 /// Returns the exit code (0).
@@ -29,9 +30,18 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
         );
     }
     let errors = read_errors(&from, &pg)?;
+    // The settings travel with the vectors, so that the destination still says
+    // what made them (and a later `search --image` extracts its queries alike).
+    let settings = read_settings(&from, &pg)?;
+    if settings.is_none() && !source.is_empty() {
+        eprintln!(
+            "note: {from} records no settings (weights, PCA, recipe), so {to} records none either; \
+             queries by image will use the defaults or the flags given"
+        );
+    }
     let options = SinkOptions {
         restart: args.restart,
-        settings: None,
+        settings,
         pg,
     };
     let (mut sink, done) = open_sink(&to, None, &options)?;
@@ -63,7 +73,7 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
             errors_written += 1;
         }
     }
-    sink.sync()?;
+    sink.finish()?;
     drop(sink);
     eprintln!(
         "rmac-native: {} vectors + {} errors from {} → {}: {written} vectors and {errors_written} errors written, \

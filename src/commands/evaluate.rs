@@ -11,15 +11,20 @@ use std::path::Path;
 /// in any format (JSONL, NPY, PostgreSQL).
 pub fn evaluate(args: &EvaluateArgs, env: &Env) -> Result<()> {
     if args.k.is_empty() || args.k.contains(&0) {
-        bail!("--k takes positive cut-offs, e.g. --k 1,5,10");
+        bail!("-k takes positive cut-offs, e.g. -k 1,5,10");
     }
+    let index = args
+        .index
+        .as_ref()
+        .or(args.vectors_flag.as_ref())
+        .expect("clap requires one");
     let pg = env.pg();
     let read_jsonl = |p: &Path| -> Result<VectorSet> { read_set(&Target::from_path(p), &pg) };
-    let db = read_jsonl(&args.vectors)?;
-    let qfile = args.queries.as_deref().unwrap_or(&args.vectors);
+    let db = read_jsonl(index)?;
+    let qfile = args.queries.as_deref().unwrap_or(index);
     let queries = match &args.queries {
         Some(q) => read_jsonl(q)?,
-        None => read_jsonl(&args.vectors)?,
+        None => read_jsonl(index)?,
     };
     if queries.dim != db.dim {
         bail!(
@@ -28,7 +33,7 @@ pub fn evaluate(args: &EvaluateArgs, env: &Env) -> Result<()> {
             db.dim
         );
     }
-    let resolved = load_ground_truth(&args.gnd, &queries, &db, qfile, &args.vectors)?;
+    let resolved = load_ground_truth(&args.gnd, &queries, &db, qfile, index)?;
     let results = run_evaluate(&queries, &db, &resolved, &args.k);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);

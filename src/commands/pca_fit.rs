@@ -23,7 +23,9 @@ pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
     if inputs.paths.is_empty() {
         bail!("{} lists no images", args.input.display());
     }
-    let weights = Arc::new(Vgg16Weights::load(&args.model.weights)?);
+    let weights = Arc::new(Vgg16Weights::load(
+        &env.weights(args.model.weights.as_deref())?,
+    )?);
     let (choice, engine) = env.engine(&args.engine)?;
     let mut backend = open_backend(choice, weights, &engine)?;
     let config = config(&args.model, DecodeLimits::default());

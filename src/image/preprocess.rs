@@ -13,6 +13,22 @@ pub enum Preprocess {
     Caffe,
 }
 
+impl Preprocess {
+    pub const ALL: [Preprocess; 2] = [Preprocess::Keras, Preprocess::Caffe];
+
+    /// The name the command line and the settings files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocess::Keras => "keras",
+            Preprocess::Caffe => "caffe",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Preprocess> {
+        Preprocess::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// The three means, in the order they are subtracted from channels 0, 1, 2 of
 /// the RGB image, for each mode.
 fn rgb_means(mode: Preprocess) -> [f32; 3] {

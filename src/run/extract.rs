@@ -5,9 +5,9 @@
 //! output already holds. Then rank 0 coordinates and every rank extracts
 //! ([`super::coordinator`]).
 
-use crate::backend::{BackendChoice, EngineOptions, open_backend};
+use crate::backend::{BackendChoice, EngineOptions, open_backend, refuse_software_gpu};
 use crate::extractor::{ExtractConfig, Extractor};
-use crate::files::{file_digest, write_atomically};
+use crate::files::write_atomically;
 use crate::inputs::read_inputs;
 use crate::rmac::pca::PcaWeights;
 use crate::run::coordinator::mpi::{Launcher, default_threads};
@@ -21,6 +21,7 @@ use crate::store::lock::{OutputLock, lock_output};
 use crate::store::postgres::PgOptions;
 use crate::store::settings::RunSettings;
 use crate::store::{SinkOptions, Target, VectorSink, failed_before, open_sink};
+use crate::text::plural;
 use crate::vgg16::weights::Vgg16Weights;
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
@@ -35,6 +36,9 @@ pub struct ExtractJob {
     pub output: Target,
     /// A database written beside a file output (`--db`).
     pub db: Option<String>,
+    /// Record the paths relative to this folder (`--root`), so that an index
+    /// moves with its images; every listed path must lie under it.
+    pub root: Option<PathBuf>,
     /// VGG16 weights (safetensors).
     pub weights: PathBuf,
     /// PCA-whitening (safetensors), or `None` for no whitening (`--pca none`).
@@ -93,8 +97,9 @@ enum RankEnd {
 
 /// `extract`: as a plain process, an MPI singleton, or rank k of N.
 pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
+    // Without a launcher the run is one process: MPI is not initialised.
     #[cfg(feature = "mpi")]
-    {
+    if job.launcher.present {
         use std::panic::{AssertUnwindSafe, catch_unwind};
         let mut mpi = crate::run::coordinator::mpi::Mpi::init(&job.launcher)?;
         let size = mpi.size();
@@ -105,7 +110,7 @@ pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
             library: mpi.library(),
         };
         let ended = catch_unwind(AssertUnwindSafe(|| run(&mut mpi, job, &place)));
-        match ended {
+        return match ended {
             Ok(Ok(RankEnd::Coordinator(summary))) => Ok(summary),
             Ok(Ok(RankEnd::Stopped(e))) => Err(e),
             Ok(Ok(RankEnd::Worker(code))) => {
@@ -136,9 +141,8 @@ pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
             }
             Ok(Err(e)) => Err(e),
             Err(panic) => std::panic::resume_unwind(panic),
-        }
+        };
     }
-    #[cfg(not(feature = "mpi"))]
     {
         crate::run::coordinator::mpi::guard_launcher(1, &job.launcher)?;
         let place = Place {
@@ -179,8 +183,70 @@ struct Ready {
     _lock: Option<OutputLock>,
 }
 
+/// `path` made absolute without touching the file system, `.` and `..` resolved
+/// by name (a symlinked folder is not followed: the paths stay as the user wrote them).
+fn lexical_absolute(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("cannot make {} absolute", path.display()))?;
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// `--root`: an existing folder, as an absolute path.
+fn absolute_folder(root: &Path) -> Result<PathBuf> {
+    if !root.is_dir() {
+        bail!(
+            "--root {}: not a folder; pass the folder that holds the images",
+            root.display()
+        );
+    }
+    lexical_absolute(root)
+}
+
+/// The listed paths relative to `root`; refused when one lies outside it.
+fn relative_to(root: &Path, paths: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(paths.len());
+    let mut outside = Vec::new();
+    for p in paths {
+        let abs = lexical_absolute(Path::new(p))?;
+        match abs.strip_prefix(root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => out.push(rel.to_string_lossy().into_owned()),
+            _ => outside.push(p.as_str()),
+        }
+    }
+    if let Some(first) = outside.first() {
+        bail!(
+            "{} of the listed paths are not under --root {} (the first: {first}); pass a folder that holds \
+             them all, or leave out --root to record the paths as listed",
+            outside.len(),
+            root.display()
+        );
+    }
+    Ok(out)
+}
+
 fn preflight(job: &ExtractJob) -> Result<Ready> {
-    let inputs = read_inputs(&job.input)?;
+    refuse_software_gpu(job.backend, &job.engine)?;
+    let mut inputs = read_inputs(&job.input)?;
+    let root = job.root.as_deref().map(absolute_folder).transpose()?;
+    if let Some(root) = &root {
+        inputs.paths = relative_to(root, &inputs.paths)?;
+        for (path, _) in &mut inputs.rejected {
+            if let Ok(mut rel) = relative_to(root, std::slice::from_ref(path)) {
+                *path = rel.remove(0);
+            }
+        }
+    }
     if inputs.duplicates > 0 {
         eprintln!(
             "note: {} repeated paths in {} are extracted once",
@@ -221,23 +287,10 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     }
     let pca = load_pca(job.pca.as_deref(), true)?;
     let weights = Arc::new(Vgg16Weights::load(&job.weights)?);
-    let digest = |p: &Path| file_digest(p).with_context(|| format!("cannot read {}", p.display()));
-    let (weights_sha256, weights_bytes) = digest(&job.weights)?;
-    let pca_sha256 = match &job.pca {
-        None => "none".to_owned(),
-        Some(p) => digest(p)?.0,
-    };
-    let settings = RunSettings {
-        weights_sha256,
-        weights_bytes,
-        pca_sha256,
-        max_size: job.config.max_size,
-        levels: job.config.levels as u64,
-        preprocess: serde_json::to_value(job.config.preprocess)?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    };
+    let mut settings = RunSettings::of(&job.weights, job.pca.as_deref(), &job.config)?;
+    if let Some(root) = &root {
+        settings.base = Some(root.to_string_lossy().into_owned());
+    }
     // Before the output is opened: `--restart` must not truncate another run's file.
     let lock = match output.file() {
         Some(out) => lock_output(out)?,
@@ -246,14 +299,11 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     // A database records the settings itself (table rmac_runs) and refuses to mix them.
     let options = SinkOptions {
         restart: job.restart,
-        settings: Some(serde_json::to_value(&settings)?),
+        settings: Some(settings.clone()),
         pg: job.pg.clone(),
     };
     let (sink, done) = open_sink(&output, job.db.as_deref(), &options)?;
     let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();
-    if let Some(out) = output.file() {
-        settings.check_and_write(out, done.len(), job.restart)?;
-    }
     if done.len() > already {
         eprintln!(
             "note: {} holds {} images that are not in this input list; they are kept",
@@ -348,8 +398,8 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         format!(" on {}", extractor.backend_name())
     };
     eprintln!(
-        "rmac-native: {} images{}{ranks}, max-size {}, levels {}",
-        paths.len(),
+        "rmac-native: {}{}{ranks}, max-size {}, levels {}",
+        plural(paths.len(), "image"),
         if already > 0 {
             format!(
                 " ({already} already done, {} to go; --restart starts over)",
@@ -369,7 +419,15 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         sink.write_error(path, why)?;
         rejected_now += 1;
     }
-    let mut summary = coordinate(t, &mut extractor, &paths, &done, sink.as_mut(), &me)?;
+    let mut summary = coordinate(
+        t,
+        &mut extractor,
+        &paths,
+        job.root.as_deref(),
+        &done,
+        sink.as_mut(),
+        &me,
+    )?;
     summary.total += rejected.len();
     summary.already_done += rejected.len() - rejected_now;
     summary.failed += rejected_now;
@@ -403,8 +461,8 @@ fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankE
         )?;
     }
     eprintln!(
-        "rmac-native: {} images: {} written, {} failed, {} already done; {:.2} images/s ({}) → {}{}",
-        summary.total,
+        "rmac-native: {}: {} written, {} failed, {} already done; {:.2} images/s ({}) → {}{}",
+        plural(summary.total, "image"),
         summary.succeeded,
         summary.failed,
         summary.already_done,

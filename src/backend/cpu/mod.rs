@@ -334,7 +334,11 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} threads, {})", self.threads, self.algo.name())
+        format!(
+            "cpu ({}, {})",
+            crate::text::plural(self.threads, "thread"),
+            self.algo.name()
+        )
     }
 
     fn pool5(&mut self, input: &Tensor3) -> Result<Tensor3, BackendError> {

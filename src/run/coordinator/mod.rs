@@ -28,6 +28,7 @@ use protocol::*;
 use schedule::{MAX_PATH_BYTES, Scheduler};
 use stats::{RankInfo, RankStats, RunSummary, thread_cpu_seconds};
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 use transport::{Transport, wait_for};
@@ -179,6 +180,8 @@ fn outcome(d: Done<Vec<f32>>) -> (u64, Outcome) {
 /// Rank 0's writing side: every result goes through here, exactly once.
 struct Writer<'a> {
     paths: &'a [String],
+    /// Where relative paths are read from (`--root`); `None`: as listed.
+    root: Option<&'a Path>,
     pending: &'a [usize],
     recorded: Vec<bool>,
     sink: &'a mut dyn VectorSink,
@@ -227,7 +230,13 @@ impl Writer<'_> {
         let range = sched.next_chunk(|pos| paths[pending[pos]].len() + 12);
         let mut jobs = Vec::with_capacity(range.len());
         for pos in range {
-            let path = &paths[pending[pos]];
+            let path = match self.root {
+                Some(root) if Path::new(&paths[pending[pos]]).is_relative() => root
+                    .join(&paths[pending[pos]])
+                    .to_string_lossy()
+                    .into_owned(),
+                _ => paths[pending[pos]].clone(),
+            };
             if path.len() > MAX_PATH_BYTES {
                 let msg = format!(
                     "the path is {} bytes long; no file system opens a path this long",
@@ -237,7 +246,7 @@ impl Writer<'_> {
             } else {
                 jobs.push(Job {
                     id: pos as u64,
-                    path: path.clone(),
+                    path,
                 });
             }
         }
@@ -246,12 +255,14 @@ impl Writer<'_> {
 }
 
 /// Rank 0: schedules the paths of `paths` not in `done` over every rank,
-/// extracts its own share, and writes every result to `sink` as it arrives.
+/// extracts its own share, and writes every result to `sink` as it arrives
+/// (recorded as listed; read under `root` when given and relative).
 /// Returns after every worker has reported its stats.
 pub fn coordinate<T: Transport>(
     t: &mut T,
     extractor: &mut Extractor,
     paths: &[String],
+    root: Option<&Path>,
     done: &HashSet<String>,
     sink: &mut dyn VectorSink,
     me: &RankInfo,
@@ -269,6 +280,7 @@ pub fn coordinate<T: Transport>(
     let mut sched = Scheduler::new(pending.len(), t.size());
     let mut w = Writer {
         paths,
+        root,
         pending: &pending,
         recorded: vec![false; pending.len()],
         sink,
@@ -336,7 +348,7 @@ pub fn coordinate<T: Transport>(
         missing == 0,
         "{missing} images were handed out but never came back"
     );
-    w.sink.sync()?;
+    w.sink.finish()?;
     w.progress.bar.finish_and_clear();
     let mut summary = w.summary;
     summary.seconds = start.elapsed().as_secs_f64();

@@ -27,6 +27,18 @@ pub const LOCAL_RANK_VARS: [&str; 4] = [
     "SLURM_LOCALID",
 ];
 
+/// Further variables only a launcher sets: with none of these and none of the
+/// above, the process was not started by one, and MPI is not initialised at
+/// all (its start-up — hwloc reading every PCI device — costs up to seconds).
+pub const LAUNCHER_PRESENCE_VARS: [&str; 6] = [
+    "OMPI_COMM_WORLD_RANK",
+    "PMI_RANK",
+    "PMI_FD",
+    "PMIX_RANK",
+    "PMI_PORT",
+    "SLURM_PROCID",
+];
+
 /// What the launcher announced in its environment variables, read once by
 /// the caller (the command line's settings layer): the library never reads
 /// the environment.
@@ -38,6 +50,8 @@ pub struct Launcher {
     /// This process's rank among the ranks on its node ([`LOCAL_RANK_VARS`]);
     /// ranks on one node spread over its GPUs by it.
     pub local_rank: Option<usize>,
+    /// Whether any launcher variable is set at all (see [`LAUNCHER_PRESENCE_VARS`]).
+    pub present: bool,
 }
 
 /// Refuses to run as one of several independent copies (docs/toolchain.md, pitfall 2).

@@ -16,9 +16,16 @@ pub fn progress_bar(pending: usize) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(pending as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta} {msg}",
+            "{elapsed_precise} [{bar:40}] {pos}/{len} images, {rate}, eta {eta} {msg}",
         )
         .expect("valid template")
+        // Not indicatif's `{per_sec}` ("2.6535/s"): a rate a person reads.
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1} images/s", state.per_sec());
+            },
+        )
         .progress_chars("=> "),
     );
     bar

@@ -237,8 +237,10 @@ impl Drop for Db {
 }
 
 impl Db {
-    /// Connects (retrying a refused connection within the retry budget) and
-    /// makes sure the `vector` extension exists.
+    /// Connects and makes sure the `vector` extension exists. The first
+    /// connection is tried once: a wrong URL, host, port, user or password
+    /// fails at once with the cause, before any image is read. Only what fails
+    /// later (a server restart mid-run) is retried, within the retry budget.
     pub fn connect(conninfo: &str, options: &PgOptions) -> Result<Db> {
         let mut db = Db {
             conninfo: conninfo.to_owned(),
@@ -248,7 +250,13 @@ impl Db {
             writer: false,
             lock_lost: false,
         };
-        db.with_retry("connect", |_| Ok(()))?;
+        db.open().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot connect to the PostgreSQL database {}; check the URL (host, port, user, password, \
+                 database name) and that the server is running (for tests: ci/start-pg.sh)",
+                redact(conninfo)
+            ))
+        })?;
         Ok(db)
     }
 

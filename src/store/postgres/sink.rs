@@ -4,6 +4,7 @@
 
 use super::{DIM, Db, ERRORS, RUNS, VECTORS, redact};
 use crate::store::VectorSink;
+use crate::store::settings::RunSettings;
 use anyhow::{Result, bail};
 use pgvector::Vector;
 use postgres::binary_copy::BinaryCopyInWriter;
@@ -15,12 +16,36 @@ use std::time::{Duration, Instant};
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Db {
+    /// The settings of the latest run that left vectors in the table (none
+    /// for an empty table or one filled without settings).
+    pub fn read_settings(&mut self) -> Result<Option<RunSettings>> {
+        let text: Option<String> = self.with_retry("read the settings of earlier runs", |c| {
+            Ok(c.query_opt(
+                &format!(
+                    "SELECT r.settings::text FROM {RUNS} r WHERE r.settings IS NOT NULL AND r.settings ? 'weights_sha256' \
+                     AND EXISTS (SELECT 1 FROM {VECTORS} v WHERE v.run_id = r.id) ORDER BY r.id DESC LIMIT 1"
+                ),
+                &[],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| {
+                anyhow::anyhow!(
+                    "the settings recorded in {RUNS} of {} do not parse ({e}); repair that row, or --restart",
+                    redact(&self.conninfo)
+                )
+            })
+        })
+        .transpose()
+    }
+
     /// Records a run; refuses (unless `restart`) when the table already holds
     /// vectors made with other settings. With `restart` both tables are emptied.
     pub(super) fn start_run(
         &mut self,
         tool: &str,
-        settings: Option<&serde_json::Value>,
+        settings: Option<&RunSettings>,
         restart: bool,
     ) -> Result<i64> {
         if restart {
@@ -28,30 +53,20 @@ impl Db {
                 c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}"))
             })?;
         }
-        if let Some(now) = settings {
-            let before: Option<serde_json::Value> = self.with_retry("read the settings of earlier runs", |c| {
-                Ok(c.query_opt(
-                    &format!(
-                        "SELECT r.settings::text FROM {RUNS} r WHERE r.settings IS NOT NULL AND r.settings ? 'weights_sha256' \
-                         AND EXISTS (SELECT 1 FROM {VECTORS} v WHERE v.run_id = r.id) ORDER BY r.id DESC LIMIT 1"
-                    ),
-                    &[],
-                )?
-                .and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()))
-            })?;
-            if let Some(before) = before {
-                let diff = json_differences(&before, now);
-                if !diff.is_empty() {
-                    bail!(
-                        "{VECTORS} in {} already holds vectors made with other settings ({}); resuming would mix them. \
-                         Use the same settings, another database, or --restart to empty the tables",
-                        redact(&self.conninfo),
-                        diff.join("; ")
-                    );
-                }
+        if let Some(now) = settings
+            && let Some(before) = self.read_settings()?
+        {
+            let diff = before.differences(now);
+            if !diff.is_empty() {
+                bail!(
+                    "{VECTORS} in {} already holds vectors made with other settings ({}); resuming would mix them. \
+                     Use the same settings, another database, or --restart to empty the tables",
+                    redact(&self.conninfo),
+                    diff.join("; ")
+                );
             }
         }
-        let settings = settings.map(|s| s.to_string());
+        let settings = settings.map(serde_json::to_string).transpose()?;
         self.with_retry("record the run", |c| {
             Ok(c.query_one(
                 &format!(
@@ -62,27 +77,6 @@ impl Db {
             .get(0))
         })
     }
-}
-
-fn json_differences(before: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
-    let (Some(a), Some(b)) = (before.as_object(), now.as_object()) else {
-        return if before == now {
-            vec![]
-        } else {
-            vec![format!("{before} before, {now} now")]
-        };
-    };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show =
-                |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), |v| v.to_string());
-            format!("{k}: {} before, {} now", show(a.get(k)), show(b.get(k)))
-        })
-        .collect()
 }
 
 /// The database sink (see the module docs).
@@ -105,7 +99,7 @@ impl PgSink {
         conninfo: &str,
         restart: bool,
         tool: &str,
-        settings: Option<&serde_json::Value>,
+        settings: Option<&RunSettings>,
         options: &super::PgOptions,
     ) -> Result<(Self, HashSet<String>)> {
         let mut db = Db::connect(conninfo, options)?;
