@@ -89,8 +89,15 @@ impl WinogradLayer {
         let (cin_pad, cout_pad) = (round_up(cin, L), round_up(cout, NR));
         let a = tile.alpha();
         let g = tile.g();
-        // Unpacked [ξ][cin_pad][cout_pad], then packed per ξ.
-        let mut flat = vec![0.0f32; a * a * cin_pad * cout_pad];
+        // Written straight in the packed layout the GEMM reads ([`kernel::pack_b`]
+        // of each ξ's [cin_pad × cout_pad] matrix: [ξ][cout_pad / NR][cin_pad][NR]),
+        // without an unpacked copy: half the memory traffic and page faults of
+        // start-up, which this transform dominates.
+        let block = cin_pad * cout_pad;
+        let mut u = vec![0.0f32; a * a * block];
+        let packed_at = |xi: usize, ci: usize, co: usize| {
+            xi * block + (co / NR) * cin_pad * NR + ci * NR + co % NR
+        };
         for ci in 0..cin {
             for co in 0..cout {
                 let w = |ky: usize, kx: usize| {
@@ -106,24 +113,11 @@ impl WinogradLayer {
                 }
                 for i in 0..a {
                     for j in 0..a {
-                        let u: f64 = (0..3).map(|kx| t[i][kx] * g[j][kx]).sum();
-                        flat[((i * a + j) * cin_pad + ci) * cout_pad + co] = u as f32;
+                        let v: f64 = (0..3).map(|kx| t[i][kx] * g[j][kx]).sum();
+                        u[packed_at(i * a + j, ci, co)] = v as f32;
                     }
                 }
             }
-        }
-        let mut u = Vec::with_capacity(a * a * cin_pad * cout_pad);
-        let mut packed = Vec::new();
-        for xi in 0..a * a {
-            let n_pad = kernel::pack_b(
-                &flat[xi * cin_pad * cout_pad..(xi + 1) * cin_pad * cout_pad],
-                cin_pad,
-                cout_pad,
-                cout_pad,
-                &mut packed,
-            );
-            debug_assert_eq!(n_pad, cout_pad);
-            u.extend_from_slice(&packed);
         }
         let mut bias = layer.bias.clone();
         bias.resize(cout_pad, 0.0);
