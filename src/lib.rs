@@ -35,6 +35,8 @@ pub mod run;
 
 // Using the vectors: top-k and query expansion, retrieval quality, timing.
 pub mod search;
+// Every vector against every other: the exact kNN graph and near-duplicate groups.
+pub mod knn;
 
 pub mod evaluate;
 

@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Command::Search(args) => commands::search(args, &env),
         Command::Convert(args) => commands::convert(args, &env),
         Command::Index(args) => commands::index(args, &env).map(|_| 0),
+        Command::Knn(args) => commands::knn(args, &env).map(|_| 0),
+        Command::Dedup(args) => commands::dedup(args, &env).map(|_| 0),
         Command::Bench(args) => commands::bench(args).map(|_| 0),
         Command::Evaluate(args) => commands::evaluate(args, &env).map(|_| 0),
     };

@@ -29,6 +29,10 @@ pub enum Command {
     Search(SearchArgs),
     /// Convert vectors between JSONL, NPY (+ paths sidecar) and PostgreSQL (resumable).
     Convert(ConvertArgs),
+    /// Every vector's k most similar others, exact (a kNN graph as NPY or JSONL).
+    Knn(KnnArgs),
+    /// Near-duplicate groups: connected components of "score ≥ T" over all pairs.
+    Dedup(DedupArgs),
     /// Build an HNSW or IVFFlat inner-product index on the PostgreSQL vectors table.
     Index(IndexArgs),
     /// Time the forward pass per layer (GFLOP/s, images/s, peak RSS).
@@ -227,6 +231,69 @@ pub struct NeighboursArgs {
     /// instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    /// The vectors: `.jsonl`, `.npy` (mapped, not copied), `.parquet` or a `postgresql://` URL.
+    pub index: String,
+    /// Neighbours per vector.
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// `G.jsonl` (one `{"path", "neighbours": [[path, score], …]}` line per vector), or `G`
+    /// for `G.idx.npy` (int32 N×K), `G.score.npy` (float32 N×K) and `G.paths.txt`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Memory for the graph and the score tiles, beyond the vectors (e.g. 1GiB, 512MiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DedupArgs {
+    /// The vectors: `.jsonl`, `.npy`, `.parquet` or a `postgresql://` URL.
+    pub index: String,
+    /// Two vectors scoring at least this (cosine: the vectors are unit length) are copies.
+    #[arg(long, allow_negative_numbers = true)]
+    pub threshold: f32,
+    /// One JSON line per group (members, scores to the keeper, the keeper), then a summary line.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the paths to keep: one keeper per group and every vector in no group.
+    #[arg(long)]
+    pub keep_list: Option<PathBuf>,
+    /// Memory for the score tiles (e.g. 1GiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory: u64,
+}
+
+/// `1GiB`, `512MiB`, `64KiB`, `1GB`, `2000000` (bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 1GiB or 512MiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit; use B, KiB, MiB, GiB (or KB, MB, GB)"
+            ));
+        }
+    };
+    Ok((num * mult) as u64)
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {

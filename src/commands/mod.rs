@@ -3,9 +3,11 @@
 //! file per subcommand.
 mod bench;
 mod convert;
+mod dedup;
 mod evaluate;
 mod extract;
 mod index;
+mod knn;
 mod neighbours;
 mod pca_fit;
 mod search;
@@ -13,9 +15,11 @@ mod weights;
 
 pub use bench::bench;
 pub use convert::convert;
+pub use dedup::dedup;
 pub use evaluate::evaluate;
 pub use extract::extract;
 pub use index::index;
+pub use knn::knn;
 pub use neighbours::neighbours;
 pub use search::search;
 pub use weights::{pca, weights};

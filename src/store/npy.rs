@@ -29,7 +29,13 @@ const SYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// The 128-byte NPY v1.0 header of a little-endian float32 `rows × dim` C-order array.
 pub fn header(rows: u64, dim: usize) -> [u8; HEADER_LEN] {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    header_of("<f4", rows, dim)
+}
+
+/// The same for another dtype (`<i4`: int32).
+pub fn header_of(descr: &str, rows: u64, dim: usize) -> [u8; HEADER_LEN] {
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     let mut h = [b' '; HEADER_LEN];
     h[..6].copy_from_slice(MAGIC);
     h[6] = 1;
@@ -141,6 +147,42 @@ pub fn write_npy(out: &Path, paths: &[String], data: &[f32], dim: usize) -> Resu
     }
     std::fs::write(paths_path(out), p)
         .with_context(|| format!("cannot write {}", paths_path(out).display()))
+}
+
+/// Writes a `rows × dim` matrix of 4-byte little-endian numbers (`descr`
+/// `<f4` or `<i4`) atomically.
+pub fn write_matrix(
+    out: &Path,
+    descr: &str,
+    rows: usize,
+    dim: usize,
+    le_bytes: impl Iterator<Item = [u8; 4]>,
+) -> Result<()> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + rows * dim * 4);
+    bytes.extend_from_slice(&header_of(descr, rows as u64, dim));
+    for b in le_bytes {
+        bytes.extend_from_slice(&b);
+    }
+    ensure!(
+        bytes.len() == HEADER_LEN + rows * dim * 4,
+        "{}: {} numbers for a {rows}×{dim} matrix",
+        out.display(),
+        (bytes.len() - HEADER_LEN) / 4
+    );
+    crate::files::write_atomically(out, &bytes)
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// Writes `paths`, one per line (an NPY output's paths file).
+pub fn write_paths(out: &Path, paths: &[String]) -> Result<()> {
+    let mut p = Vec::new();
+    for path in paths {
+        check_path_line(path)?;
+        p.extend_from_slice(path.as_bytes());
+        p.push(b'\n');
+    }
+    crate::files::write_atomically(out, &p)
+        .with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn check_path_line(path: &str) -> Result<()> {

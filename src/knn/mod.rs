@@ -1,0 +1,354 @@
+//! Every vector against every other, exactly: the k nearest of each row (a
+//! kNN graph) and every pair at or above a score (for near-duplicate groups,
+//! [`dedup`]).
+//!
+//! The rows are visited in square tiles of [`Tiling::rows`] rows. The score of a
+//! pair is computed by a 4×4 register-blocked kernel that adds in exactly the
+//! order of [`crate::search::dot`] (16 lanes, multiply then add, pairwise
+//! reduction, then the tail), so every score is bit-identical to what `search`
+//! reports for the same two vectors, on every CPU. The problem is symmetric: a
+//! tile (I, J) with J > I gives I's rows their candidates from J *and* J's rows
+//! theirs from I, so each pair is scored once. Rankings: higher score first,
+//! ties by lower row — deterministic whatever the thread count.
+//!
+//! Memory beyond the vectors: the graph (`n·k` scores and rows) plus one tile
+//! of scores per thread; [`Tiling::for_budget`] sizes the tiles to a budget.
+
+pub mod dedup;
+
+use crate::search::dot;
+use rayon::prelude::*;
+use std::cmp::Ordering;
+
+const LANES: usize = 16;
+
+/// `n × k` neighbours, best first: `idx[i * k + r]` is row i's r-th nearest
+/// other row, `score[i * k + r]` its inner product. `k` is at most `n − 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub n: usize,
+    pub k: usize,
+    pub idx: Vec<u32>,
+    pub score: Vec<f32>,
+}
+
+impl Graph {
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        (0..self.k).map(move |r| {
+            (
+                self.idx[i * self.k + r] as usize,
+                self.score[i * self.k + r],
+            )
+        })
+    }
+}
+
+/// How the rows are cut into tiles.
+#[derive(Clone, Copy, Debug)]
+pub struct Tiling {
+    /// Rows per tile side (a multiple of 4).
+    pub rows: usize,
+}
+
+impl Tiling {
+    /// The largest tiles (up to 2048 rows) whose score buffers — one per
+    /// thread — and the graph of `n × k` fit in `budget` bytes; at least 64 rows.
+    pub fn for_budget(budget: u64, n: usize, k: usize, threads: usize) -> Tiling {
+        let graph = (n * k * 8) as u64;
+        let left = budget.saturating_sub(graph) / threads.max(1) as u64;
+        let side = ((left / 4) as f64).sqrt() as usize;
+        Tiling {
+            rows: (side.clamp(64, 2048) / 4) * 4,
+        }
+    }
+
+    /// Bytes the graph and the tiles take (beyond the vectors).
+    pub fn bytes(&self, n: usize, k: usize, threads: usize) -> u64 {
+        (n * k * 8 + threads * self.rows * self.rows * 4) as u64
+    }
+}
+
+/// Candidates better first: higher score, then lower row.
+#[inline(always)]
+fn better(s: f32, r: u32, than_s: f32, than_r: u32) -> bool {
+    match s.total_cmp(&than_s) {
+        Ordering::Greater => true,
+        Ordering::Equal => r < than_r,
+        Ordering::Less => false,
+    }
+}
+
+/// One row's best `k`, kept sorted (best first) in place.
+#[inline(always)]
+fn offer(scores: &mut [f32], rows: &mut [u32], len: &mut usize, s: f32, r: u32) {
+    let k = scores.len();
+    if *len == k && !better(s, r, scores[k - 1], rows[k - 1]) {
+        return;
+    }
+    let mut at = if *len < k {
+        *len += 1;
+        *len - 1
+    } else {
+        k - 1
+    };
+    while at > 0 && better(s, r, scores[at - 1], rows[at - 1]) {
+        scores[at] = scores[at - 1];
+        rows[at] = rows[at - 1];
+        at -= 1;
+    }
+    scores[at] = s;
+    rows[at] = r;
+}
+
+/// The scores of rows `a` against rows `b`, row-major `a.len() × b.len()`
+/// into `out`, each exactly [`dot`]: `R × C` pairs at a time, their 16-lane
+/// accumulators in registers (`R = C = 4` fills AVX-512's 32 registers,
+/// `2 × 2` AVX2's 16).
+#[inline(always)]
+fn tile_impl<const R: usize, const C: usize>(
+    data: &[f32],
+    dim: usize,
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let nb = b.len();
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
+    let chunks = dim / LANES;
+    let tail = chunks * LANES;
+    let mut i = a.start;
+    while i < a.end {
+        let ai = i - a.start;
+        if i + R <= a.end {
+            let xs: [&[f32]; R] = std::array::from_fn(|u| row(i + u));
+            let mut j = b.start;
+            while j + C <= b.end {
+                let ys: [&[f32]; C] = std::array::from_fn(|v| row(j + v));
+                let mut acc = [[[0f32; LANES]; C]; R];
+                for c in 0..chunks {
+                    let o = c * LANES;
+                    let x: [&[f32; LANES]; R] =
+                        std::array::from_fn(|u| xs[u][o..o + LANES].try_into().unwrap());
+                    let y: [&[f32; LANES]; C] =
+                        std::array::from_fn(|v| ys[v][o..o + LANES].try_into().unwrap());
+                    for u in 0..R {
+                        for v in 0..C {
+                            for l in 0..LANES {
+                                acc[u][v][l] += x[u][l] * y[v][l];
+                            }
+                        }
+                    }
+                }
+                for u in 0..R {
+                    for v in 0..C {
+                        let acc = &mut acc[u][v];
+                        let mut w = LANES / 2;
+                        while w > 0 {
+                            for l in 0..w {
+                                acc[l] += acc[l + w];
+                            }
+                            w /= 2;
+                        }
+                        let mut t = 0f32;
+                        for d in tail..dim {
+                            t += xs[u][d] * ys[v][d];
+                        }
+                        out[(ai + u) * nb + (j - b.start + v)] = acc[0] + t;
+                    }
+                }
+                j += C;
+            }
+            for j in j..b.end {
+                for u in 0..R {
+                    out[(ai + u) * nb + (j - b.start)] = dot(xs[u], row(j));
+                }
+            }
+            i += R;
+        } else {
+            for j in b.clone() {
+                out[ai * nb + (j - b.start)] = dot(row(i), row(j));
+            }
+            i += 1;
+        }
+    }
+}
+
+macro_rules! tile_for {
+    ($name:ident, $feature:literal, $r:literal, $c:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            data: &[f32],
+            dim: usize,
+            a: std::ops::Range<usize>,
+            b: std::ops::Range<usize>,
+            out: &mut [f32],
+        ) {
+            tile_impl::<$r, $c>(data, dim, a, b, out)
+        }
+    };
+}
+tile_for!(tile_avx512, "avx512f", 4, 4);
+tile_for!(tile_avx2, "avx2", 2, 2);
+
+/// The scores of rows `a` against rows `b` (see [`tile_impl`]), on the best
+/// instruction set of this CPU (the same additions in the same order on each).
+pub fn tile_scores(
+    data: &[f32],
+    dim: usize,
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    assert!(out.len() >= a.len() * b.len() && data.len() >= a.end.max(b.end) * dim);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { tile_avx512(data, dim, a, b, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { tile_avx2(data, dim, a, b, out) };
+        }
+    }
+    tile_impl::<2, 2>(data, dim, a, b, out)
+}
+
+/// The exact kNN graph of the `n = data.len() / dim` rows (see the module
+/// docs). `progress(rows_done)` is called after each block of rows is final.
+pub fn knn(
+    data: &[f32],
+    dim: usize,
+    k: usize,
+    tiling: Tiling,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Graph {
+    assert!(dim > 0 && data.len().is_multiple_of(dim));
+    let n = data.len() / dim;
+    let k = k.min(n.saturating_sub(1));
+    let mut graph = Graph {
+        n,
+        k,
+        idx: vec![u32::MAX; n * k],
+        score: vec![f32::NEG_INFINITY; n * k],
+    };
+    if k == 0 {
+        progress(n);
+        return graph;
+    }
+    let mut lens = vec![0usize; n];
+    let b = tiling.rows.max(4);
+    let blocks = n.div_ceil(b);
+    let range = |t: usize| t * b..((t + 1) * b).min(n);
+    for bi in 0..blocks {
+        let ri = range(bi);
+        let (hi_s, lo_s) = (ri.end * k, ri.start * k);
+        // The rows after block I, split by tile: each task owns its tile's rows.
+        let (head_s, later_s) = graph.score.split_at_mut(hi_s);
+        let (head_i, later_i) = graph.idx.split_at_mut(hi_s);
+        let (head_l, later_l) = lens.split_at_mut(ri.end);
+        let mine_s = &mut head_s[lo_s..];
+        let mine_i = &mut head_i[lo_s..];
+        let mine_l = &mut head_l[ri.start..];
+        // Block I against itself and against each later tile, in parallel; each
+        // task returns its candidates for I's rows, merged below.
+        let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = std::iter::once((bi, None))
+            .chain(
+                later_s
+                    .chunks_mut(b * k)
+                    .zip(later_i.chunks_mut(b * k))
+                    .zip(later_l.chunks_mut(b))
+                    .enumerate()
+                    .map(|(t, ((s, i), l))| (bi + 1 + t, Some((s, i, l)))),
+            )
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(bj, theirs)| {
+                let rj = range(bj);
+                let mut tile = vec![0f32; ri.len() * rj.len()];
+                tile_scores(data, dim, ri.clone(), rj.clone(), &mut tile);
+                let mut s = vec![f32::NEG_INFINITY; ri.len() * k];
+                let mut r = vec![u32::MAX; ri.len() * k];
+                let mut l = vec![0usize; ri.len()];
+                for (a, i) in ri.clone().enumerate() {
+                    let (ss, rr) = (&mut s[a * k..(a + 1) * k], &mut r[a * k..(a + 1) * k]);
+                    for (c, j) in rj.clone().enumerate() {
+                        if i != j {
+                            offer(ss, rr, &mut l[a], tile[a * rj.len() + c], j as u32);
+                        }
+                    }
+                }
+                if let Some((ts, ti, tl)) = theirs {
+                    for (c, _) in rj.clone().enumerate() {
+                        let (ss, rr) = (&mut ts[c * k..(c + 1) * k], &mut ti[c * k..(c + 1) * k]);
+                        for (a, i) in ri.clone().enumerate() {
+                            offer(ss, rr, &mut tl[c], tile[a * rj.len() + c], i as u32);
+                        }
+                    }
+                }
+                (s, r, l)
+            })
+            .collect();
+        for (s, r, l) in locals {
+            for a in 0..ri.len() {
+                for m in 0..l[a] {
+                    offer(
+                        &mut mine_s[a * k..(a + 1) * k],
+                        &mut mine_i[a * k..(a + 1) * k],
+                        &mut mine_l[a],
+                        s[a * k + m],
+                        r[a * k + m],
+                    );
+                }
+            }
+        }
+        progress(ri.end);
+    }
+    graph
+}
+
+/// Two rows `i < j` and their score.
+pub type Pair = (u32, u32, f32);
+
+/// Every pair `(i, j)`, `i < j`, whose score is at least `threshold`, by
+/// tiles as [`knn`] (each pair scored once); `found` receives each tile's pairs.
+pub fn pairs_at_least(
+    data: &[f32],
+    dim: usize,
+    threshold: f32,
+    tiling: Tiling,
+    found: &mut dyn FnMut(&[Pair]),
+    progress: &(dyn Fn(usize) + Sync),
+) {
+    assert!(dim > 0 && data.len().is_multiple_of(dim));
+    let n = data.len() / dim;
+    let b = tiling.rows.max(4);
+    let blocks = n.div_ceil(b);
+    let range = |t: usize| t * b..((t + 1) * b).min(n);
+    for bi in 0..blocks {
+        let ri = range(bi);
+        let pairs: Vec<Vec<Pair>> = (bi..blocks)
+            .into_par_iter()
+            .map(|bj| {
+                let rj = range(bj);
+                let mut tile = vec![0f32; ri.len() * rj.len()];
+                tile_scores(data, dim, ri.clone(), rj.clone(), &mut tile);
+                let mut out = Vec::new();
+                for (a, i) in ri.clone().enumerate() {
+                    for (c, j) in rj.clone().enumerate() {
+                        let s = tile[a * rj.len() + c];
+                        if j > i && s >= threshold {
+                            out.push((i as u32, j as u32, s));
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        for p in &pairs {
+            found(p);
+        }
+        progress(ri.end);
+    }
+}

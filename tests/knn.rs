@@ -1,0 +1,303 @@
+//! The all-pairs engine (`knn`, `dedup`, `neighbours`) against plain loops:
+//! the graph equals a sort of every row's scores computed one pair at a time
+//! with `search::dot` (bit for bit), the scores equal float64 dot products to
+//! rounding, and the groups equal a union-find over all pairs.
+
+mod common;
+
+use common::{Rng, exe, run_ok};
+use rmac_native::knn::dedup::{UnionFind, groups};
+use rmac_native::knn::{Graph, Tiling, knn};
+use rmac_native::search::dot;
+
+fn unit_rows(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
+    let mut data = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let v: Vec<f64> = (0..dim).map(|_| rng.f() as f64).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+        data.extend(v.iter().map(|x| (x / norm) as f32));
+    }
+    data
+}
+
+/// Every row's k best other rows: score each pair alone, sort (ties by lower row).
+fn naive(data: &[f32], dim: usize, k: usize) -> Graph {
+    let n = data.len() / dim;
+    let k = k.min(n.saturating_sub(1));
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
+    let (mut idx, mut score) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut all: Vec<(usize, f32)> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| (j, dot(row(i), row(j))))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for &(j, s) in &all[..k] {
+            idx.push(j as u32);
+            score.push(s);
+        }
+    }
+    Graph { n, k, idx, score }
+}
+
+fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+fn check(data: &[f32], dim: usize, k: usize, tiling: Tiling, what: &str) {
+    let got = knn(data, dim, k, tiling, &|_| {});
+    let want = naive(data, dim, k);
+    assert_eq!(
+        got, want,
+        "{what}: the graph equals the one-pair-at-a-time sort, bit for bit"
+    );
+    // And the scores are the float64 inner products, to float32 rounding.
+    for i in 0..got.n {
+        for (j, s) in got.row(i) {
+            let exact = dot64(&data[i * dim..(i + 1) * dim], &data[j * dim..(j + 1) * dim]);
+            assert!(
+                (s as f64 - exact).abs() < 1e-5,
+                "{what}: {i}→{j} {s} vs {exact}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_graph_is_exact_on_random_sets_of_any_dimension_and_tile() {
+    let mut rng = Rng(11);
+    for (n, dim) in [(257, 7), (130, 128), (203, 512)] {
+        let data = unit_rows(&mut rng, n, dim);
+        for rows in [4, 8, 64, 2048] {
+            check(
+                &data,
+                dim,
+                5,
+                Tiling { rows },
+                &format!("n {n} dim {dim} tiles {rows}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn ties_duplicates_zero_vectors_and_tiny_sets_are_exact() {
+    let mut rng = Rng(3);
+    let dim = 16;
+    // Many exact ties: 40 rows that are 5 distinct vectors repeated, plus zero rows.
+    let base = unit_rows(&mut rng, 5, dim);
+    let mut data = Vec::new();
+    for i in 0..40 {
+        data.extend_from_slice(&base[(i % 5) * dim..(i % 5 + 1) * dim]);
+    }
+    data.extend(std::iter::repeat_n(0.0, 3 * dim));
+    for rows in [4, 12] {
+        check(&data, dim, 9, Tiling { rows }, "ties");
+    }
+    // N < K: every other row; N = 1 and N = 0: nothing.
+    let three = unit_rows(&mut rng, 3, dim);
+    let g = knn(&three, dim, 10, Tiling { rows: 4 }, &|_| {});
+    assert_eq!(g.k, 2);
+    check(&three, dim, 10, Tiling { rows: 4 }, "n < k");
+    let g = knn(&three[..dim], dim, 3, Tiling { rows: 4 }, &|_| {});
+    assert_eq!((g.n, g.k, g.idx.len()), (1, 0, 0));
+    let g = knn(&[], dim, 3, Tiling { rows: 4 }, &|_| {});
+    assert_eq!((g.n, g.k), (0, 0));
+}
+
+#[test]
+fn the_graph_does_not_depend_on_the_thread_count() {
+    let mut rng = Rng(5);
+    let data = unit_rows(&mut rng, 300, 64);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| knn(&data, 64, 7, Tiling { rows: 16 }, &|_| {}));
+    let many = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap()
+        .install(|| knn(&data, 64, 7, Tiling { rows: 16 }, &|_| {}));
+    assert_eq!(one, many);
+}
+
+/// Planted groups (a few copies of each of some vectors, slightly perturbed)
+/// among random vectors; the groups equal a union-find over all pairs.
+#[test]
+fn dedup_groups_equal_a_union_find_over_all_pairs() {
+    let mut rng = Rng(9);
+    let dim = 32;
+    let mut data = unit_rows(&mut rng, 60, dim);
+    let seeds = unit_rows(&mut rng, 6, dim);
+    for (g, size) in [2usize, 3, 5, 1, 8, 2].into_iter().enumerate() {
+        for _ in 0..size {
+            let v: Vec<f64> = seeds[g * dim..(g + 1) * dim]
+                .iter()
+                .map(|&x| x as f64 + rng.f() as f64 * 0.01)
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            data.extend(v.iter().map(|x| (x / norm) as f32));
+        }
+    }
+    let n = data.len() / dim;
+    let threshold = 0.97;
+    let mut uf = UnionFind::new(n);
+    let mut paired = vec![false; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            if dot(&data[i * dim..(i + 1) * dim], &data[j * dim..(j + 1) * dim]) >= threshold {
+                uf.union(i as u32, j as u32);
+                paired[i] = true;
+                paired[j] = true;
+            }
+        }
+    }
+    let mut want: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for i in (0..n).filter(|&i| paired[i]) {
+        want.entry(uf.find(i as u32)).or_default().push(i);
+    }
+    for rows in [4, 16, 2048] {
+        let got = groups(&data, dim, threshold, Tiling { rows }, &|_| {});
+        let got_sets: Vec<(usize, Vec<usize>)> = got
+            .iter()
+            .map(|g| (g.keeper, g.members.iter().map(|m| m.0).collect()))
+            .collect();
+        let want_sets: Vec<(usize, Vec<usize>)> =
+            want.iter().map(|(r, m)| (*r as usize, m.clone())).collect();
+        assert_eq!(got_sets, want_sets, "tiles of {rows}");
+        assert_eq!(
+            got.iter().map(|g| g.members.len()).collect::<Vec<_>>(),
+            [2, 3, 5, 8, 2]
+        );
+        for g in &got {
+            assert_eq!(
+                g.members[0],
+                (
+                    g.keeper,
+                    dot(
+                        &data[g.keeper * dim..(g.keeper + 1) * dim],
+                        &data[g.keeper * dim..(g.keeper + 1) * dim]
+                    )
+                )
+            );
+        }
+    }
+}
+
+/// Through the binary: `knn` writes NPY (int32 rows, float32 scores, paths)
+/// or JSONL; `dedup` writes groups, a summary and a keep-list; `neighbours`
+/// prints the same neighbours as the graph.
+#[test]
+fn knn_and_dedup_commands_write_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(21);
+    let dim = 512;
+    let mut data = unit_rows(&mut rng, 40, dim);
+    // Rows 40 and 41 copy row 3: one group of three.
+    let copy = data[3 * dim..4 * dim].to_vec();
+    data.extend_from_slice(&copy);
+    data.extend_from_slice(&copy);
+    let n = data.len() / dim;
+    let paths: Vec<String> = (0..n).map(|i| format!("frames/{i:03}.png")).collect();
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let want = naive(&data, dim, 4);
+
+    let g = dir.path().join("graph");
+    run_ok(
+        exe()
+            .arg("knn")
+            .arg(&npy)
+            .args(["-k", "4", "--output"])
+            .arg(&g),
+    );
+    let idx = std::fs::read(dir.path().join("graph.idx.npy")).unwrap();
+    assert!(String::from_utf8_lossy(&idx[..128]).contains("'descr': '<i4'"));
+    assert!(String::from_utf8_lossy(&idx[..128]).contains(&format!("'shape': ({n}, 4)")));
+    let got_idx: Vec<u32> = idx[128..]
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect();
+    assert_eq!(got_idx, want.idx);
+    let score = std::fs::read(dir.path().join("graph.score.npy")).unwrap();
+    let got_score: Vec<f32> = score[128..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got_score, want.score);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("graph.paths.txt")).unwrap(),
+        paths.join("\n") + "\n"
+    );
+
+    let jsonl = dir.path().join("graph.jsonl");
+    run_ok(
+        exe()
+            .arg("knn")
+            .arg(&npy)
+            .args(["-k", "2", "--output"])
+            .arg(&jsonl),
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&jsonl)
+            .unwrap()
+            .lines()
+            .nth(3)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["path"], "frames/003.png");
+    assert_eq!(first["neighbours"][0][0], "frames/040.png");
+
+    let groups_out = dir.path().join("groups.jsonl");
+    let keep = dir.path().join("keep.txt");
+    run_ok(
+        exe()
+            .arg("dedup")
+            .arg(&npy)
+            .args(["--threshold", "0.99", "--output"])
+            .arg(&groups_out)
+            .arg("--keep-list")
+            .arg(&keep),
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&groups_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one group and the summary: {lines:?}");
+    assert_eq!(lines[0]["keeper"], "frames/003.png");
+    assert_eq!(lines[0]["size"], 3);
+    assert_eq!(lines[1]["summary"]["droppable"], 2);
+    let kept = std::fs::read_to_string(&keep).unwrap();
+    assert_eq!(kept.lines().count(), n - 2);
+    assert!(kept.contains("frames/003.png\n") && !kept.contains("frames/040.png"));
+
+    // neighbours: the same neighbours, as text.
+    let text =
+        String::from_utf8(run_ok(exe().arg("neighbours").arg(&npy).args(["-k", "4"])).stdout)
+            .unwrap();
+    let block: Vec<&str> = text.lines().skip(5 * 3).take(5).collect();
+    assert_eq!(block[0], "frames/003.png");
+    assert!(block[1].ends_with(&paths[want.idx[3 * 4] as usize]));
+
+    // Bad input: a NaN in the vectors is a clear error.
+    let mut bad = data.clone();
+    bad[5] = f32::NAN;
+    let bad_npy = dir.path().join("bad.npy");
+    rmac_native::store::npy::write_npy(&bad_npy, &paths, &bad, dim).unwrap();
+    let o = exe()
+        .arg("knn")
+        .arg(&bad_npy)
+        .args(["--output"])
+        .arg(dir.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
