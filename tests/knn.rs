@@ -301,3 +301,89 @@ fn knn_and_dedup_commands_write_their_files() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `dedup --html`: a row of thumbnails per group, the keeper first; a missing
+/// image is marked and makes the exit status 3.
+#[test]
+fn dedup_draws_each_group_as_a_row_of_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(4);
+    let dim = 8;
+    let mut data = unit_rows(&mut rng, 4, dim);
+    let copy = data[..dim].to_vec();
+    data.extend_from_slice(&copy); // row 4 = row 0
+    let mut paths = Vec::new();
+    for i in 0..5u8 {
+        let p = dir.path().join(format!("{i}.png"));
+        image::RgbImage::from_pixel(30, 20, image::Rgb([i * 50, 90, 200]))
+            .save(&p)
+            .unwrap();
+        paths.push(p.to_string_lossy().into_owned());
+    }
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let page = dir.path().join("groups.html");
+    let dedup = || {
+        exe()
+            .arg("dedup")
+            .arg(&npy)
+            .args(["--threshold", "0.999", "--output"])
+            .arg(dir.path().join("g.jsonl"))
+            .arg("--html")
+            .arg(&page)
+            .output()
+            .unwrap()
+    };
+    let o = dedup();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(
+        html.matches("data:image/jpeg;base64,").count(),
+        2,
+        "keeper + its copy"
+    );
+    assert!(html.contains("2 copies: keep") && html.contains("<dt>threshold</dt><dd>0.999</dd>"));
+    std::fs::remove_file(&paths[4]).unwrap();
+    let o = dedup();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("missing: not found")
+    );
+}
+
+/// A run stopped after some tiles goes on from its finished rows and gives the
+/// graph of an uninterrupted run.
+#[test]
+fn a_resumed_graph_equals_an_uninterrupted_one() {
+    let mut rng = Rng(13);
+    let (dim, k) = (24, 6);
+    let data = unit_rows(&mut rng, 150, dim);
+    let tiling = Tiling { rows: 16 };
+    let full = knn(&data, dim, k, tiling, &|_| {});
+    for rows in [16, 64, 144] {
+        let finished = rmac_native::knn::Finished {
+            idx: &full.idx[..rows * k],
+            score: &full.score[..rows * k],
+        };
+        let mut seen = Vec::new();
+        let resumed =
+            rmac_native::knn::knn_resumed(&data, dim, k, tiling, Some(finished), &mut |r, _| {
+                seen.push(r)
+            });
+        assert_eq!(resumed, full, "resumed after {rows} rows");
+        assert_eq!(seen.first(), Some(&(0..rows)));
+        assert_eq!(seen.last().map(|r| r.end), Some(150));
+    }
+}

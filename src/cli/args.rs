@@ -262,6 +262,15 @@ pub struct DedupArgs {
     /// Also write the paths to keep: one keeper per group and every vector in no group.
     #[arg(long)]
     pub keep_list: Option<PathBuf>,
+    /// Also write a page showing each group as a row of thumbnails (the keeper first).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Where the index's relative image paths are, for the page (as in `search --root`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Thumbnail size of the page, in pixels.
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(16..=1024))]
+    pub thumb_size: u32,
     /// Memory for the score tiles (e.g. 1GiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory: u64,

@@ -2,14 +2,19 @@
 //! near-duplicate groups over all pairs ([`rmac_native::knn::dedup`]).
 
 use super::knn::{open_vectors, row_progress};
+use super::locate::locator;
 use crate::cli::DedupArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Context, Result, bail};
 use rmac_native::knn::Tiling;
 use rmac_native::knn::dedup::groups;
+use rmac_native::search::html::{SheetHeader, SheetRow, write_contact_sheet};
+use rmac_native::store::postgres::redact;
+use rmac_native::store::{Target, read_settings};
 use std::io::Write;
 
-pub fn dedup(args: &DedupArgs, env: &Env) -> Result<()> {
+/// Returns the exit code: 0, or 3 when the page could not show some images.
+pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
     if !args.threshold.is_finite() || args.threshold > 1.0 + 1e-6 {
         bail!(
             "--threshold takes a cosine score up to 1 (e.g. 0.95), not {}",
@@ -74,5 +79,44 @@ pub fn dedup(args: &DedupArgs, env: &Env) -> Result<()> {
         n - droppable,
         args.output.display()
     );
-    Ok(())
+    let Some(html) = &args.html else {
+        return Ok(0);
+    };
+    let index = Target::from_path(&args.index);
+    let made = read_settings(&index, &env.pg()).unwrap_or(None);
+    let locate = locator(args.root.as_deref(), &index, made.as_ref());
+    let rows: Vec<SheetRow> = found
+        .iter()
+        .map(|g| SheetRow {
+            label: format!("{} copies: keep {}", g.members.len(), paths[g.keeper]),
+            image: Some((paths[g.keeper].clone(), locate(&paths[g.keeper]))),
+            hits: g.members[1..]
+                .iter()
+                .map(|&(i, s)| (paths[i].clone(), s))
+                .collect(),
+        })
+        .collect();
+    let header = SheetHeader {
+        facts: vec![
+            ("index".into(), redact(&args.index)),
+            ("vectors".into(), n.to_string()),
+            ("threshold".into(), args.threshold.to_string()),
+            ("groups".into(), found.len().to_string()),
+            ("could be dropped".into(), droppable.to_string()),
+        ],
+    };
+    let report = write_contact_sheet(html, &header, &rows, args.thumb_size, &locate)?;
+    eprintln!("rmac-native: groups page → {}", html.display());
+    if report.missing.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "warning: the page could not show {} of its {} images (marked in their tiles); the first: {} ({}). \
+         If the images are elsewhere, pass --root FOLDER",
+        report.missing.len(),
+        report.tiles,
+        report.missing[0].0,
+        report.missing[0].1
+    );
+    Ok(3)
 }

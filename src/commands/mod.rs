@@ -8,6 +8,7 @@ mod evaluate;
 mod extract;
 mod index;
 mod knn;
+mod locate;
 mod neighbours;
 mod pca_fit;
 mod search;

@@ -2,6 +2,7 @@
 //! images by inner product, from a vectors file (exact, SIMD, all cores) or a
 //! PostgreSQL table (pgvector SQL), with optional query expansion.
 
+use super::locate::locator;
 use crate::cli::SearchArgs;
 use crate::cli::resolve::{Env, query_model};
 use anyhow::{Context, Result, bail};
@@ -15,7 +16,7 @@ use rmac_native::store::settings::RunSettings;
 use rmac_native::store::{Target, VectorSource, open_source, read_settings};
 use rmac_native::vgg16::weights::Vgg16Weights;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -253,40 +254,6 @@ fn search_db(args: &SearchArgs, db: &mut Db, qs: &[Query]) -> Result<Results> {
     Ok(out)
 }
 
-/// Where the file of a path in the index is (see `--root`): an absolute path
-/// as it is; a relative one under `--root`, else under the folder the index was
-/// made from, else the index's folder, else the current folder — the first
-/// where it exists.
-fn locator(
-    args: &SearchArgs,
-    index: &Target,
-    made: Option<&RunSettings>,
-) -> impl Fn(&str) -> PathBuf {
-    let bases: Vec<PathBuf> = match &args.root {
-        Some(root) => vec![root.clone()],
-        None => made
-            .and_then(|m| m.base.as_ref().map(PathBuf::from))
-            .into_iter()
-            .chain(index.file().and_then(|f| f.parent()).map(Path::to_path_buf))
-            .collect(),
-    };
-    let only_root = args.root.is_some();
-    move |p: &str| {
-        let path = Path::new(p);
-        if path.is_absolute() {
-            return path.to_path_buf();
-        }
-        bases
-            .iter()
-            .map(|b| b.join(path))
-            .find(|f| f.exists())
-            .unwrap_or_else(|| match (only_root, bases.first()) {
-                (true, Some(root)) => root.join(path),
-                _ => path.to_path_buf(),
-            })
-    }
-}
-
 /// The contact sheet's header: what was searched, how, and with which settings.
 fn sheet_header(args: &SearchArgs, rows: usize, made: Option<&RunSettings>) -> SheetHeader {
     let mut facts = vec![
@@ -342,7 +309,7 @@ pub fn search(args: &SearchArgs, env: &Env) -> Result<u8> {
         } else {
             None
         };
-        let locate = locator(args, &index, made.as_ref());
+        let locate = locator(args.root.as_deref(), &index, made.as_ref());
         qs = gather_queries(args, env, None, Some(&mut db), made.as_ref(), &locate)?;
         results = search_db(args, &mut db, &qs)?;
         rows = db.count()? as usize;
@@ -353,7 +320,7 @@ pub fn search(args: &SearchArgs, env: &Env) -> Result<u8> {
         } else {
             None
         };
-        let locate = locator(args, &index, made.as_ref());
+        let locate = locator(args.root.as_deref(), &index, made.as_ref());
         qs = gather_queries(args, env, Some(set.as_ref()), None, made.as_ref(), &locate)?;
         results = search_file(args, set.as_ref(), &qs)?;
         rows = set.len();
@@ -403,7 +370,7 @@ pub fn search(args: &SearchArgs, env: &Env) -> Result<u8> {
             hits: h.clone(),
         })
         .collect();
-    let locate = locator(args, &index, made.as_ref());
+    let locate = locator(args.root.as_deref(), &index, made.as_ref());
     let report = write_contact_sheet(
         html,
         &sheet_header(args, rows, made.as_ref()),

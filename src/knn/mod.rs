@@ -224,6 +224,30 @@ pub fn knn(
     tiling: Tiling,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Graph {
+    knn_resumed(data, dim, k, tiling, None, &mut |rows, _| {
+        progress(rows.end)
+    })
+}
+
+/// The rows of a graph already final (a killed run's): the first
+/// `idx.len() / k` rows, a whole number of tiles.
+pub struct Finished<'a> {
+    pub idx: &'a [u32],
+    pub score: &'a [f32],
+}
+
+/// [`knn`], going on from `finished` rows (a run that was stopped): the
+/// remaining rows are scored against every row, the finished ones included
+/// (whose candidates for them were lost with the stopped run). `done(rows,
+/// graph)` is called after each block of rows is final, in order.
+pub fn knn_resumed(
+    data: &[f32],
+    dim: usize,
+    k: usize,
+    tiling: Tiling,
+    finished: Option<Finished>,
+    done: &mut dyn FnMut(std::ops::Range<usize>, &Graph),
+) -> Graph {
     assert!(dim > 0 && data.len().is_multiple_of(dim));
     let n = data.len() / dim;
     let k = k.min(n.saturating_sub(1));
@@ -234,14 +258,34 @@ pub fn knn(
         score: vec![f32::NEG_INFINITY; n * k],
     };
     if k == 0 {
-        progress(n);
+        done(0..n, &graph);
         return graph;
     }
-    let mut lens = vec![0usize; n];
     let b = tiling.rows.max(4);
+    let first = match &finished {
+        None => 0,
+        Some(f) => {
+            let rows = f.idx.len() / k;
+            assert!(
+                f.idx.len() == rows * k
+                    && f.score.len() == rows * k
+                    && (rows.is_multiple_of(b) || rows == n)
+                    && rows <= n,
+                "finished rows must be whole tiles of the same graph"
+            );
+            graph.idx[..rows * k].copy_from_slice(f.idx);
+            graph.score[..rows * k].copy_from_slice(f.score);
+            rows / b
+        }
+    };
+    let mut lens = vec![0usize; n];
     let blocks = n.div_ceil(b);
     let range = |t: usize| t * b..((t + 1) * b).min(n);
-    for bi in 0..blocks {
+    if first > 0 {
+        lens[..(first * b).min(n)].fill(k);
+        done(0..(first * b).min(n), &graph);
+    }
+    for bi in first..blocks {
         let ri = range(bi);
         let (hi_s, lo_s) = (ri.end * k, ri.start * k);
         // The rows after block I, split by tile: each task owns its tile's rows.
@@ -253,7 +297,10 @@ pub fn knn(
         let mine_l = &mut head_l[ri.start..];
         // Block I against itself and against each later tile, in parallel; each
         // task returns its candidates for I's rows, merged below.
-        let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = std::iter::once((bi, None))
+        // (The finished blocks of a stopped run, one way only: their rows are final.)
+        let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = (0..first)
+            .map(|bj| (bj, None))
+            .chain(std::iter::once((bi, None)))
             .chain(
                 later_s
                     .chunks_mut(b * k)
@@ -303,7 +350,7 @@ pub fn knn(
                 }
             }
         }
-        progress(ri.end);
+        done(ri, &graph);
     }
     graph
 }
