@@ -14,15 +14,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The process's peak RSS, MiB (0 where /proc is not there).
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    rmac_native::bench::peak_rss_mib().unwrap_or(0.0)
 }
 
 fn main() {

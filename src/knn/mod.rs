@@ -16,11 +16,9 @@
 
 pub mod dedup;
 
-use crate::search::dot;
+use crate::search::{LANES, dot, finish_dot};
 use rayon::prelude::*;
 use std::cmp::Ordering;
-
-const LANES: usize = 16;
 
 /// `n × k` neighbours, best first: `idx[i * k + r]` is row i's r-th nearest
 /// other row, `score[i * k + r]` its inner product. `k` is at most `n − 1`.
@@ -141,19 +139,8 @@ fn tile_impl<const R: usize, const C: usize>(
                 }
                 for u in 0..R {
                     for v in 0..C {
-                        let acc = &mut acc[u][v];
-                        let mut w = LANES / 2;
-                        while w > 0 {
-                            for l in 0..w {
-                                acc[l] += acc[l + w];
-                            }
-                            w /= 2;
-                        }
-                        let mut t = 0f32;
-                        for d in tail..dim {
-                            t += xs[u][d] * ys[v][d];
-                        }
-                        out[(ai + u) * nb + (j - b.start + v)] = acc[0] + t;
+                        out[(ai + u) * nb + (j - b.start + v)] =
+                            finish_dot(acc[u][v], &xs[u][tail..], &ys[v][tail..]);
                     }
                 }
                 j += C;

@@ -18,7 +18,8 @@ use std::collections::BinaryHeap;
 
 // ---------------------------------------------------------------- the scan
 
-const LANES: usize = 16;
+/// Lanes of [`dot`]'s accumulator (shared by the kNN kernel, which must add alike).
+pub const LANES: usize = 16;
 
 /// Inner product with a fixed summation order: 16 lanes, then a pairwise
 /// reduction, then the tail. Every compiled version gives the same bits.
@@ -34,6 +35,14 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
+    finish_dot(acc, ra, rb)
+}
+
+/// The end of [`dot`]: the lane sums reduced pairwise, then the tail's
+/// products added in order. The kNN kernel ends its dot products here too, so
+/// that both give the same bits.
+#[inline(always)]
+pub fn finish_dot(mut acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     let mut w = LANES / 2;
     while w > 0 {
         for l in 0..w {
@@ -42,7 +51,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         w /= 2;
     }
     let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
+    for (x, y) in a_tail.iter().zip(b_tail) {
         tail += x * y;
     }
     acc[0] + tail

@@ -16,8 +16,8 @@ use super::companions::{errors_path, journal_path};
 use super::jsonl::JsonlSink;
 use super::settings::RunSettings;
 use super::{VectorSet, VectorSink};
-use ::parquet::arrow::ArrowWriter;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use ::parquet::arrow::{ArrowWriter, ProjectionMask};
 use ::parquet::basic::Compression;
 use ::parquet::file::metadata::KeyValue;
 use ::parquet::file::properties::WriterProperties;
@@ -184,12 +184,30 @@ pub fn read_settings(file: &Path) -> Result<Option<RunSettings>> {
         .transpose()
 }
 
-/// The paths a Parquet file holds (a missing file: none).
+/// The paths a Parquet file holds (a missing file: none), reading the `path`
+/// column only: a resume does not read the vectors.
 fn paths_in(file: &Path) -> Result<Vec<String>> {
     if !file.exists() {
         return Ok(Vec::new());
     }
-    Ok(read_vectors(file)?.paths)
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        .with_context(|| format!("{} is not a readable Parquet file", file.display()))?;
+    let only_paths = ProjectionMask::columns(builder.parquet_schema(), ["path"]);
+    let reader = builder
+        .with_projection(only_paths)
+        .with_batch_size(ROWS_PER_GROUP)
+        .build()?;
+    let mut paths = Vec::new();
+    for b in reader {
+        let b = b.with_context(|| format!("cannot read {}", file.display()))?;
+        let column = b
+            .column_by_name("path")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .with_context(|| format!("{}: no string column `path`", file.display()))?;
+        paths.extend(column.iter().map(|p| p.unwrap_or_default().to_owned()));
+    }
+    Ok(paths)
 }
 
 /// The Parquet sink (see the module docs).

@@ -46,6 +46,17 @@ impl RunSettings {
     /// The settings of vectors made with the weights file `weights`, the PCA
     /// file `pca` (or none) and the recipe `config`.
     pub fn of(weights: &Path, pca: Option<&Path>, config: &ExtractConfig) -> Result<RunSettings> {
+        Self::of_digested(weights, pca, config, &file_digest)
+    }
+
+    /// [`Self::of`], with the files' (sha256, bytes) from `file_digest` (a
+    /// caller that has hashed them already passes what it knows).
+    pub fn of_digested(
+        weights: &Path,
+        pca: Option<&Path>,
+        config: &ExtractConfig,
+        file_digest: &dyn Fn(&Path) -> std::io::Result<(String, u64)>,
+    ) -> Result<RunSettings> {
         let digest =
             |p: &Path| file_digest(p).with_context(|| format!("cannot read {}", p.display()));
         let absolute = |p: &Path| {

