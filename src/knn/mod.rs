@@ -3,7 +3,8 @@
 //! [`dedup`]).
 //!
 //! The rows are visited in square tiles of [`Tiling::rows`] rows. The score of a
-//! pair is computed by a 4×4 register-blocked kernel that adds in exactly the
+//! pair is computed by a register-blocked kernel (4×4 pairs on AVX-512, 5×2 on
+//! AVX2) that adds in exactly the
 //! order of [`crate::search::dot`] (16 lanes, multiply then add, pairwise
 //! reduction, then the tail), so every score is bit-identical to what `search`
 //! reports for the same two vectors, on every CPU. The problem is symmetric: a
