@@ -89,16 +89,33 @@ pub fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a
-/// rename, creating the folder when needed. The temporary name carries the
-/// process id, so two processes never share one; it is removed on failure.
+/// rename (see [`write_atomically_with`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, &mut |w| w.write_all(bytes))
+}
+
+/// Writes what `write` produces to `path` through a temporary file in the same
+/// folder (buffered: a large output is streamed, never held) and a rename,
+/// creating the folder when needed. The temporary name carries the process id,
+/// so two processes never share one; it is removed on failure.
+pub fn write_atomically_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|file| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            write(&mut out)?;
+            out.flush()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use rmac_native::knn::{Graph, Tiling, knn as knn_graph};
 use rmac_native::store::npy::{write_matrix, write_paths};
 use rmac_native::store::{Target, VectorSource, open_source};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -106,18 +105,20 @@ fn write_graph(out: &Path, paths: &[String], g: &Graph) -> Result<()> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     if is_jsonl {
-        let mut text = Vec::new();
-        for i in 0..g.n {
-            let neighbours: Vec<(&str, f32)> =
-                g.row(i).map(|(j, s)| (paths[j].as_str(), s)).collect();
-            serde_json::to_writer(
-                &mut text,
-                &serde_json::json!({"path": paths[i], "neighbours": neighbours}),
-            )?;
-            text.write_all(b"\n")?;
-        }
-        return rmac_native::files::write_atomically(out, &text)
-            .with_context(|| format!("cannot write {}", out.display()));
+        // Streamed: at a million rows the text is hundreds of MiB.
+        return rmac_native::files::write_atomically_with(out, &mut |w| {
+            for i in 0..g.n {
+                let neighbours: Vec<(&str, f32)> =
+                    g.row(i).map(|(j, s)| (paths[j].as_str(), s)).collect();
+                serde_json::to_writer(
+                    &mut *w,
+                    &serde_json::json!({"path": paths[i], "neighbours": neighbours}),
+                )?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("cannot write {}", out.display()));
     }
     let stem = npy_stem(out);
     write_matrix(
