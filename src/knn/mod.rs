@@ -4,12 +4,12 @@
 //!
 //! The rows are visited in square tiles of [`Tiling::rows`] rows. The score of a
 //! pair is computed by a register-blocked kernel (4×4 pairs on AVX-512, 5×2 on
-//! AVX2) that adds in exactly the
-//! order of [`crate::search::dot`] (16 lanes, multiply then add, pairwise
-//! reduction, then the tail), so every score is bit-identical to what `search`
-//! reports for the same two vectors, on every CPU. The problem is symmetric: a
-//! tile (I, J) with J > I gives I's rows their candidates from J *and* J's rows
-//! theirs from I, so each pair is scored once. Rankings: higher score first,
+//! AVX2) that adds in exactly the order of [`crate::search::dot`] (16 lanes,
+//! multiply then add, pairwise reduction, then the tail), so every score is
+//! bit-identical to what `search` reports for the same two vectors, on every
+//! CPU. The problem is symmetric: a tile (I, J) with J > I gives I's rows
+//! their candidates from J *and* J's rows theirs from I, so each pair is
+//! scored once. Rankings: higher score first,
 //! ties by lower row — deterministic whatever the thread count.
 //!
 //! Memory beyond the vectors: the graph (`n·k` scores and rows) plus one tile
@@ -102,9 +102,10 @@ fn offer(scores: &mut [f32], rows: &mut [u32], len: &mut usize, s: f32, r: u32) 
 /// The scores of rows `a` against rows `b`, row-major `a.len() × b.len()`
 /// into `out`, each exactly [`dot`]: `R × C` pairs at a time. Each of a dot
 /// product's 16 lane sums is independent of the others, so they are computed
-/// `W` lanes per pass over the dimension (`W = 8` on AVX2: a 4 × 3 block is 12
-/// accumulator registers of AVX2's 16, with 7 loads for 12 fused multiply-adds;
-/// `W = 16` on AVX-512), each lane adding in [`dot`]'s order. `b` is visited in
+/// `W` lanes per pass over the dimension (`W = 8` on AVX2: a 5 × 2 block is 10
+/// accumulator registers of AVX2's 16, with 7 loads for 10 multiplies and 10
+/// adds — 4 × 3 spills one accumulator for the product's temporary; `W = 16` on
+/// AVX-512), each lane adding in [`dot`]'s order. `b` is visited in
 /// panels that stay in the L2 cache while all of `a` streams past them.
 #[inline(always)]
 fn tile_impl<const R: usize, const C: usize, const W: usize>(
