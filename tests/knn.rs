@@ -5,20 +5,10 @@
 
 mod common;
 
-use common::{Rng, exe, run_ok};
+use common::{Rng, exe, run_ok, unit_rows};
 use rmac_native::knn::dedup::{UnionFind, groups};
 use rmac_native::knn::{Graph, Tiling, knn};
 use rmac_native::search::dot;
-
-fn unit_rows(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
-    let mut data = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let v: Vec<f64> = (0..dim).map(|_| rng.f() as f64).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-        data.extend(v.iter().map(|x| (x / norm) as f32));
-    }
-    data
-}
 
 /// Every row's k best other rows: score each pair alone, sort (ties by lower row).
 fn naive(data: &[f32], dim: usize, k: usize) -> Graph {
@@ -158,7 +148,39 @@ fn dedup_groups_equal_a_union_find_over_all_pairs() {
         want.entry(uf.find(i as u32)).or_default().push(i);
     }
     for rows in [4, 16, 2048] {
-        let got = groups(&data, dim, threshold, Tiling { rows }, &|_| {});
+        let (got, summaries) = groups(
+            &data,
+            dim,
+            &[threshold, 0.9, 0.5, 0.995],
+            Tiling { rows },
+            &mut |_| {},
+        );
+        // Each threshold's counts equal its own union-find over all pairs.
+        for s in &summaries {
+            let mut uf = UnionFind::new(n);
+            let mut paired = vec![false; n];
+            for i in 0..n {
+                for j in i + 1..n {
+                    if dot(&data[i * dim..(i + 1) * dim], &data[j * dim..(j + 1) * dim])
+                        >= s.threshold
+                    {
+                        uf.union(i as u32, j as u32);
+                        paired[i] = true;
+                        paired[j] = true;
+                    }
+                }
+            }
+            let roots = (0..n)
+                .filter(|&i| paired[i] && uf.find(i as u32) == i as u32)
+                .count();
+            assert_eq!(
+                (s.groups, s.in_groups),
+                (roots, paired.iter().filter(|&&p| p).count()),
+                "threshold {}",
+                s.threshold
+            );
+        }
+        assert_eq!(summaries[0].groups, want.len());
         let got_sets: Vec<(usize, Vec<usize>)> = got
             .iter()
             .map(|g| (g.keeper, g.members.iter().map(|m| m.0).collect()))
@@ -256,7 +278,7 @@ fn knn_and_dedup_commands_write_their_files() {
         exe()
             .arg("dedup")
             .arg(&npy)
-            .args(["--threshold", "0.99", "--output"])
+            .args(["--threshold", "0.99,0.999999", "--output"])
             .arg(&groups_out)
             .arg("--keep-list")
             .arg(&keep),
@@ -270,6 +292,20 @@ fn knn_and_dedup_commands_write_their_files() {
     assert_eq!(lines[0]["keeper"], "frames/003.png");
     assert_eq!(lines[0]["size"], 3);
     assert_eq!(lines[1]["summary"]["droppable"], 2);
+    // Per threshold, highest first: the copies are exact, so 0.999999 groups them too.
+    let by = &lines[1]["summary"]["by_threshold"];
+    assert_eq!(by.as_array().unwrap().len(), 2, "{by}");
+    assert_eq!(
+        (
+            by[0]["threshold"].as_f64().unwrap() as f32,
+            by[1]["threshold"].as_f64().unwrap() as f32
+        ),
+        (0.999999, 0.99)
+    );
+    assert_eq!(
+        (by[0]["droppable"].as_u64(), by[0]["kept"].as_u64()),
+        (Some(2), Some(n as u64 - 2))
+    );
     let kept = std::fs::read_to_string(&keep).unwrap();
     assert_eq!(kept.lines().count(), n - 2);
     assert!(kept.contains("frames/003.png\n") && !kept.contains("frames/040.png"));
@@ -363,27 +399,170 @@ fn dedup_draws_each_group_as_a_row_of_thumbnails() {
     );
 }
 
-/// A run stopped after some tiles goes on from its finished rows and gives the
-/// graph of an uninterrupted run.
+/// Any split of the blocks (over ranks, or a stopped run and its resumption)
+/// gives partial graphs that merge into the graph of one uninterrupted run,
+/// bit for bit — also when a block was scored twice (by a run that was
+/// stopped after its last checkpoint and the run that redid it).
 #[test]
-fn a_resumed_graph_equals_an_uninterrupted_one() {
+fn partial_graphs_of_any_split_merge_into_the_whole_graph() {
+    use rmac_native::knn::{knn_blocks, share_blocks};
     let mut rng = Rng(13);
     let (dim, k) = (24, 6);
-    let data = unit_rows(&mut rng, 150, dim);
+    let n = 150;
+    let data = unit_rows(&mut rng, n, dim);
     let tiling = Tiling { rows: 16 };
     let full = knn(&data, dim, k, tiling, &|_| {});
-    for rows in [16, 64, 144] {
-        let finished = rmac_native::knn::Finished {
-            idx: &full.idx[..rows * k],
-            score: &full.score[..rows * k],
-        };
-        let mut seen = Vec::new();
-        let resumed =
-            rmac_native::knn::knn_resumed(&data, dim, k, tiling, Some(finished), &mut |r, _| {
-                seen.push(r)
-            });
-        assert_eq!(resumed, full, "resumed after {rows} rows");
-        assert_eq!(seen.first(), Some(&(0..rows)));
-        assert_eq!(seen.last().map(|r| r.end), Some(150));
+    assert_eq!(full, naive(&data, dim, k));
+    let blocks: Vec<usize> = (0..tiling.blocks(n)).collect();
+    assert_eq!(blocks.len(), 10);
+    for ranks in [1, 2, 3, 7, 12] {
+        let parts = share_blocks(tiling, n, &blocks, ranks);
+        assert_eq!(parts.len(), ranks);
+        let mut all: Vec<usize> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, blocks, "{ranks} ranks: every block exactly once");
+        let cost = |p: &[usize]| p.iter().map(|&b| tiling.block_pairs(b, n)).sum::<u64>();
+        let (most, biggest) = (
+            parts.iter().map(|p| cost(p)).max().unwrap(),
+            blocks
+                .iter()
+                .map(|&b| tiling.block_pairs(b, n))
+                .max()
+                .unwrap(),
+        );
+        let total = cost(&blocks);
+        assert!(
+            most <= total / ranks as u64 + biggest,
+            "{ranks} ranks: the most loaded scores {most} of {total} pairs"
+        );
+        let mut merged = Graph::empty(n, k);
+        // In reverse, to show the merge's order does not matter.
+        for part in parts.iter().rev() {
+            let mut g = Graph::empty(n, k);
+            knn_blocks(&data, dim, tiling, &mut g, part, &mut |_, _| {});
+            merged.merge(&g);
+        }
+        assert_eq!(merged, full, "{ranks} ranks");
     }
+    // A resumption: a stopped run's partial graph (blocks 0, 3, 4) and the
+    // blocks it had not finished, scored into it; block 4 scored again apart.
+    let mut stopped = Graph::empty(n, k);
+    knn_blocks(&data, dim, tiling, &mut stopped, &[0, 3, 4], &mut |_, _| {});
+    let mut again = Graph::empty(n, k);
+    knn_blocks(&data, dim, tiling, &mut again, &[4], &mut |_, _| {});
+    let rest: Vec<usize> = blocks
+        .iter()
+        .copied()
+        .filter(|b| ![0, 3, 4].contains(b))
+        .collect();
+    let mut seen = Vec::new();
+    knn_blocks(&data, dim, tiling, &mut stopped, &rest, &mut |b, _| {
+        seen.push(b)
+    });
+    assert_eq!(seen, rest);
+    stopped.merge(&again);
+    assert_eq!(stopped, full, "resumed, with block 4 twice");
+}
+
+/// The state file after some blocks, as a killed run leaves it.
+fn wait_for_state(child: &mut std::process::Child, state: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while !state.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "knn ended before its first checkpoint"
+        );
+        assert!(start.elapsed().as_secs() < 60, "no state file after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// `knn` killed (SIGKILL) after some blocks and rerun: it says how many blocks
+/// it goes on from, scores only the others, and writes the same files as an
+/// uninterrupted run, bit for bit; the state files are gone at the end. A
+/// state file of other vectors is refused with what to do.
+#[test]
+fn a_killed_knn_run_resumes_by_block_and_writes_the_same_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(31);
+    let (n, dim) = (12_000, 512);
+    let data = unit_rows(&mut rng, n, dim);
+    let paths: Vec<String> = (0..n).map(|i| format!("f/{i}.png")).collect();
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let knn_cmd = |vectors: &std::path::Path, out: &std::path::Path| {
+        let mut c = exe();
+        c.arg("knn")
+            .arg(vectors)
+            .args([
+                "-k",
+                "7",
+                "--memory",
+                "2MiB",
+                "--checkpoint-every",
+                "0",
+                "--output",
+            ])
+            .arg(out);
+        c
+    };
+    let whole = dir.path().join("whole");
+    let o = run_ok(&mut knn_cmd(&npy, &whole));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!said.contains("resuming"), "{said}");
+    assert!(!dir.path().join("whole.knn-state.0").exists());
+
+    let out = dir.path().join("g");
+    let state = dir.path().join("g.knn-state.0");
+    let mut child = knn_cmd(&npy, &out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_state(&mut child, &state);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.path().join("g.idx.npy").exists(),
+        "killed before the end"
+    );
+
+    // Other vectors, same output: refused, the state kept.
+    let mut other = data.clone();
+    other[0] = -other[0];
+    let other_npy = dir.path().join("other.npy");
+    rmac_native::store::npy::write_npy(&other_npy, &paths, &other, dim).unwrap();
+    let o = knn_cmd(&other_npy, &out).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("state of a different knn run") && said.contains("Delete"),
+        "{said}"
+    );
+    assert!(state.exists());
+
+    let o = run_ok(&mut knn_cmd(&npy, &out));
+    let said = String::from_utf8_lossy(&o.stderr);
+    let resumed = said
+        .lines()
+        .find_map(|l| l.split("resuming ").nth(1))
+        .unwrap_or_else(|| panic!("no resume line: {said}"));
+    let (done, total) = resumed
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(" blocks").next())
+        .and_then(|r| r.split_once(" of "))
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("{resumed}"));
+    assert!(done > 0 && done < total, "{done} of {total} blocks");
+    for suffix in [".idx.npy", ".score.npy", ".paths.txt"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("g{suffix}"))).unwrap(),
+            std::fs::read(dir.path().join(format!("whole{suffix}"))).unwrap(),
+            "{suffix}"
+        );
+    }
+    assert!(
+        !state.exists(),
+        "the state is removed once the graph is written"
+    );
 }

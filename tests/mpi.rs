@@ -332,3 +332,104 @@ fn setup_errors_stop_every_rank_before_work_with_one_clear_message() {
         "{stderr}"
     );
 }
+
+/// `knn` under mpiexec: 2 and 3 ranks write the same graph as one process,
+/// bit for bit; a 2-rank run killed at mpiexec after some blocks resumes with 3
+/// ranks from the blocks both ranks had saved, and ends with the same files.
+#[test]
+fn knn_over_ranks_equals_one_process_and_resumes_with_other_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, dim) = (12_000, 512);
+    let data = common::unit_rows(&mut common::Rng(77), n, dim);
+    let paths: Vec<String> = (0..n).map(|i| format!("f/{i}.png")).collect();
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let knn_args = |out: &Path| -> Vec<String> {
+        [
+            "knn",
+            npy.to_str().unwrap(),
+            "-k",
+            "5",
+            "--memory",
+            "2MiB",
+            "--threads",
+            "1",
+            "--checkpoint-every",
+            "0",
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let files = |stem: &str| -> Vec<Vec<u8>> {
+        [".idx.npy", ".score.npy", ".paths.txt"]
+            .iter()
+            .map(|s| std::fs::read(dir.path().join(format!("{stem}{s}"))).unwrap())
+            .collect()
+    };
+    let o = run(&mut plain(&knn_args(&dir.path().join("one"))));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = files("one");
+    for np in [2, 3] {
+        let stem = format!("np{np}");
+        let o = run(&mut mpiexec(np, &knn_args(&dir.path().join(&stem))));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "np {np}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{np} × 1 threads")),
+            "np {np}: {stderr}"
+        );
+        assert!(
+            files(&stem) == reference,
+            "np {np}: the graph differs from one process's"
+        );
+    }
+
+    let out = dir.path().join("killed");
+    let state = |rank: usize| dir.path().join(format!("killed.knn-state.{rank}"));
+    let mut child = mpiexec(2, &knn_args(&out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let launcher = mpiexec_pid(&child);
+    let t = Instant::now();
+    while !(state(0).exists() && state(1).exists()) {
+        assert!(t.elapsed() < Duration::from_secs(40), "no state files");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ranks = ranks_of(launcher);
+    Command::new("kill")
+        .args(["-9", &launcher.to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let t = Instant::now();
+    while ranks.iter().any(|(_, pid)| alive(*pid)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "ranks outlived the kill: {ranks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dir.path().join("killed.idx.npy").exists(),
+        "killed before the end"
+    );
+    let o = run(&mut mpiexec(3, &knn_args(&out)));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("from 2 state files"), "{stderr}");
+    assert!(
+        files("killed") == reference,
+        "resumed over 3 ranks: the graph differs\n{stderr}"
+    );
+    for r in 0..3 {
+        assert!(!state(r).exists(), "state {r} left behind");
+    }
+}

@@ -247,6 +247,13 @@ pub struct KnnArgs {
     /// Memory for the graph and the score tiles, beyond the vectors (e.g. 1GiB, 512MiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory: u64,
+    /// CPU threads (0 = all cores; under MPI, the cores shared with the node's other ranks).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Seconds between saves of the run's state (`OUTPUT.knn-state.RANK`, removed at the
+    /// end): a killed run, rerun with the same command, goes on from its finished blocks.
+    #[arg(long, default_value_t = 60.0)]
+    pub checkpoint_every: f64,
 }
 
 #[derive(Args, Debug)]
@@ -254,8 +261,15 @@ pub struct DedupArgs {
     /// The vectors: `.jsonl`, `.npy`, `.parquet` or a `postgresql://` URL.
     pub index: String,
     /// Two vectors scoring at least this (cosine: the vectors are unit length) are copies.
-    #[arg(long, allow_negative_numbers = true)]
-    pub threshold: f32,
+    /// More thresholds after a comma (`0.95,0.9,0.98`) add their counts to the summary
+    /// line, from the same pass; the groups, keep-list and page are the first one's.
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        required = true
+    )]
+    pub threshold: Vec<f32>,
     /// One JSON line per group (members, scores to the keeper, the keeper), then a summary line.
     #[arg(long)]
     pub output: PathBuf,

@@ -44,6 +44,27 @@ pub fn quiet_display_probes() {
     }
 }
 
+/// `knn`'s flags → its job.
+pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJob> {
+    if args.k == 0 {
+        bail!("-k must be at least 1");
+    }
+    if !(args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0) {
+        bail!(
+            "--checkpoint-every takes seconds (0 or more), not {}",
+            args.checkpoint_every
+        );
+    }
+    Ok(rmac_native::run::knn::KnnJob {
+        k: args.k,
+        memory: args.memory,
+        output: args.output.clone(),
+        threads: args.threads,
+        checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
+        launcher: env.launcher.clone(),
+    })
+}
+
 /// The `RMAC_*` and launcher variables, read once.
 #[derive(Clone, Debug, Default)]
 pub struct Env {

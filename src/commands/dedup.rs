@@ -1,13 +1,14 @@
 //! `dedup INDEX --threshold T --output GROUPS.jsonl [--keep-list FILE]`:
 //! near-duplicate groups over all pairs ([`rmac_native::knn::dedup`]).
 
-use super::knn::{open_vectors, row_progress};
+use super::knn::open_vectors;
 use super::locate::locator;
 use crate::cli::DedupArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Context, Result, bail};
 use rmac_native::knn::Tiling;
-use rmac_native::knn::dedup::groups;
+use rmac_native::knn::dedup::{Summary, groups};
+use rmac_native::run::coordinator::progress::WorkProgress;
 use rmac_native::search::html::{SheetHeader, SheetRow, write_contact_sheet};
 use rmac_native::store::postgres::redact;
 use rmac_native::store::{Target, read_settings};
@@ -15,22 +16,25 @@ use std::io::Write;
 
 /// Returns the exit code: 0, or 3 when the page could not show some images.
 pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
-    if !args.threshold.is_finite() || args.threshold > 1.0 + 1e-6 {
-        bail!(
-            "--threshold takes a cosine score up to 1 (e.g. 0.95), not {}",
-            args.threshold
-        );
+    for &t in &args.threshold {
+        if !t.is_finite() || t > 1.0 + 1e-6 {
+            bail!("--threshold takes cosine scores up to 1 (e.g. 0.95), not {t}");
+        }
     }
+    let threshold = args.threshold[0];
     let source = open_vectors(&args.index, env)?;
     let (n, dim) = (source.len(), source.dim());
     let tiling = Tiling::for_budget(args.memory, 0, 0, rayon::current_num_threads());
-    let found = groups(
-        source.data(),
-        dim,
-        args.threshold,
-        tiling,
-        &row_progress("dedup", n),
+    let blocks = tiling.blocks(n);
+    let mut progress = WorkProgress::new(
+        "dedup",
+        (0..blocks).map(|b| tiling.block_pairs(b, n)).sum(),
+        blocks,
     );
+    let (found, summaries) = groups(source.data(), dim, &args.threshold, tiling, &mut |b| {
+        progress.add(tiling.block_pairs(b, n))
+    });
+    progress.finish();
     let paths = source.paths();
     let mut text = Vec::new();
     let mut droppable = 0usize;
@@ -47,9 +51,16 @@ pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
         )?;
         text.write_all(b"\n")?;
     }
+    let counts = |s: &Summary| {
+        serde_json::json!({"threshold": s.threshold, "groups": s.groups, "in_groups": s.in_groups,
+                           "droppable": s.in_groups - s.groups, "kept": n - (s.in_groups - s.groups)})
+    };
+    let mut by_threshold: Vec<&Summary> = summaries.iter().collect();
+    by_threshold.sort_by(|a, b| b.threshold.total_cmp(&a.threshold));
     let summary = serde_json::json!({
-        "summary": {"vectors": n, "threshold": args.threshold, "groups": found.len(),
-                    "in_groups": droppable + found.len(), "droppable": droppable, "kept": n - droppable}
+        "summary": {"vectors": n, "threshold": threshold, "groups": found.len(),
+                    "in_groups": droppable + found.len(), "droppable": droppable, "kept": n - droppable,
+                    "by_threshold": by_threshold.into_iter().map(counts).collect::<Vec<_>>()}
     });
     serde_json::to_writer(&mut text, &summary)?;
     text.write_all(b"\n")?;
@@ -73,12 +84,19 @@ pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
             .with_context(|| format!("cannot write {}", keep.display()))?;
     }
     eprintln!(
-        "rmac-native dedup: {n} vectors, threshold {}: {} groups, {droppable} could be dropped, {} kept → {}",
-        args.threshold,
+        "rmac-native dedup: {n} vectors, threshold {threshold}: {} groups, {droppable} could be dropped, {} kept → {}",
         found.len(),
         n - droppable,
         args.output.display()
     );
+    for s in summaries.iter().skip(1) {
+        eprintln!(
+            "  at {}: {} groups, {} could be dropped",
+            s.threshold,
+            s.groups,
+            s.in_groups - s.groups
+        );
+    }
     let Some(html) = &args.html else {
         return Ok(0);
     };
@@ -100,7 +118,7 @@ pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
         facts: vec![
             ("index".into(), redact(&args.index)),
             ("vectors".into(), n.to_string()),
-            ("threshold".into(), args.threshold.to_string()),
+            ("threshold".into(), threshold.to_string()),
             ("groups".into(), found.len().to_string()),
             ("could be dropped".into(), droppable.to_string()),
         ],

@@ -5,38 +5,11 @@
 use crate::cli::KnnArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Context, Result, bail};
-use rmac_native::knn::{Graph, Tiling, knn as knn_graph};
+use rmac_native::knn::Graph;
+use rmac_native::run::knn::knn_job;
 use rmac_native::store::npy::{write_matrix, write_paths};
 use rmac_native::store::{Target, VectorSource, open_source};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// Reports rows done on stderr: a line at most every 10 s (and at the end),
-/// with the rate and the time left.
-pub fn row_progress(what: &'static str, total: usize) -> impl Fn(usize) + Sync {
-    let start = Instant::now();
-    let last = Mutex::new(Instant::now());
-    move |done: usize| {
-        let mut last = last.lock().unwrap();
-        if done < total && last.elapsed() < Duration::from_secs(10) {
-            return;
-        }
-        *last = Instant::now();
-        let s = start.elapsed().as_secs_f64();
-        // The tiles of the first rows are the widest (all later rows): the ETA is pessimistic early on.
-        let work_done = 1.0 - (1.0 - done as f64 / total.max(1) as f64).powi(2);
-        let eta = if work_done > 0.0 {
-            s / work_done - s
-        } else {
-            0.0
-        };
-        eprintln!(
-            "{what}: {done}/{total} rows ({:.1}% of the pairs), {s:.0} s, about {eta:.0} s left",
-            100.0 * work_done
-        );
-    }
-}
 
 /// Opens INDEX and checks what every all-pairs command needs.
 pub fn open_vectors(index: &str, env: &Env) -> Result<Box<dyn VectorSource>> {
@@ -69,32 +42,34 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn knn(args: &KnnArgs, env: &Env) -> Result<()> {
-    if args.k == 0 {
-        bail!("-k must be at least 1");
-    }
+    let job = crate::cli::resolve::knn_job(args, env)?;
     let source = open_vectors(&args.index, env)?;
     let (n, dim) = (source.len(), source.dim());
-    let threads = rayon::current_num_threads();
-    let tiling = Tiling::for_budget(args.memory, n, args.k.min(n.saturating_sub(1)), threads);
-    let needed = tiling.bytes(n, args.k.min(n.saturating_sub(1)), threads);
-    if needed > args.memory {
-        bail!(
-            "the graph of {n} × {} neighbours needs {:.0} MiB with the smallest tiles; raise --memory (now {:.0} MiB) or lower -k",
-            args.k,
-            needed as f64 / 1048576.0,
-            args.memory as f64 / 1048576.0
-        );
-    }
-    let start = Instant::now();
-    let graph = knn_graph(source.data(), dim, args.k, tiling, &row_progress("knn", n));
-    let seconds = start.elapsed().as_secs_f64();
-    write_graph(&args.output, source.paths(), &graph)?;
+    let report = knn_job(&job, source.data(), dim, source.paths(), &mut |graph, _| {
+        write_graph(&args.output, source.paths(), graph)
+    })?;
     eprintln!(
-        "rmac-native knn: {n} vectors × {dim}, k = {}: {:.1} s, {:.1} GFLOP/s (tiles of {} rows, {threads} threads) → {}",
-        graph.k,
-        seconds,
-        n as f64 * n as f64 * dim as f64 / seconds.max(1e-9) / 1e9,
-        tiling.rows,
+        "rmac-native knn: {n} vectors × {dim}, k = {}: {:.1} s, {:.1} GFLOP/s{} (tiles of {} rows, {} × {} threads) → {}",
+        report.graph_k,
+        report.seconds,
+        // N²·D per second, as the benchmark and dense GEMM count the all-pairs work
+        // (each pair is scored once, `dim` multiplies and `dim` adds), for the share
+        // of the pairs this run scored (a resumed run skips the finished blocks').
+        n as f64 * n as f64 * dim as f64 * report.pairs as f64
+            / report.all_pairs.max(1) as f64
+            / report.seconds.max(1e-9)
+            / 1e9,
+        if report.resumed_blocks > 0 {
+            format!(
+                ", {} of {} blocks resumed",
+                report.resumed_blocks, report.blocks
+            )
+        } else {
+            String::new()
+        },
+        report.tile_rows,
+        report.ranks,
+        report.threads,
         args.output.display()
     );
     Ok(())

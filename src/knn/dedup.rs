@@ -47,38 +47,67 @@ pub struct Group {
     pub members: Vec<(usize, f32)>,
 }
 
-/// The groups of rows joined by pairs scoring at least `threshold`, ordered by
-/// their keeper; rows in no pair are in no group.
+/// How many groups one threshold makes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub threshold: f32,
+    pub groups: usize,
+    /// Rows in some group (keepers included): `in_groups − groups` could be dropped.
+    pub in_groups: usize,
+}
+
+/// The groups of rows joined by pairs scoring at least `thresholds[0]`,
+/// ordered by their keeper (rows in no pair are in no group), and how many
+/// groups each of `thresholds` makes — from one pass over the pairs at the
+/// lowest threshold. `progress(block)` after each block of rows.
 pub fn groups(
     data: &[f32],
     dim: usize,
-    threshold: f32,
+    thresholds: &[f32],
     tiling: Tiling,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Vec<Group> {
+    progress: &mut dyn FnMut(usize),
+) -> (Vec<Group>, Vec<Summary>) {
+    assert!(!thresholds.is_empty(), "at least one threshold");
     let n = data.len() / dim.max(1);
-    let mut uf = UnionFind::new(n);
-    let mut paired = vec![false; n];
-    pairs_at_least(
-        data,
-        dim,
-        threshold,
-        tiling,
-        &mut |pairs| {
-            for &(i, j, _) in pairs {
-                uf.union(i, j);
-                paired[i as usize] = true;
-                paired[j as usize] = true;
+    let mut sets: Vec<(UnionFind, Vec<bool>)> = thresholds
+        .iter()
+        .map(|_| (UnionFind::new(n), vec![false; n]))
+        .collect();
+    let lowest = thresholds.iter().copied().fold(f32::INFINITY, f32::min);
+    pairs_at_least(data, dim, lowest, tiling, &mut |block, pairs| {
+        for &(i, j, s) in pairs {
+            for (&t, (uf, paired)) in thresholds.iter().zip(&mut sets) {
+                if s >= t {
+                    uf.union(i, j);
+                    paired[i as usize] = true;
+                    paired[j as usize] = true;
+                }
             }
-        },
-        progress,
-    );
+        }
+        progress(block);
+    });
+    let summaries = thresholds
+        .iter()
+        .zip(&mut sets)
+        .map(|(&threshold, (uf, paired))| {
+            let in_groups = paired.iter().filter(|&&p| p).count();
+            let groups = (0..n)
+                .filter(|&i| paired[i] && uf.find(i as u32) == i as u32)
+                .count();
+            Summary {
+                threshold,
+                groups,
+                in_groups,
+            }
+        })
+        .collect();
+    let (uf, paired) = &mut sets[0];
     let mut by_root: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
     for (i, _) in paired.iter().enumerate().filter(|(_, p)| **p) {
         by_root.entry(uf.find(i as u32)).or_default().push(i);
     }
     let row = |i: usize| &data[i * dim..(i + 1) * dim];
-    by_root
+    let found = by_root
         .into_iter()
         .map(|(root, rows)| Group {
             keeper: root as usize,
@@ -87,5 +116,6 @@ pub fn groups(
                 .map(|i| (i, dot(row(root as usize), row(i))))
                 .collect(),
         })
-        .collect()
+        .collect();
+    (found, summaries)
 }

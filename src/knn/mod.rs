@@ -15,6 +15,7 @@
 //! Memory beyond the vectors: the graph (`n·k` scores and rows) plus one tile
 //! of scores per thread; [`Tiling::for_budget`] sizes the tiles to a budget.
 
+pub mod checkpoint;
 pub mod dedup;
 
 use crate::search::{LANES, dot, finish_dot};
@@ -231,68 +232,135 @@ pub fn knn(
     tiling: Tiling,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Graph {
-    knn_resumed(data, dim, k, tiling, None, &mut |rows, _| {
-        progress(rows.end)
-    })
+    let n = data.len() / dim.max(1);
+    let mut graph = Graph::empty(n, k.min(n.saturating_sub(1)));
+    let all: Vec<usize> = (0..tiling.blocks(n)).collect();
+    knn_blocks(data, dim, tiling, &mut graph, &all, &mut |b, _| {
+        progress(tiling.block(b, n).end)
+    });
+    graph
 }
 
-/// The rows of a graph already final (a killed run's): the first
-/// `idx.len() / k` rows, a whole number of tiles.
-pub struct Finished<'a> {
-    pub idx: &'a [u32],
-    pub score: &'a [f32],
+impl Graph {
+    /// No candidates yet: every slot empty (row `u32::MAX`, score −∞).
+    pub fn empty(n: usize, k: usize) -> Graph {
+        Graph {
+            n,
+            k,
+            idx: vec![u32::MAX; n * k],
+            score: vec![f32::NEG_INFINITY; n * k],
+        }
+    }
+
+    /// The filled slots of each row (they come first: lists are kept sorted).
+    fn lens(&self) -> Vec<usize> {
+        (0..self.n)
+            .map(|i| {
+                self.idx[i * self.k..(i + 1) * self.k]
+                    .iter()
+                    .take_while(|&&r| r != u32::MAX)
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Adds `other`'s candidates to each row's list (both partial graphs of
+    /// the same rows, e.g. two ranks' or a stopped run's and this run's). A
+    /// row's best `k` of the union of two candidate sets is the best `k` of
+    /// their two best-`k` lists, and ties are broken by row, so merging is
+    /// exact in any order. A candidate in both lists (the same pair scored by
+    /// two runs: bit-identical) is kept once.
+    pub fn merge(&mut self, other: &Graph) {
+        assert_eq!(
+            (self.n, self.k),
+            (other.n, other.k),
+            "graphs of different shapes"
+        );
+        self.merge_rows(0, &other.idx, &other.score);
+    }
+
+    /// [`Graph::merge`] for a run of rows of another graph, from row `first`
+    /// (`idx.len() / k` rows).
+    pub fn merge_rows(&mut self, first: usize, idx: &[u32], score: &[f32]) {
+        let k = self.k;
+        if k == 0 {
+            return;
+        }
+        assert!(idx.len() == score.len() && idx.len().is_multiple_of(k));
+        let rows = idx.len() / k;
+        assert!(first + rows <= self.n, "rows {first}+{rows} of {}", self.n);
+        for (a, i) in (first..first + rows).enumerate() {
+            let (s, r) = (
+                &mut self.score[i * k..(i + 1) * k],
+                &mut self.idx[i * k..(i + 1) * k],
+            );
+            let mut len = r.iter().take_while(|&&j| j != u32::MAX).count();
+            for m in 0..k {
+                let (j, v) = (idx[a * k + m], score[a * k + m]);
+                if j == u32::MAX {
+                    break;
+                }
+                if !r[..len].contains(&j) {
+                    offer(s, r, &mut len, v, j);
+                }
+            }
+        }
+    }
 }
 
-/// [`knn`], going on from `finished` rows (a run that was stopped): the
-/// remaining rows are scored against every row, the finished ones included
-/// (whose candidates for them were lost with the stopped run). `done(rows,
-/// graph)` is called after each block of rows is final, in order.
-pub fn knn_resumed(
+impl Tiling {
+    /// How many blocks of [`Tiling::rows`] rows `n` rows make.
+    pub fn blocks(&self, n: usize) -> usize {
+        n.div_ceil(self.rows.max(4))
+    }
+
+    /// The rows of block `b`.
+    pub fn block(&self, b: usize, n: usize) -> std::ops::Range<usize> {
+        let side = self.rows.max(4);
+        (b * side).min(n)..((b + 1) * side).min(n)
+    }
+
+    /// The pairs block `b` scores in [`knn_blocks`] (against itself and every
+    /// later block): its cost, for sharing blocks out evenly.
+    pub fn block_pairs(&self, b: usize, n: usize) -> u64 {
+        let r = self.block(b, n);
+        r.len() as u64 * (n - r.start) as u64
+    }
+}
+
+/// Scores `blocks` (block numbers of `tiling`, see [`Tiling::block`]) into
+/// `graph`, a partial graph: block I is scored against itself and against
+/// every later block J, and each tile (I, J) gives I's rows their candidates
+/// from J and J's rows theirs from I. So every pair belongs to exactly one
+/// block (the block of its first row), and the graphs of any split of the
+/// blocks — over ranks, or over a stopped run and its resumption — merge
+/// ([`Graph::merge`]) into the exact graph. Processing all blocks in order
+/// into one graph makes each block's rows final once it is done.
+/// `done(block, graph)` is called after each block.
+pub fn knn_blocks(
     data: &[f32],
     dim: usize,
-    k: usize,
     tiling: Tiling,
-    finished: Option<Finished>,
-    done: &mut dyn FnMut(std::ops::Range<usize>, &Graph),
-) -> Graph {
+    graph: &mut Graph,
+    blocks: &[usize],
+    done: &mut dyn FnMut(usize, &Graph),
+) {
     assert!(dim > 0 && data.len().is_multiple_of(dim));
     let n = data.len() / dim;
-    let k = k.min(n.saturating_sub(1));
-    let mut graph = Graph {
-        n,
-        k,
-        idx: vec![u32::MAX; n * k],
-        score: vec![f32::NEG_INFINITY; n * k],
-    };
-    if k == 0 {
-        done(0..n, &graph);
-        return graph;
-    }
+    assert_eq!(graph.n, n, "a graph of {} rows for {n} vectors", graph.n);
+    let k = graph.k;
     let b = tiling.rows.max(4);
-    let first = match &finished {
-        None => 0,
-        Some(f) => {
-            let rows = f.idx.len() / k;
-            assert!(
-                f.idx.len() == rows * k
-                    && f.score.len() == rows * k
-                    && (rows.is_multiple_of(b) || rows == n)
-                    && rows <= n,
-                "finished rows must be whole tiles of the same graph"
-            );
-            graph.idx[..rows * k].copy_from_slice(f.idx);
-            graph.score[..rows * k].copy_from_slice(f.score);
-            rows / b
+    let nblocks = tiling.blocks(n);
+    if k == 0 {
+        for &bi in blocks {
+            done(bi, graph);
         }
-    };
-    let mut lens = vec![0usize; n];
-    let blocks = n.div_ceil(b);
-    let range = |t: usize| t * b..((t + 1) * b).min(n);
-    if first > 0 {
-        lens[..(first * b).min(n)].fill(k);
-        done(0..(first * b).min(n), &graph);
+        return;
     }
-    for bi in first..blocks {
+    let range = |t: usize| tiling.block(t, n);
+    let mut lens = graph.lens();
+    for &bi in blocks {
+        assert!(bi < nblocks, "block {bi} of {nblocks}");
         let ri = range(bi);
         let (hi_s, lo_s) = (ri.end * k, ri.start * k);
         // The rows after block I, split by tile: each task owns its tile's rows.
@@ -304,10 +372,7 @@ pub fn knn_resumed(
         let mine_l = &mut head_l[ri.start..];
         // Block I against itself and against each later tile, in parallel; each
         // task returns its candidates for I's rows, merged below.
-        // (The finished blocks of a stopped run, one way only: their rows are final.)
-        let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = (0..first)
-            .map(|bj| (bj, None))
-            .chain(std::iter::once((bi, None)))
+        let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = std::iter::once((bi, None))
             .chain(
                 later_s
                     .chunks_mut(b * k)
@@ -374,32 +439,49 @@ pub fn knn_resumed(
                 }
             }
         }
-        done(ri, &graph);
+        done(bi, graph);
     }
-    graph
+}
+
+/// Shares `blocks` out over `ranks` so each scores about as many pairs
+/// (longest first, each to the least loaded rank; ties to the lower rank):
+/// the same answer on every rank.
+pub fn share_blocks(tiling: Tiling, n: usize, blocks: &[usize], ranks: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = blocks.to_vec();
+    order.sort_by_key(|&b| (std::cmp::Reverse(tiling.block_pairs(b, n)), b));
+    let mut load = vec![0u64; ranks.max(1)];
+    let mut mine = vec![Vec::new(); ranks.max(1)];
+    for b in order {
+        let r = (0..load.len()).min_by_key(|&r| (load[r], r)).unwrap();
+        load[r] += tiling.block_pairs(b, n);
+        mine[r].push(b);
+    }
+    for m in &mut mine {
+        m.sort_unstable();
+    }
+    mine
 }
 
 /// Two rows `i < j` and their score.
 pub type Pair = (u32, u32, f32);
 
 /// Every pair `(i, j)`, `i < j`, whose score is at least `threshold`, by
-/// tiles as [`knn`] (each pair scored once); `found` receives each tile's pairs.
+/// blocks as [`knn_blocks`] (each pair scored once): `found(block, pairs)`
+/// receives each block's pairs, blocks in order.
 pub fn pairs_at_least(
     data: &[f32],
     dim: usize,
     threshold: f32,
     tiling: Tiling,
-    found: &mut dyn FnMut(&[Pair]),
-    progress: &(dyn Fn(usize) + Sync),
+    found: &mut dyn FnMut(usize, &[Pair]),
 ) {
     assert!(dim > 0 && data.len().is_multiple_of(dim));
     let n = data.len() / dim;
-    let b = tiling.rows.max(4);
-    let blocks = n.div_ceil(b);
-    let range = |t: usize| t * b..((t + 1) * b).min(n);
+    let blocks = tiling.blocks(n);
+    let range = |t: usize| tiling.block(t, n);
     for bi in 0..blocks {
         let ri = range(bi);
-        let pairs: Vec<Vec<Pair>> = (bi..blocks)
+        let pairs: Vec<Pair> = (bi..blocks)
             .into_par_iter()
             .map(|bj| {
                 let rj = range(bj);
@@ -416,10 +498,8 @@ pub fn pairs_at_least(
                 }
                 out
             })
+            .flatten()
             .collect();
-        for p in &pairs {
-            found(p);
-        }
-        progress(ri.end);
+        found(bi, &pairs);
     }
 }

@@ -16,6 +16,7 @@ use crate::run::coordinator::protocol::{TAG_FINISH, TAG_START, decode_code, enco
 use crate::run::coordinator::stats::{RankInfo, RunSummary};
 use crate::run::coordinator::transport::{Transport, wait_for};
 use crate::run::coordinator::{coordinate, work};
+use crate::run::ranks::{Place, RankEnd, on_ranks};
 use crate::store::companions::{self, summary_path};
 use crate::store::lock::{OutputLock, lock_output};
 use crate::store::postgres::PgOptions;
@@ -75,92 +76,9 @@ pub fn load_pca(pca: Option<&Path>, say: bool) -> Result<Option<PcaWeights>> {
     Ok(Some(PcaWeights::load(path)?))
 }
 
-/// What this process knows about its place in the job.
-struct Place {
-    host: String,
-    /// Ranks on this node sharing this rank's CPUs (divides the default threads).
-    sharing_ranks: usize,
-    node_ranks: usize,
-    library: String,
-}
-
-/// How a rank's part ended.
-enum RankEnd {
-    /// Rank 0, the job ran.
-    Coordinator(RunSummary),
-    /// Rank 0, the job could not start (the other ranks were told to stop).
-    Stopped(anyhow::Error),
-    /// Another rank: done (the code is rank 0's exit status; the rank itself exits 0).
-    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-    Worker(i32),
-}
-
 /// `extract`: as a plain process, an MPI singleton, or rank k of N.
 pub fn extract(job: &ExtractJob) -> Result<RunSummary> {
-    // Without a launcher the run is one process: MPI is not initialised.
-    #[cfg(feature = "mpi")]
-    if job.launcher.present {
-        use std::panic::{AssertUnwindSafe, catch_unwind};
-        let mut mpi = crate::run::coordinator::mpi::Mpi::init(&job.launcher)?;
-        let size = mpi.size();
-        let place = Place {
-            host: mpi.host(),
-            sharing_ranks: mpi.sharing_ranks(),
-            node_ranks: mpi.node_ranks(),
-            library: mpi.library(),
-        };
-        let ended = catch_unwind(AssertUnwindSafe(|| run(&mut mpi, job, &place)));
-        return match ended {
-            Ok(Ok(RankEnd::Coordinator(summary))) => Ok(summary),
-            Ok(Ok(RankEnd::Stopped(e))) => Err(e),
-            Ok(Ok(RankEnd::Worker(code))) => {
-                drop(mpi); // MPI_Finalize
-                // Rank 0 carries the job's exit status (mpiexec returns the first non-zero one).
-                // A worker exiting non-zero first could make the launcher kill rank 0 before
-                // it has printed why the job stopped or how it ended.
-                let _ = code;
-                std::process::exit(0)
-            }
-            // With other ranks waiting on this one, an error or a panic must end the whole
-            // job (docs/toolchain.md, pitfall 1: unwinding into MPI_Finalize would hang it).
-            Ok(Err(e)) if size > 1 => {
-                eprintln!(
-                    "error: rank {} of {size} ({}): {e:#}; stopping the job (rerun the same command to resume)",
-                    mpi.rank(),
-                    place.host
-                );
-                mpi.abort(1)
-            }
-            Err(_) if size > 1 => {
-                eprintln!(
-                    "error: rank {} of {size} ({}) panicked (message above); stopping the job",
-                    mpi.rank(),
-                    place.host
-                );
-                mpi.abort(101)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-    }
-    {
-        crate::run::coordinator::mpi::guard_launcher(1, &job.launcher)?;
-        let place = Place {
-            host: String::new(),
-            sharing_ranks: 1,
-            node_ranks: 1,
-            library: String::new(),
-        };
-        match run(
-            &mut crate::run::coordinator::transport::NoTransport,
-            job,
-            &place,
-        )? {
-            RankEnd::Coordinator(summary) => Ok(summary),
-            RankEnd::Stopped(e) => Err(e),
-            RankEnd::Worker(_) => unreachable!("one process is rank 0"),
-        }
-    }
+    on_ranks(&job.launcher, |t, place| run(t, job, place))
 }
 
 /// Rank 0's checks, before anyone works: the list, the output location, the
@@ -332,7 +250,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     })
 }
 
-fn run<T: Transport>(t: &mut T, job: &ExtractJob, place: &Place) -> Result<RankEnd> {
+fn run(t: &mut dyn Transport, job: &ExtractJob, place: &Place) -> Result<RankEnd<RunSummary>> {
     let threads = if job.engine.threads == 0 {
         default_threads(place.sharing_ranks)
     } else {

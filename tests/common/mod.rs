@@ -112,6 +112,17 @@ impl Rng {
 
 /// Panics, naming the worst component, unless every `|got − want| <= tol`.
 #[track_caller]
+/// `n` random unit vectors of `dim` (row-major).
+pub fn unit_rows(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
+    let mut data = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let v: Vec<f64> = (0..dim).map(|_| rng.f() as f64).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+        data.extend(v.iter().map(|x| (x / norm) as f32));
+    }
+    data
+}
+
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     let (i, d) = got

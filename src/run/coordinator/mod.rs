@@ -258,7 +258,7 @@ impl Writer<'_> {
 /// extracts its own share, and writes every result to `sink` as it arrives
 /// (recorded as listed; read under `root` when given and relative).
 /// Returns after every worker has reported its stats.
-pub fn coordinate<T: Transport>(
+pub fn coordinate<T: Transport + ?Sized>(
     t: &mut T,
     extractor: &mut Extractor,
     paths: &[String],
@@ -359,7 +359,11 @@ pub fn coordinate<T: Transport>(
 
 /// A rank other than 0: pulls chunks, extracts them, streams the results to
 /// rank 0, then reports its stats. Returns the exit code rank 0 sends at the end.
-pub fn work<T: Transport>(t: &mut T, extractor: &mut Extractor, me: &RankInfo) -> Result<i32> {
+pub fn work<T: Transport + ?Sized>(
+    t: &mut T,
+    extractor: &mut Extractor,
+    me: &RankInfo,
+) -> Result<i32> {
     let start = Instant::now();
     let mut stats = std::thread::scope(|scope| -> Result<RankStats> {
         let mut local =

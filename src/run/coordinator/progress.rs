@@ -79,6 +79,77 @@ impl Progress {
     }
 }
 
+/// Progress through work measured in units of unequal size (pairs of an
+/// all-pairs command, counted by blocks): a bar with ETA on a terminal, a
+/// plain line every [`PROGRESS_EVERY`] in a batch log.
+pub struct WorkProgress {
+    bar: indicatif::ProgressBar,
+    what: &'static str,
+    total: u64,
+    done: u64,
+    blocks: (usize, usize),
+    start: Instant,
+    last_line: Instant,
+}
+
+impl WorkProgress {
+    /// `total` units (e.g. pairs) in `blocks` blocks, for `what` (the command).
+    pub fn new(what: &'static str, total: u64, blocks: usize) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {percent}% of the pairs, eta {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        WorkProgress {
+            bar,
+            what,
+            total,
+            done: 0,
+            blocks: (0, blocks),
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    /// One more block done, of `units`.
+    pub fn add(&mut self, units: u64) {
+        self.done += units;
+        self.blocks.0 += 1;
+        self.bar.set_position(self.done);
+        self.bar
+            .set_message(format!("({}/{} blocks)", self.blocks.0, self.blocks.1));
+        if self.bar.is_hidden()
+            && (self.last_line.elapsed() >= PROGRESS_EVERY || self.blocks.0 == self.blocks.1)
+        {
+            self.last_line = Instant::now();
+            let s = self.start.elapsed().as_secs_f64();
+            let part = self.done as f64 / self.total.max(1) as f64;
+            let eta = if part > 0.0 { s / part - s } else { 0.0 };
+            eprintln!(
+                "progress: {}: {:.1}% of the pairs ({}/{} blocks), {}, eta {}",
+                self.what,
+                100.0 * part,
+                self.blocks.0,
+                self.blocks.1,
+                human_duration(s),
+                human_duration(eta)
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 pub fn human_duration(s: f64) -> String {
     let s = s.round() as u64;
     match s {

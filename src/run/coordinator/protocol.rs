@@ -22,6 +22,11 @@ pub const TAG_RESULT: Tag = 13;
 pub const TAG_STATS: Tag = 14;
 pub const TAG_START: Tag = 15;
 pub const TAG_FINISH: Tag = 16;
+/// `knn`: rank 0 → worker, i32 code (0 go), u32 tile rows, bitmap of the finished blocks.
+pub const TAG_KNN_START: Tag = 21;
+/// `knn`: worker → 0, a run of its partial graph's rows: u64 first row, u32 rows,
+/// rows·k u32 neighbours, rows·k f32 scores.
+pub const TAG_KNN_ROWS: Tag = 22;
 
 /// What one image gave.
 #[derive(Clone, Debug, PartialEq)]

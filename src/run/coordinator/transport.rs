@@ -33,7 +33,7 @@ impl Transport for NoTransport {
 }
 
 /// Waits (polling, not spinning) for one message with `tag` from rank 0.
-pub fn wait_for<T: Transport>(t: &mut T, tag: Tag) -> Result<Vec<u8>> {
+pub fn wait_for<T: Transport + ?Sized>(t: &mut T, tag: Tag) -> Result<Vec<u8>> {
     loop {
         if let Some((from, got, bytes)) = t.poll()? {
             ensure!(
