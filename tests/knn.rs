@@ -566,3 +566,262 @@ fn a_killed_knn_run_resumes_by_block_and_writes_the_same_graph() {
         "the state is removed once the graph is written"
     );
 }
+
+/// The GPU as pre-filter (lavapipe in CI): the graph equals the CPU's bit for
+/// bit, on random sets, on sets full of exact ties and near-copies (many
+/// candidates inside the error window), for k above the shader's tile-local
+/// bound (64, where only the CPU's floor filters), across tile sizes, and when
+/// a tile's candidates overflow their buffer (the CPU takes the tile over).
+#[cfg(feature = "gpu")]
+#[test]
+fn the_gpu_prefilter_gives_the_cpu_graph_bit_for_bit() {
+    use rmac_native::backend::gpu::GpuOptions;
+    use rmac_native::knn::gpu::{GpuKnn, default_capacity};
+    let mut rng = Rng(41);
+    let gpu = |data: &[f32], dim: usize, k: usize, rows: usize, capacity: usize| {
+        let n = data.len() / dim;
+        let tiling = Tiling { rows };
+        let mut g = GpuKnn::new(&GpuOptions::default(), data, dim, tiling, capacity)
+            .expect("a GPU adapter (lavapipe in CI)");
+        let mut graph = Graph::empty(n, k.min(n.saturating_sub(1)));
+        let blocks: Vec<usize> = (0..tiling.blocks(n)).collect();
+        g.knn_blocks(data, dim, &mut graph, &blocks, &mut |_, _| {})
+            .unwrap();
+        (graph, g.stats.clone())
+    };
+    // Near-copies: 30 seeds, 6 copies each, perturbed by 1e-5, and exact repeats.
+    let dim = 96;
+    let seeds = unit_rows(&mut rng, 30, dim);
+    let mut near = Vec::new();
+    for s in 0..30 {
+        for c in 0..6 {
+            near.extend(
+                seeds[s * dim..(s + 1) * dim]
+                    .iter()
+                    .map(|&x| x + if c % 2 == 0 { 0.0 } else { 1e-5 * rng.f() }),
+            );
+        }
+    }
+    let random = unit_rows(&mut rng, 301, 130);
+    for (what, data, dim, k, rows) in [
+        ("random", &random, 130, 5, 64),
+        ("random, small tiles", &random, 130, 9, 16),
+        ("random, k 80", &random, 130, 80, 128),
+        ("near-copies", &near, dim, 7, 32),
+    ] {
+        let want = knn(data, dim, k, Tiling { rows }, &|_| {});
+        assert_eq!(want, naive(data, dim, k), "{what}: the CPU reference");
+        let (got, stats) = gpu(data, dim, k, rows, default_capacity(rows, k));
+        assert_eq!(got, want, "{what}: GPU pre-filter vs CPU");
+        assert_eq!(stats.cpu_tiles, 0, "{what}: no overflow");
+        let n = data.len() / dim;
+        assert!(
+            stats.candidates < (n * n) as u64,
+            "{what}: the pre-filter sent back {} of {} pairs",
+            stats.candidates,
+            n * n
+        );
+    }
+    // A buffer of 8 pairs: every tile overflows and is scored on the CPU.
+    let (got, stats) = gpu(&random, 130, 5, 64, 8);
+    assert_eq!(got, knn(&random, 130, 5, Tiling { rows: 64 }, &|_| {}));
+    assert_eq!(stats.cpu_tiles, stats.tiles);
+}
+
+/// Each kernel the 8-bit pre-filter can run on this CPU: the portable one
+/// always, AVX-512 VNNI where present.
+fn int8_kernels() -> Vec<rmac_native::knn::int8::Int8Kernel> {
+    use rmac_native::knn::int8::Int8Kernel;
+    let mut k = vec![Int8Kernel::Portable];
+    k.extend(Int8Kernel::detect());
+    k
+}
+
+/// The bound the pre-filter relies on: every pair's computed upper bound is
+/// at or above its fp32 score (`search::dot`), on unit rows, rows of any norm
+/// (tiny, huge, zero), constant rows (every component at the quantization
+/// limit) and dimensions that are not multiples of 4; the bound is tight
+/// enough to filter (within 0.05 of the score on unit rows); and the kernels
+/// give the same bounds, bit for bit.
+#[test]
+fn the_int8_upper_bound_holds_for_every_pair_and_the_kernels_agree() {
+    use rmac_native::knn::int8::{Quantized, upper_tile};
+    let mut rng = Rng(77);
+    for (n, dim, scaled) in [
+        (70, 512, false),
+        (45, 7, true),
+        (66, 130, true),
+        (9, 1024, false),
+    ] {
+        let mut data = unit_rows(&mut rng, n, dim);
+        if scaled {
+            for (i, row) in data.chunks_mut(dim).enumerate() {
+                let s = [1.0, 1e-20, 3e4, 0.0, 0.5][i % 5];
+                row.iter_mut().for_each(|x| *x *= s);
+            }
+            // A constant row and its negation: every component at ±127.
+            data[..dim].iter_mut().for_each(|x| *x = 0.3);
+            data[dim..2 * dim].iter_mut().for_each(|x| *x = -0.3);
+        }
+        let qz = Quantized::of(&data, dim);
+        let row = |i: usize| &data[i * dim..(i + 1) * dim];
+        let mut tiles = Vec::new();
+        for kernel in int8_kernels() {
+            let up = upper_tile(kernel, &qz, 0..n, 0..n);
+            for i in 0..n {
+                for j in 0..n {
+                    let s = dot(row(i), row(j));
+                    let u = up[i * n + j];
+                    assert!(
+                        u >= s,
+                        "{kernel:?} n {n} dim {dim}: {i}·{j} = {s}, bound {u}"
+                    );
+                    if !scaled {
+                        assert!(
+                            u - s < 0.05,
+                            "{kernel:?} dim {dim}: {i}·{j} = {s}, bound {u} (loose)"
+                        );
+                    }
+                }
+            }
+            // Tiles that are not multiples of the kernel's 6 rows and 64 columns.
+            let part = upper_tile(kernel, &qz, 3..n - 1, 1..n);
+            for (a, i) in (3..n - 1).enumerate() {
+                for (c, j) in (1..n).enumerate() {
+                    assert_eq!(part[a * (n - 1) + c].to_bits(), up[i * n + j].to_bits());
+                }
+            }
+            tiles.push(up);
+        }
+        for t in &tiles[1..] {
+            assert!(
+                t.iter()
+                    .zip(&tiles[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "the kernels disagree (n {n} dim {dim})"
+            );
+        }
+    }
+}
+
+/// The 8-bit pre-filter's graph is the fp32 graph, bit for bit: random
+/// sets, near-copies and exact repeats (many scores inside the bound),
+/// rows of mixed norms, zero rows, dimensions not multiples of 4, k above n,
+/// small and large tiles, every kernel; and it re-scores far fewer pairs
+/// than there are.
+#[test]
+fn the_int8_prefilter_gives_the_fp32_graph_bit_for_bit() {
+    use rmac_native::knn::int8::{Int8Stats, Quantized, knn_blocks_int8};
+    let mut rng = Rng(91);
+    let near = {
+        let dim = 96;
+        let seeds = unit_rows(&mut rng, 40, dim);
+        let mut near = Vec::new();
+        for s in 0..40 {
+            for c in 0..6 {
+                near.extend(
+                    seeds[s * dim..(s + 1) * dim]
+                        .iter()
+                        .map(|&x| x + if c % 3 == 0 { 0.0 } else { 1e-4 * rng.f() }),
+                );
+            }
+        }
+        near
+    };
+    let random = unit_rows(&mut rng, 700, 512);
+    let mut mixed = unit_rows(&mut rng, 150, 130);
+    for (i, row) in mixed.chunks_mut(130).enumerate() {
+        let s = [1.0, 2.5, 0.01, 0.0, 40.0][i % 5];
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let tiny = unit_rows(&mut rng, 5, 7);
+    for (what, data, dim, k, rows) in [
+        ("random", &random, 512, 10, 128),
+        ("random, one tile", &random, 512, 3, 2048),
+        ("near-copies", &near, 96, 7, 64),
+        ("near-copies, k 30", &near, 96, 30, 16),
+        ("mixed norms and zero rows", &mixed, 130, 6, 32),
+        ("k above n", &tiny, 7, 9, 4),
+    ] {
+        let n = data.len() / dim;
+        let want = naive(data, dim, k);
+        let qz = Quantized::of(data, dim);
+        for kernel in int8_kernels() {
+            let tiling = Tiling { rows };
+            let mut graph = Graph::empty(n, k.min(n - 1));
+            let blocks: Vec<usize> = (0..tiling.blocks(n)).collect();
+            let stats = Int8Stats::default();
+            knn_blocks_int8(
+                data,
+                dim,
+                &qz,
+                kernel,
+                tiling,
+                &mut graph,
+                &blocks,
+                &mut |_, _| {},
+                &stats,
+            );
+            assert_eq!(
+                graph, want,
+                "{what} ({kernel:?}): int8 pre-filter vs one pair at a time"
+            );
+            let rescored = stats.rescored.into_inner();
+            if what == "random" {
+                assert!(
+                    rescored < (n * n / 4) as u64,
+                    "{what}: {rescored} of {} pairs re-scored",
+                    n * (n - 1) / 2
+                );
+            }
+        }
+    }
+}
+
+/// Through the binary: `--prefilter int8` and `--prefilter none` write the
+/// same files, and the run says which it used.
+#[test]
+fn knn_prefilter_int8_and_none_write_the_same_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(23);
+    let dim = 256;
+    let data = unit_rows(&mut rng, 500, dim);
+    let paths: Vec<String> = (0..500).map(|i| format!("f/{i}.png")).collect();
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let mut out = Vec::new();
+    for pf in ["int8", "none"] {
+        let g = dir.path().join(format!("g-{pf}"));
+        let o = run_ok(
+            exe()
+                .arg("knn")
+                .arg(&npy)
+                .args([
+                    "-k",
+                    "8",
+                    "--backend",
+                    "cpu",
+                    "--prefilter",
+                    pf,
+                    "--memory",
+                    "64MiB",
+                    "--output",
+                ])
+                .arg(&g),
+        );
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(said.contains("8-bit pre-filter"), pf == "int8", "{said}");
+        out.push((
+            std::fs::read(dir.path().join(format!("g-{pf}.idx.npy"))).unwrap(),
+            std::fs::read(dir.path().join(format!("g-{pf}.score.npy"))).unwrap(),
+        ));
+    }
+    assert!(out[0] == out[1], "int8 and fp32 graphs differ");
+    assert_eq!(
+        naive(&data, dim, 8).idx,
+        out[1].0[128..]
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect::<Vec<_>>()
+    );
+}

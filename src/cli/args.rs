@@ -42,6 +42,13 @@ pub enum Command {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrefilterArg {
+    Auto,
+    Int8,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
     /// A GPU when one is usable, else the CPU (says which).
     Auto,
@@ -250,6 +257,20 @@ pub struct KnnArgs {
     /// CPU threads (0 = all cores; under MPI, the cores shared with the node's other ranks).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the scores are computed: `gpu` scores in fp32 on the GPU and re-scores on the CPU
+    /// only the pairs that the fp32 error bound cannot rule out (the graph is the CPU's, bit for
+    /// bit); `auto`: a hardware GPU when there is one, else the CPU.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// GPU adapter index (as for `extract`). Without it, MPI ranks on one node spread over its GPUs.
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// On the CPU: `int8` scores every pair from 8-bit copies of the vectors first (AVX-512
+    /// VNNI: about 4× the fp32 kernel) and re-scores in fp32 only the pairs an error bound
+    /// cannot rule out, so the graph is the fp32 one, bit for bit; `none`: fp32 only;
+    /// `auto`: int8 on CPUs with VNNI when the copies (N × D bytes) fit --memory.
+    #[arg(long, value_enum, default_value_t = PrefilterArg::Auto)]
+    pub prefilter: PrefilterArg,
     /// Seconds between saves of the run's state (`OUTPUT.knn-state.RANK`, removed at the
     /// end): a killed run, rerun with the same command, goes on from its finished blocks.
     #[arg(long, default_value_t = 60.0)]

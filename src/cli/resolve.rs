@@ -55,7 +55,52 @@ pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJo
             args.checkpoint_every
         );
     }
+    use rmac_native::run::knn::KnnDevice;
+    #[cfg(feature = "gpu")]
+    let gpu = || {
+        KnnDevice::Gpu(GpuOptions {
+            adapter_index: args.gpu,
+            local_rank: env.launcher.local_rank,
+            ..GpuOptions::default()
+        })
+    };
+    use rmac_native::knn::int8::Int8Kernel;
+    let cpu = match (args.prefilter, Int8Kernel::detect()) {
+        (PrefilterArg::None, _) | (PrefilterArg::Auto, None) => KnnDevice::Cpu,
+        (PrefilterArg::Auto, Some(kernel)) => KnnDevice::CpuInt8 {
+            kernel,
+            required: false,
+        },
+        (PrefilterArg::Int8, kernel) => {
+            if kernel.is_none() {
+                eprintln!(
+                    "warning: --prefilter int8: this CPU has no AVX-512 VNNI; the portable 8-bit kernel is exact but slower than --prefilter none"
+                );
+            }
+            KnnDevice::CpuInt8 {
+                kernel: kernel.unwrap_or(Int8Kernel::Portable),
+                required: true,
+            }
+        }
+    };
+    let device = match args.backend {
+        BackendArg::Cpu => cpu,
+        #[cfg(feature = "gpu")]
+        BackendArg::Gpu => gpu(),
+        #[cfg(feature = "gpu")]
+        BackendArg::Auto
+            if args.gpu.is_some() || rmac_native::backend::gpu::hardware_adapter_available() =>
+        {
+            gpu()
+        }
+        #[cfg(not(feature = "gpu"))]
+        BackendArg::Gpu => bail!(
+            "--backend gpu: this binary was built without the GPU backend (cargo feature `gpu`)"
+        ),
+        BackendArg::Auto => cpu,
+    };
     Ok(rmac_native::run::knn::KnnJob {
+        device,
         k: args.k,
         memory: args.memory,
         output: args.output.clone(),

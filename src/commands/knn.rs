@@ -49,7 +49,7 @@ pub fn knn(args: &KnnArgs, env: &Env) -> Result<()> {
         write_graph(&args.output, source.paths(), graph)
     })?;
     eprintln!(
-        "rmac-native knn: {n} vectors × {dim}, k = {}: {:.1} s, {:.1} GFLOP/s{} (tiles of {} rows, {} × {} threads) → {}",
+        "rmac-native knn: {n} vectors × {dim}, k = {}: {:.1} s, {:.1} GFLOP/s{} (tiles of {} rows, {} × {} threads, {}) → {}",
         report.graph_k,
         report.seconds,
         // N²·D per second, as the benchmark and dense GEMM count the all-pairs work
@@ -70,6 +70,7 @@ pub fn knn(args: &KnnArgs, env: &Env) -> Result<()> {
         report.tile_rows,
         report.ranks,
         report.threads,
+        report.device,
         args.output.display()
     );
     Ok(())

@@ -17,6 +17,9 @@
 
 pub mod checkpoint;
 pub mod dedup;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod int8;
 
 use crate::search::{LANES, dot, finish_dot};
 use rayon::prelude::*;
@@ -328,6 +331,97 @@ impl Tiling {
     }
 }
 
+/// The candidate lists of a run of rows, best first: `score`/`idx` hold `k`
+/// slots per row, `len` how many are filled. One tile task owns its lists.
+pub(crate) struct Lists<'a> {
+    pub k: usize,
+    pub score: &'a mut [f32],
+    pub idx: &'a mut [u32],
+    pub len: &'a mut [usize],
+}
+
+impl Lists<'_> {
+    /// Offers row `j` with score `s` to the list of row `a` (of this run).
+    #[inline(always)]
+    pub fn offer(&mut self, a: usize, s: f32, j: u32) {
+        let k = self.k;
+        offer(
+            &mut self.score[a * k..(a + 1) * k],
+            &mut self.idx[a * k..(a + 1) * k],
+            &mut self.len[a],
+            s,
+            j,
+        );
+    }
+
+    /// The score a candidate must reach to enter row `a`'s list: its worst
+    /// kept score once full, else −∞.
+    #[inline(always)]
+    pub fn worst(&self, a: usize) -> f32 {
+        if self.len[a] == self.k {
+            self.score[a * self.k + self.k - 1]
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+}
+
+/// What one task does with tile (I, J) of [`knn_blocks_with`]: give I's rows
+/// (`ri`) their candidates from J's (`rj`) in `mine` (this task's lists for
+/// I's rows, empty at the start) and, when `theirs` is there (J ≠ I), J's rows
+/// theirs from I in `theirs` (the graph's lists of J's rows). `floor[a]`: a
+/// score row `ri.start + a` of I already holds k candidates at or above
+/// (−∞ when not), so a candidate below it can be dropped.
+pub(crate) type TileTask<'s> = dyn Fn(
+        std::ops::Range<usize>,
+        std::ops::Range<usize>,
+        &mut Lists<'_>,
+        Option<&mut Lists<'_>>,
+        &[f32],
+    ) + Sync
+    + 's;
+
+/// The fp32 tile task: every score of the tile by [`tile_scores`], offered to both sides.
+fn fp32_tile(
+    data: &[f32],
+    dim: usize,
+) -> impl Fn(
+    std::ops::Range<usize>,
+    std::ops::Range<usize>,
+    &mut Lists<'_>,
+    Option<&mut Lists<'_>>,
+    &[f32],
+) + Sync
++ '_ {
+    move |ri, rj, mine, theirs, _floor| {
+        let mut tile = vec![0f32; ri.len() * rj.len()];
+        tile_scores(data, dim, ri.clone(), rj.clone(), &mut tile);
+        for (a, i) in ri.clone().enumerate() {
+            for (c, j) in rj.clone().enumerate() {
+                if i != j {
+                    mine.offer(a, tile[a * rj.len() + c], j as u32);
+                }
+            }
+        }
+        if let Some(theirs) = theirs {
+            // Row by row through the tile (it is row-major); each column's worst
+            // kept score in one array rejects most candidates without touching
+            // that column's list. Offers are order-independent (a total order).
+            let mut worst: Vec<f32> = (0..rj.len()).map(|c| theirs.worst(c)).collect();
+            for (a, i) in ri.clone().enumerate() {
+                let scores = &tile[a * rj.len()..(a + 1) * rj.len()];
+                for (c, &v) in scores.iter().enumerate() {
+                    if v < worst[c] {
+                        continue;
+                    }
+                    theirs.offer(c, v, i as u32);
+                    worst[c] = theirs.worst(c);
+                }
+            }
+        }
+    }
+}
+
 /// Scores `blocks` (block numbers of `tiling`, see [`Tiling::block`]) into
 /// `graph`, a partial graph: block I is scored against itself and against
 /// every later block J, and each tile (I, J) gives I's rows their candidates
@@ -346,7 +440,27 @@ pub fn knn_blocks(
     done: &mut dyn FnMut(usize, &Graph),
 ) {
     assert!(dim > 0 && data.len().is_multiple_of(dim));
-    let n = data.len() / dim;
+    knn_blocks_with(
+        data.len() / dim,
+        tiling,
+        graph,
+        blocks,
+        done,
+        &fp32_tile(data, dim),
+    )
+}
+
+/// [`knn_blocks`] over `n` rows with `task` scoring each tile (in parallel:
+/// the tiles of block I against itself and every later block; the candidates
+/// for I's rows are merged after them).
+pub(crate) fn knn_blocks_with(
+    n: usize,
+    tiling: Tiling,
+    graph: &mut Graph,
+    blocks: &[usize],
+    done: &mut dyn FnMut(usize, &Graph),
+    task: &TileTask<'_>,
+) {
     assert_eq!(graph.n, n, "a graph of {} rows for {n} vectors", graph.n);
     let k = graph.k;
     let b = tiling.rows.max(4);
@@ -367,9 +481,13 @@ pub fn knn_blocks(
         let (head_s, later_s) = graph.score.split_at_mut(hi_s);
         let (head_i, later_i) = graph.idx.split_at_mut(hi_s);
         let (head_l, later_l) = lens.split_at_mut(ri.end);
-        let mine_s = &mut head_s[lo_s..];
-        let mine_i = &mut head_i[lo_s..];
-        let mine_l = &mut head_l[ri.start..];
+        let mut mine = Lists {
+            k,
+            score: &mut head_s[lo_s..],
+            idx: &mut head_i[lo_s..],
+            len: &mut head_l[ri.start..],
+        };
+        let floor: Vec<f32> = (0..ri.len()).map(|a| mine.worst(a)).collect();
         // Block I against itself and against each later tile, in parallel; each
         // task returns its candidates for I's rows, merged below.
         let locals: Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> = std::iter::once((bi, None))
@@ -384,58 +502,24 @@ pub fn knn_blocks(
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|(bj, theirs)| {
-                let rj = range(bj);
-                let mut tile = vec![0f32; ri.len() * rj.len()];
-                tile_scores(data, dim, ri.clone(), rj.clone(), &mut tile);
                 let mut s = vec![f32::NEG_INFINITY; ri.len() * k];
                 let mut r = vec![u32::MAX; ri.len() * k];
                 let mut l = vec![0usize; ri.len()];
-                for (a, i) in ri.clone().enumerate() {
-                    let (ss, rr) = (&mut s[a * k..(a + 1) * k], &mut r[a * k..(a + 1) * k]);
-                    for (c, j) in rj.clone().enumerate() {
-                        if i != j {
-                            offer(ss, rr, &mut l[a], tile[a * rj.len() + c], j as u32);
-                        }
-                    }
-                }
-                if let Some((ts, ti, tl)) = theirs {
-                    // Row by row through the tile (it is row-major); each column's worst
-                    // kept score in one array rejects most candidates without touching
-                    // that column's list. Offers are order-independent (a total order).
-                    let worst_of = |c: usize, ts: &[f32], tl: &[usize]| {
-                        if tl[c] == k {
-                            ts[c * k + k - 1]
-                        } else {
-                            f32::NEG_INFINITY
-                        }
-                    };
-                    let mut worst: Vec<f32> = (0..rj.len()).map(|c| worst_of(c, ts, tl)).collect();
-                    for (a, i) in ri.clone().enumerate() {
-                        let scores = &tile[a * rj.len()..(a + 1) * rj.len()];
-                        for (c, &v) in scores.iter().enumerate() {
-                            if v < worst[c] {
-                                continue;
-                            }
-                            let (ss, rr) =
-                                (&mut ts[c * k..(c + 1) * k], &mut ti[c * k..(c + 1) * k]);
-                            offer(ss, rr, &mut tl[c], v, i as u32);
-                            worst[c] = worst_of(c, ts, tl);
-                        }
-                    }
-                }
+                let mut local = Lists {
+                    k,
+                    score: &mut s,
+                    idx: &mut r,
+                    len: &mut l,
+                };
+                let mut theirs = theirs.map(|(score, idx, len)| Lists { k, score, idx, len });
+                task(ri.clone(), range(bj), &mut local, theirs.as_mut(), &floor);
                 (s, r, l)
             })
             .collect();
         for (s, r, l) in locals {
             for a in 0..ri.len() {
                 for m in 0..l[a] {
-                    offer(
-                        &mut mine_s[a * k..(a + 1) * k],
-                        &mut mine_i[a * k..(a + 1) * k],
-                        &mut mine_l[a],
-                        s[a * k + m],
-                        r[a * k + m],
-                    );
+                    mine.offer(a, s[a * k + m], r[a * k + m]);
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! and stops.
 
 use crate::knn::checkpoint::{Checkpoint, Fingerprint, vectors_digest};
+use crate::knn::int8::{Int8Kernel, Int8Stats, Quantized, knn_blocks_int8};
 use crate::knn::{Graph, Tiling, knn_blocks, share_blocks};
 use crate::run::coordinator::mpi::{Launcher, default_threads};
 use crate::run::coordinator::progress::WorkProgress;
@@ -25,9 +26,25 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Where the scores are computed.
+#[derive(Clone, Debug)]
+pub enum KnnDevice {
+    /// The fp32 kernel scores every pair.
+    Cpu,
+    /// The 8-bit pre-filter with exact re-scoring ([`crate::knn::int8`]).
+    /// `required`: fail when it cannot run (dimension over
+    /// [`crate::knn::int8::MAX_DIM`], or its copies do not fit `memory`);
+    /// otherwise fall back to the fp32 kernel, saying why.
+    CpuInt8 { kernel: Int8Kernel, required: bool },
+    /// The GPU as an exact pre-filter ([`crate::knn::gpu`]).
+    #[cfg(feature = "gpu")]
+    Gpu(crate::backend::gpu::GpuOptions),
+}
+
 /// Everything a `knn` run needs beyond the vectors, resolved by the caller.
 #[derive(Clone, Debug)]
 pub struct KnnJob {
+    pub device: KnnDevice,
     /// Neighbours per vector (at most `n − 1` are found).
     pub k: usize,
     /// Bytes for the graph and the score tiles, beyond the vectors.
@@ -54,6 +71,8 @@ pub struct KnnReport {
     pub all_pairs: u64,
     pub ranks: usize,
     pub threads: usize,
+    /// What rank 0 scored on: `cpu`, or the GPU and what its pre-filter sent back.
+    pub device: String,
     /// Seconds from the start to the merged graph (before it is written).
     pub seconds: f64,
 }
@@ -397,21 +416,95 @@ fn run(
     });
     let mut last_save = Instant::now();
     let mut save_failed = None;
-    pool.install(|| {
-        knn_blocks(data, dim, tiling, &mut graph, &mine, &mut |b, g| {
-            finished.push(b);
-            if let Some(p) = &mut progress {
-                p.add(tiling.block_pairs(b, n));
+    let mut on_done = |b: usize, g: &Graph| {
+        finished.push(b);
+        if let Some(p) = &mut progress {
+            p.add(tiling.block_pairs(b, n));
+        }
+        if save_failed.is_none() && last_save.elapsed() >= job.checkpoint_every {
+            if let Err(e) = save(&finished, g) {
+                eprintln!("warning: {e:#}; a stopped run would redo this rank's blocks");
+                save_failed = Some(e);
             }
-            if save_failed.is_none() && last_save.elapsed() >= job.checkpoint_every {
-                if let Err(e) = save(&finished, g) {
-                    eprintln!("warning: {e:#}; a stopped run would redo this rank's blocks");
-                    save_failed = Some(e);
+            last_save = Instant::now();
+        }
+    };
+    // The 8-bit copies live beside the vectors: they must fit the budget with the graph.
+    let device = match &job.device {
+        KnnDevice::CpuInt8 { required, .. } => {
+            let copies = Quantized::bytes(n, dim);
+            let why_not = if dim > crate::knn::int8::MAX_DIM {
+                Some(format!(
+                    "{dim} dimensions are more than its {}",
+                    crate::knn::int8::MAX_DIM
+                ))
+            } else if copies + (n * k * 8) as u64 > job.memory {
+                Some(format!(
+                    "its 8-bit copies ({:.0} MiB) and the graph do not fit --memory {:.0} MiB",
+                    copies as f64 / 1048576.0,
+                    job.memory as f64 / 1048576.0
+                ))
+            } else {
+                None
+            };
+            match why_not {
+                Some(why) if *required => bail!("--prefilter int8: {why}"),
+                Some(why) => {
+                    if rank == 0 {
+                        eprintln!(
+                            "rmac-native knn: scoring in fp32, without the 8-bit pre-filter: {why}"
+                        );
+                    }
+                    &KnnDevice::Cpu
                 }
-                last_save = Instant::now();
+                None => &job.device,
             }
-        })
-    });
+        }
+        other => other,
+    };
+    let device = match device {
+        KnnDevice::CpuInt8 { kernel, .. } => {
+            let qz = pool.install(|| Quantized::of(data, dim));
+            let stats = Int8Stats::default();
+            pool.install(|| {
+                knn_blocks_int8(
+                    data,
+                    dim,
+                    &qz,
+                    *kernel,
+                    tiling,
+                    &mut graph,
+                    &mine,
+                    &mut on_done,
+                    &stats,
+                )
+            });
+            format!(
+                "cpu, 8-bit pre-filter ({}): {} pairs re-scored in fp32",
+                kernel.name(),
+                stats.rescored.into_inner()
+            )
+        }
+        KnnDevice::Cpu => {
+            pool.install(|| knn_blocks(data, dim, tiling, &mut graph, &mine, &mut on_done));
+            "cpu".to_string()
+        }
+        #[cfg(feature = "gpu")]
+        KnnDevice::Gpu(opts) => {
+            use crate::knn::gpu::{GpuKnn, default_capacity};
+            let mut gpu = GpuKnn::new(opts, data, dim, tiling, default_capacity(tiling.rows, k))
+                .map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
+            pool.install(|| gpu.knn_blocks(data, dim, &mut graph, &mine, &mut on_done))
+                .map_err(|e| anyhow::anyhow!("--backend gpu ({}): {e}", gpu.describe()))?;
+            format!(
+                "gpu {}: {} candidate pairs re-scored on the CPU, {} of {} tiles on the CPU",
+                gpu.describe(),
+                gpu.stats.candidates,
+                gpu.stats.cpu_tiles,
+                gpu.stats.tiles
+            )
+        }
+    };
     if let Some(p) = &progress {
         p.finish();
     }
@@ -433,6 +526,7 @@ fn run(
         all_pairs: (0..blocks).map(|b| tiling.block_pairs(b, n)).sum(),
         ranks: size,
         threads,
+        device,
         seconds: start.elapsed().as_secs_f64(),
     };
     write(&graph, &report)?;
