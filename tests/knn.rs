@@ -147,12 +147,21 @@ fn dedup_groups_equal_a_union_find_over_all_pairs() {
     for i in (0..n).filter(|&i| paired[i]) {
         want.entry(uf.find(i as u32)).or_default().push(i);
     }
-    for rows in [4, 16, 2048] {
+    // Every pair scored in fp32, and through the 8-bit pre-filter on each kernel.
+    let qz = rmac_native::knn::int8::Quantized::of(&data, dim);
+    let scorers: Vec<_> = std::iter::once(None)
+        .chain(int8_kernels().into_iter().map(|k| Some((&qz, k))))
+        .collect();
+    for (rows, prefilter) in [4, 16, 2048]
+        .into_iter()
+        .flat_map(|r| scorers.iter().map(move |&p| (r, p)))
+    {
         let (got, summaries) = groups(
             &data,
             dim,
             &[threshold, 0.9, 0.5, 0.995],
             Tiling { rows },
+            prefilter,
             &mut |_| {},
         );
         // Each threshold's counts equal its own union-find over all pairs.
@@ -824,4 +833,112 @@ fn knn_prefilter_int8_and_none_write_the_same_graph() {
             .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32)
             .collect::<Vec<_>>()
     );
+}
+
+/// Vectors built to sit right at the threshold: a row, then copies of it
+/// changed in one component by a few units in the last place, so that their
+/// scores to it differ by an ulp or a few and their 8-bit copies are (almost) all the same (the
+/// pre-filter sees one score for all of them and must send every one back):
+/// the int8 graph and dedup pairs equal the fp32 ones, bit for bit, with k
+/// and the dedup threshold landing inside the run of near-equal scores.
+#[test]
+fn the_int8_prefilter_is_exact_for_scores_a_few_ulps_apart_at_the_threshold() {
+    use rmac_native::knn::int8::{Quantized, pairs_at_least_int8};
+    use rmac_native::knn::pairs_at_least;
+    let mut rng = Rng(5150);
+    let dim = 64;
+    let base = unit_rows(&mut rng, 1, dim);
+    let mut data = base.clone();
+    for c in 1..40 {
+        let mut v = base.clone();
+        // Component 5, nudged by ±c·10⁻⁶ (the 8-bit step is ~10⁻³): scores to row 0
+        // about an ulp apart per step, repeats among them.
+        v[5] += (c / 2) as f32 * if c % 2 == 0 { 1e-6 } else { -1e-6 };
+        data.extend(v);
+    }
+    data.extend(unit_rows(&mut rng, 25, dim));
+    let n = data.len() / dim;
+    let qz = Quantized::of(&data, dim);
+    let scores: Vec<f32> = (1..40)
+        .map(|j| dot(&data[..dim], &data[j * dim..(j + 1) * dim]))
+        .collect();
+    let mut sorted = scores.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted.dedup();
+    assert!(
+        sorted.len() > 3,
+        "the copies' scores must differ: {sorted:?}"
+    );
+    for k in [3, 11, 20] {
+        let want = naive(&data, dim, k);
+        for kernel in int8_kernels() {
+            for rows in [8, 64] {
+                let g = rmac_native::knn::int8::knn_int8(&data, dim, k, Tiling { rows }, kernel);
+                assert_eq!(g, want, "k {k} {kernel:?} tiles {rows}");
+            }
+        }
+    }
+    // Thresholds at, just above and just below the copies' scores.
+    for &t in &[
+        sorted[1],
+        sorted[2].next_up(),
+        sorted[sorted.len() / 2].next_down(),
+    ] {
+        let mut want = Vec::new();
+        pairs_at_least(&data, dim, t, Tiling { rows: 16 }, &mut |_, p| {
+            want.extend_from_slice(p)
+        });
+        want.sort_by_key(|&(i, j, _)| (i, j));
+        for kernel in int8_kernels() {
+            let mut got = Vec::new();
+            pairs_at_least_int8(
+                &data,
+                dim,
+                &qz,
+                kernel,
+                t,
+                Tiling { rows: 16 },
+                &mut |_, p| got.extend_from_slice(p),
+            );
+            got.sort_by_key(|&(i, j, _)| (i, j));
+            assert_eq!(got, want, "threshold {t} {kernel:?}");
+        }
+        assert!(!want.is_empty() && want.len() < n * n / 2);
+    }
+}
+
+/// Bad vectors files are clear errors naming the file: a truncated NPY, a
+/// JSONL line of another dimension.
+#[test]
+fn knn_and_dedup_refuse_truncated_and_ragged_vectors_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(8);
+    let data = unit_rows(&mut rng, 10, 8);
+    let paths: Vec<String> = (0..10).map(|i| format!("{i}.png")).collect();
+    let npy = dir.path().join("t.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, 8).unwrap();
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() - 20]).unwrap();
+    let jsonl = dir.path().join("w.jsonl");
+    let mut text = String::new();
+    for i in 0..5 {
+        let v: Vec<f32> = data[i * 8..i * 8 + if i == 3 { 7 } else { 8 }].to_vec();
+        text += &serde_json::json!({"path": paths[i], "vector": v}).to_string();
+        text.push('\n');
+    }
+    std::fs::write(&jsonl, text).unwrap();
+    for (file, says) in [(&npy, "t.npy is cut short"), (&jsonl, "line 4 of")] {
+        for cmd in [vec!["knn"], vec!["dedup", "--threshold", "0.9"]] {
+            let o = exe()
+                .args(&cmd)
+                .arg(file)
+                .arg("--output")
+                .arg(dir.path().join("out.jsonl"))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{cmd:?} {err}");
+            assert!(err.contains(says), "{cmd:?}: {err}");
+        }
+    }
 }

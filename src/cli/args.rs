@@ -306,9 +306,14 @@ pub struct DedupArgs {
     /// Thumbnail size of the page, in pixels.
     #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(16..=1024))]
     pub thumb_size: u32,
-    /// Memory for the score tiles (e.g. 1GiB).
+    /// Memory for the score tiles and the 8-bit copies (e.g. 1GiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory: u64,
+    /// As for `knn`: `int8` finds the candidate pairs from 8-bit copies and scores only
+    /// those in fp32 (the same pairs, the same groups); `none`: fp32 only; `auto`: int8 on
+    /// CPUs with AVX-512 VNNI when the copies fit --memory.
+    #[arg(long, value_enum, default_value_t = PrefilterArg::Auto)]
+    pub prefilter: PrefilterArg,
 }
 
 /// `1GiB`, `512MiB`, `64KiB`, `1GB`, `2000000` (bytes).

@@ -44,6 +44,25 @@ pub fn quiet_display_probes() {
     }
 }
 
+/// `--prefilter` → the 8-bit kernel to use and whether it is required
+/// (`int8`) or only preferred (`auto`, on CPUs with AVX-512 VNNI); `None`:
+/// fp32 only.
+pub fn int8_prefilter(arg: PrefilterArg) -> Option<(rmac_native::knn::int8::Int8Kernel, bool)> {
+    use rmac_native::knn::int8::Int8Kernel;
+    match (arg, Int8Kernel::detect()) {
+        (PrefilterArg::None, _) | (PrefilterArg::Auto, None) => None,
+        (PrefilterArg::Auto, Some(kernel)) => Some((kernel, false)),
+        (PrefilterArg::Int8, kernel) => {
+            if kernel.is_none() {
+                eprintln!(
+                    "warning: --prefilter int8: this CPU has no AVX-512 VNNI; the portable 8-bit kernel is exact but slower than --prefilter none"
+                );
+            }
+            Some((kernel.unwrap_or(Int8Kernel::Portable), true))
+        }
+    }
+}
+
 /// `knn`'s flags → its job.
 pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJob> {
     if args.k == 0 {
@@ -64,24 +83,9 @@ pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJo
             ..GpuOptions::default()
         })
     };
-    use rmac_native::knn::int8::Int8Kernel;
-    let cpu = match (args.prefilter, Int8Kernel::detect()) {
-        (PrefilterArg::None, _) | (PrefilterArg::Auto, None) => KnnDevice::Cpu,
-        (PrefilterArg::Auto, Some(kernel)) => KnnDevice::CpuInt8 {
-            kernel,
-            required: false,
-        },
-        (PrefilterArg::Int8, kernel) => {
-            if kernel.is_none() {
-                eprintln!(
-                    "warning: --prefilter int8: this CPU has no AVX-512 VNNI; the portable 8-bit kernel is exact but slower than --prefilter none"
-                );
-            }
-            KnnDevice::CpuInt8 {
-                kernel: kernel.unwrap_or(Int8Kernel::Portable),
-                required: true,
-            }
-        }
+    let cpu = match int8_prefilter(args.prefilter) {
+        None => KnnDevice::Cpu,
+        Some((kernel, required)) => KnnDevice::CpuInt8 { kernel, required },
     };
     let device = match args.backend {
         BackendArg::Cpu => cpu,

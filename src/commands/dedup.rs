@@ -4,10 +4,11 @@
 use super::knn::open_vectors;
 use super::locate::locator;
 use crate::cli::DedupArgs;
-use crate::cli::resolve::Env;
+use crate::cli::resolve::{Env, int8_prefilter};
 use anyhow::{Context, Result, bail};
 use rmac_native::knn::Tiling;
 use rmac_native::knn::dedup::{Summary, groups};
+use rmac_native::knn::int8::{Quantized, cannot_run};
 use rmac_native::run::coordinator::progress::WorkProgress;
 use rmac_native::search::html::{SheetHeader, SheetRow, write_contact_sheet};
 use rmac_native::store::postgres::redact;
@@ -31,9 +32,32 @@ pub fn dedup(args: &DedupArgs, env: &Env) -> Result<u8> {
         (0..blocks).map(|b| tiling.block_pairs(b, n)).sum(),
         blocks,
     );
-    let (found, summaries) = groups(source.data(), dim, &args.threshold, tiling, &mut |b| {
-        progress.add(tiling.block_pairs(b, n))
-    });
+    // The 8-bit copies, when wanted and they fit beside the tiles (as `knn` decides).
+    let tiles = tiling.bytes(0, 0, rayon::current_num_threads());
+    let prefilter = match int8_prefilter(args.prefilter) {
+        Some((kernel, required)) => {
+            let why_not = cannot_run(n, dim, tiles, args.memory);
+            match why_not {
+                Some(why) if required => bail!("--prefilter int8: {why}"),
+                Some(why) => {
+                    eprintln!(
+                        "rmac-native dedup: scoring in fp32, without the 8-bit pre-filter: {why}"
+                    );
+                    None
+                }
+                None => Some((Quantized::of(source.data(), dim), kernel)),
+            }
+        }
+        None => None,
+    };
+    let (found, summaries) = groups(
+        source.data(),
+        dim,
+        &args.threshold,
+        tiling,
+        prefilter.as_ref().map(|(q, k)| (q, *k)),
+        &mut |b| progress.add(tiling.block_pairs(b, n)),
+    );
     progress.finish();
     let paths = source.paths();
     let mut text = Vec::new();

@@ -3,6 +3,7 @@
 use crate::cli::NeighboursArgs;
 use crate::cli::resolve::Env;
 use anyhow::Result;
+use rmac_native::knn::int8::{Int8Kernel, cannot_run, knn_int8};
 use rmac_native::knn::{Tiling, knn};
 use rmac_native::store::{Target, open_source};
 use std::io::Write;
@@ -15,13 +16,14 @@ pub fn neighbours(args: &NeighboursArgs, env: &Env) -> Result<()> {
     let n = set.len();
     let threads = rayon::current_num_threads();
     let k = args.k.min(n.saturating_sub(1));
-    let graph = knn(
-        set.data(),
-        set.dim(),
-        k,
-        Tiling::for_budget(1 << 30, n, k, threads),
-        &|_| {},
-    );
+    let (dim, tiling) = (set.dim(), Tiling::for_budget(1 << 30, n, k, threads));
+    // The 8-bit pre-filter where the CPU has it and its copies fit the budget: the same graph.
+    let graph = match Int8Kernel::detect() {
+        Some(kernel) if cannot_run(n, dim, tiling.bytes(n, k, threads), 1 << 30).is_none() => {
+            knn_int8(set.data(), dim, k, tiling, kernel)
+        }
+        _ => knn(set.data(), dim, k, tiling, &|_| {}),
+    };
     let paths = set.paths();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

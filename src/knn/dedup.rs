@@ -4,7 +4,8 @@
 //! first row in input order, also the suggested keeper) and every member's
 //! score to it.
 
-use super::{Tiling, pairs_at_least};
+use super::int8::{Int8Kernel, Quantized, pairs_at_least_int8};
+use super::{Pair, Tiling, pairs_at_least};
 use crate::search::dot;
 
 /// Union-find over row numbers, the smaller row always the root (so a group's
@@ -59,12 +60,15 @@ pub struct Summary {
 /// The groups of rows joined by pairs scoring at least `thresholds[0]`,
 /// ordered by their keeper (rows in no pair are in no group), and how many
 /// groups each of `thresholds` makes — from one pass over the pairs at the
-/// lowest threshold. `progress(block)` after each block of rows.
+/// lowest threshold (scored with the 8-bit pre-filter when `prefilter` holds
+/// the copies of `data` and a kernel: the same pairs, so the same groups).
+/// `progress(block)` after each block of rows.
 pub fn groups(
     data: &[f32],
     dim: usize,
     thresholds: &[f32],
     tiling: Tiling,
+    prefilter: Option<(&Quantized, Int8Kernel)>,
     progress: &mut dyn FnMut(usize),
 ) -> (Vec<Group>, Vec<Summary>) {
     assert!(!thresholds.is_empty(), "at least one threshold");
@@ -74,7 +78,7 @@ pub fn groups(
         .map(|_| (UnionFind::new(n), vec![false; n]))
         .collect();
     let lowest = thresholds.iter().copied().fold(f32::INFINITY, f32::min);
-    pairs_at_least(data, dim, lowest, tiling, &mut |block, pairs| {
+    let mut add = |block: usize, pairs: &[Pair]| {
         for &(i, j, s) in pairs {
             for (&t, (uf, paired)) in thresholds.iter().zip(&mut sets) {
                 if s >= t {
@@ -85,7 +89,11 @@ pub fn groups(
             }
         }
         progress(block);
-    });
+    };
+    match prefilter {
+        Some((qz, kernel)) => pairs_at_least_int8(data, dim, qz, kernel, lowest, tiling, &mut add),
+        None => pairs_at_least(data, dim, lowest, tiling, &mut add),
+    }
     let summaries = thresholds
         .iter()
         .zip(&mut sets)

@@ -105,6 +105,24 @@ pub struct Quantized {
 /// subnormal range carry absolute, not relative, rounding errors.
 const TINY: f32 = f32::MIN_POSITIVE * 4.0;
 
+/// Why the pre-filter cannot run on `n` vectors of `dim` within `memory`
+/// bytes beside `other` bytes (the graph or the tiles), or `None` when it can.
+pub fn cannot_run(n: usize, dim: usize, other: u64, memory: u64) -> Option<String> {
+    let copies = Quantized::bytes(n, dim);
+    if dim > MAX_DIM {
+        Some(format!("{dim} dimensions are more than its {MAX_DIM}"))
+    } else if copies + other > memory {
+        Some(format!(
+            "its 8-bit copies ({:.0} MiB) do not fit --memory {:.0} MiB beside the rest ({:.0} MiB)",
+            copies as f64 / 1048576.0,
+            memory as f64 / 1048576.0,
+            other as f64 / 1048576.0
+        ))
+    } else {
+        None
+    }
+}
+
 /// `v` as f32, never below it.
 fn up(v: f64) -> f32 {
     let f = v as f32;
@@ -532,4 +550,97 @@ pub fn knn_blocks_int8(
             .fetch_add(rescored, std::sync::atomic::Ordering::Relaxed);
     };
     knn_blocks_with(n, tiling, graph, blocks, done, &task)
+}
+
+/// [`super::knn`] with the 8-bit pre-filter on `kernel`: the same graph.
+pub fn knn_int8(
+    data: &[f32],
+    dim: usize,
+    k: usize,
+    tiling: Tiling,
+    kernel: Int8Kernel,
+) -> super::Graph {
+    let n = data.len() / dim.max(1);
+    let mut graph = super::Graph::empty(n, k.min(n.saturating_sub(1)));
+    if n == 0 {
+        return graph;
+    }
+    let qz = Quantized::of(data, dim);
+    let all: Vec<usize> = (0..tiling.blocks(n)).collect();
+    let stats = Int8Stats::default();
+    knn_blocks_int8(
+        data,
+        dim,
+        &qz,
+        kernel,
+        tiling,
+        &mut graph,
+        &all,
+        &mut |_, _| {},
+        &stats,
+    );
+    graph
+}
+
+/// [`super::pairs_at_least`] with the 8-bit pre-filter: the same pairs with
+/// the same scores (a pair is scored in fp32 only when its bound reaches
+/// `threshold`), block by block; within a block the order may differ.
+#[allow(clippy::too_many_arguments)]
+pub fn pairs_at_least_int8(
+    data: &[f32],
+    dim: usize,
+    qz: &Quantized,
+    kernel: Int8Kernel,
+    threshold: f32,
+    tiling: Tiling,
+    found: &mut dyn FnMut(usize, &[super::Pair]),
+) {
+    use rayon::prelude::*;
+    assert!(dim > 0 && data.len().is_multiple_of(dim));
+    check_kernel(kernel);
+    let n = data.len() / dim;
+    assert_eq!(qz.scale.len(), n, "8-bit copies of other vectors");
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
+    let blocks = tiling.blocks(n);
+    let group_bytes = qz.dim4 / 4 * GROUP * 4;
+    for bi in 0..blocks {
+        let ri = tiling.block(bi, n);
+        let pairs: Vec<super::Pair> = (bi..blocks)
+            .into_par_iter()
+            .map(|bj| {
+                let rj = tiling.block(bj, n);
+                let tc = TileCols::of(qz, rj.clone());
+                let need_j = vec![f32::INFINITY; tc.scale.len()];
+                let need_i = [threshold; MR];
+                let mut upper = [[0f32; GROUP]; MR];
+                let mut out = Vec::new();
+                for (g, group) in tc.packed.chunks_exact(group_bytes).enumerate() {
+                    let cols = tc.group(g, &need_j, rj.len());
+                    let mut r = ri.start;
+                    while r < ri.end {
+                        let re = (r + MR).min(ri.end);
+                        let masks =
+                            group_candidates(kernel, qz, r..re, group, &cols, &need_i, &mut upper);
+                        for (u, i) in (r..re).enumerate() {
+                            let mut m = masks[u];
+                            while m != 0 {
+                                let j = rj.start + g * GROUP + m.trailing_zeros() as usize;
+                                m &= m - 1;
+                                if j > i {
+                                    let s = dot(row(i), row(j));
+                                    if s >= threshold {
+                                        out.push((i as u32, j as u32, s));
+                                    }
+                                }
+                            }
+                        }
+                        r = re;
+                    }
+                }
+                out
+            })
+            .flatten()
+            .collect();
+        found(bi, &pairs);
+    }
 }

@@ -432,21 +432,7 @@ fn run(
     // The 8-bit copies live beside the vectors: they must fit the budget with the graph.
     let device = match &job.device {
         KnnDevice::CpuInt8 { required, .. } => {
-            let copies = Quantized::bytes(n, dim);
-            let why_not = if dim > crate::knn::int8::MAX_DIM {
-                Some(format!(
-                    "{dim} dimensions are more than its {}",
-                    crate::knn::int8::MAX_DIM
-                ))
-            } else if copies + (n * k * 8) as u64 > job.memory {
-                Some(format!(
-                    "its 8-bit copies ({:.0} MiB) and the graph do not fit --memory {:.0} MiB",
-                    copies as f64 / 1048576.0,
-                    job.memory as f64 / 1048576.0
-                ))
-            } else {
-                None
-            };
+            let why_not = crate::knn::int8::cannot_run(n, dim, (n * k * 8) as u64, job.memory);
             match why_not {
                 Some(why) if *required => bail!("--prefilter int8: {why}"),
                 Some(why) => {
