@@ -11,7 +11,9 @@
 //! up), the inner products satisfy (Cauchy–Schwarz on `x·y = x̃·ỹ + x̃·e_y +
 //! e_x·y`)
 //!
-//!     |x·y − x̃·ỹ| ≤ |e_x|·|y| + |x̃|·|e_y|.
+//! ```text
+//! |x·y − x̃·ỹ| ≤ |e_x|·|y| + |x̃|·|e_y|.
+//! ```
 //!
 //! `x̃·ỹ = s_x·s_y·(q_x·q_y)`, and `q_x·q_y` is an exact integer (at most
 //! 127²·d < 2²⁴ for d ≤ 1024, so exact in f32 too; beyond, the kernel falls
@@ -20,7 +22,9 @@
 //! [`crate::search::dot`] is within `γ_d·|x||y|` of `x·y` (`γ_d = d·u/(1 −
 //! d·u)`, Higham §3.1). With `N = max(|x|, |x̃|)` per vector:
 //!
-//!     |c − a| ≤ |e_x|·N_y + N_x·|e_y| + κ·N_x·N_y,   κ = γ_d + 2.0001·u,
+//! ```text
+//! |c − a| ≤ |e_x|·N_y + N_x·|e_y| + κ·N_x·N_y,   κ = γ_d + 2.0001·u,
+//! ```
 //!
 //! and evaluating `upper = a + bound` in f32 (three fused multiply-adds and an
 //! add, the terms at most `2·N_x·N_y`) rounds by at most `10·u·N_x·N_y` more,
