@@ -10,7 +10,7 @@ mod common;
 use common::batch::{Results, results, weights};
 use common::exe;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs the ffmpeg command line (quiet, overwriting).
@@ -148,12 +148,22 @@ fn assert_time(record: &serde_json::Value, probed: &ProbedFrame) {
     );
 }
 
+/// A clip of the pixel test: (file, size, rate, frames, encoder options, extra
+/// options of the reference command).
+type Case = (
+    &'static str,
+    &'static str,
+    u32,
+    u32,
+    Vec<&'static str>,
+    Vec<&'static str>,
+);
+
 #[test]
 fn every_frame_gives_the_vectors_of_the_ffmpeg_cli_frames_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // (file, size, rate, frames, encoder options, extra options of the reference command)
-    let cases: Vec<(&str, &str, u32, u32, Vec<&str>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         // B-frames (presentation order ≠ decode order), MP4 edit list.
         (
             "h264.mp4",
@@ -381,7 +391,7 @@ fn a_killed_run_resumes_mid_video_and_every_output_keys_frames_alike() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("media")).unwrap();
-    let video = clip(d, "media/Clip.MP4", "96x64", 25, 12, &["-c:v", "libx264"]);
+    clip(d, "media/Clip.MP4", "96x64", 25, 12, &["-c:v", "libx264"]);
     let image = d.join("media/still.png");
     image::RgbImage::from_fn(48, 40, |x, y| {
         image::Rgb([(x * 5) as u8, (y * 6) as u8, 77])
@@ -428,7 +438,6 @@ fn a_killed_run_resumes_mid_video_and_every_output_keys_frames_alike() {
     npy_keys.sort();
     let jsonl_keys: Vec<&str> = complete.vectors.keys().map(String::as_str).collect();
     assert_eq!(npy_keys, jsonl_keys);
-    let _ = video;
 }
 
 #[test]
@@ -541,5 +550,4 @@ fn unreadable_videos_and_damaged_frames_are_error_records_and_the_rest_goes_on()
     assert!(why(&damaged).contains("t=0.300") && why(&damaged).contains("could not be decoded"));
     assert_eq!(error_records[&damaged]["video"].as_str(), Some(mj.as_str()));
     assert_eq!(error_records[&damaged]["frame"].as_u64(), Some(3));
-    let _: PathBuf = image;
 }
