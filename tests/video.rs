@@ -551,3 +551,88 @@ fn unreadable_videos_and_damaged_frames_are_error_records_and_the_rest_goes_on()
     assert_eq!(error_records[&damaged]["video"].as_str(), Some(mj.as_str()));
     assert_eq!(error_records[&damaged]["frame"].as_u64(), Some(3));
 }
+
+/// Frames spread over MPI ranks (each rank decoding its chunks, seeking into a
+/// video it meets mid-way) give the records of one process.
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_write_the_same_frame_records_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("v")).unwrap();
+    // 6 s at 25 fps, GOPs of 1 s, B-frames: at --fps 4 a rank meeting it mid-way seeks.
+    clip(
+        d,
+        "v/long.mp4",
+        "64x48",
+        25,
+        150,
+        &["-c:v", "libx264", "-g", "25"],
+    );
+    clip(
+        d,
+        "v/short.webm",
+        "66x50",
+        10,
+        12,
+        &[
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+        ],
+    );
+    let folder = d.join("v");
+    let one = d.join("one.jsonl");
+    run(
+        &mut extract(folder.to_str().unwrap(), &one, &["--fps", "4"]),
+        0,
+    );
+    let want = results(&one);
+    assert_eq!(want.vectors.len(), 24 + 5);
+
+    let (w, p) = weights();
+    let ranks = d.join("ranks.jsonl");
+    let o = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "120",
+            "mpiexec",
+            "-np",
+            "3",
+            env!("CARGO_BIN_EXE_rmac-native"),
+        ])
+        .args([
+            "extract",
+            "--backend",
+            "cpu",
+            "--max-size",
+            "64",
+            "--fps",
+            "4",
+            "--input",
+        ])
+        .arg(&folder)
+        .arg("--output")
+        .arg(&ranks)
+        .arg("--weights")
+        .arg(w)
+        .arg("--pca")
+        .arg(p)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(results(&ranks), want);
+}
