@@ -430,6 +430,40 @@ fn a_killed_run_resumes_mid_video_and_every_output_keys_frames_alike() {
         "every frame exactly once, same vectors"
     );
 
+    // The contact sheet shows frames (decoded from their video) and links to the video at their time.
+    let sheet = d.join("sheet.html");
+    let o = run(
+        exe()
+            .current_dir("/")
+            .args([
+                "search",
+                "-k",
+                "3",
+                "--path",
+                "media/Clip.MP4#t=0.080",
+                "--html",
+            ])
+            .arg(&sheet)
+            .arg(&full),
+        0,
+    );
+    let html = std::fs::read_to_string(&sheet).unwrap();
+    assert_eq!(
+        html.matches("data:image/jpeg;base64,").count(),
+        4,
+        "query + 3 results: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!html.contains("missing:"), "every frame shown");
+    let link = format!(
+        "href=\"file://{}#t=0.080\"",
+        d.join("media/Clip.MP4").display()
+    );
+    assert!(
+        html.contains(&link),
+        "a tile links to its video at its time"
+    );
+
     // NPY: the same keys beside the matrix.
     let npy = d.join("v.npy");
     run(&mut extract(media.to_str().unwrap(), &npy, &root), 0);
