@@ -670,3 +670,59 @@ fn ranks_write_the_same_frame_records_as_one_process() {
     );
     assert_eq!(results(&ranks), want);
 }
+
+/// `pca fit` over a folder with a video learns from its frames at one per
+/// second: the same file as from the command line's PNGs of those frames.
+#[test]
+fn pca_fit_learns_from_the_frames_of_videos() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["v", "png", "all"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let video = clip(d, "v/clip.mp4", "96x64", 25, 75, &["-c:v", "libx264"]);
+    let all = d.join("all/f%04d.png");
+    ffmpeg(&[
+        "-i",
+        &video,
+        "-fps_mode",
+        "passthrough",
+        "-pix_fmt",
+        "rgb24",
+        all.to_str().unwrap(),
+    ]);
+    // t = 0, 1, 2 s: frames 0, 25, 50 (files numbered from 1).
+    for (k, n) in [1, 26, 51].iter().enumerate() {
+        std::fs::copy(
+            d.join(format!("all/f{n:04}.png")),
+            d.join(format!("png/f{k}.png")),
+        )
+        .unwrap();
+    }
+    let (w, _) = weights();
+    let fit = |input: &str, out: &str| {
+        run(
+            exe()
+                .args([
+                    "pca",
+                    "fit",
+                    "--backend",
+                    "cpu",
+                    "--max-size",
+                    "64",
+                    "--weights",
+                ])
+                .arg(w)
+                .arg("--input")
+                .arg(d.join(input))
+                .arg("--output")
+                .arg(d.join(out)),
+            0,
+        );
+        std::fs::read(d.join(out)).unwrap()
+    };
+    assert_eq!(
+        fit("v", "from_video.safetensors"),
+        fit("png", "from_pngs.safetensors")
+    );
+}
