@@ -272,10 +272,9 @@ impl Cursor {
                 }
                 Err(Error::Eof) => return Ok(None),
                 Err(Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
-                Err(e) => {
-                    self.error = Some(e.to_string());
-                    continue;
-                }
+                // A damaged frame: remembered, and the next packet goes in (never the
+                // same call again, which could return the same error forever).
+                Err(e) => self.error = Some(e.to_string()),
             }
             if self.sent_eof {
                 return Ok(None);
