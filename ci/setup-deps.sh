@@ -10,6 +10,8 @@ export DEBIAN_FRONTEND=noninteractive
 #     (server-dev upgrades the server to the same minor release and pulls clang-14 for PGXS; docs/toolchain.md, pitfall 9).
 PKGS=(mesa-vulkan-drivers libvulkan1 unzip libclang-dev libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev
       postgresql postgresql-server-dev-15)
+#   The `video` feature (ffmpeg-next links FFmpeg 5.1) and tests/video.rs (clips made with the ffmpeg CLI).
+PKGS+=(pkg-config libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev libswscale-dev ffmpeg)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -16,6 +16,7 @@ use crate::image::resize::{resize_bicubic, target_size};
 use crate::rmac::pca::PcaWeights;
 use crate::rmac::{RmacParts, rmac};
 use crate::tensor::Tensor3;
+use crate::video::Sampling;
 use std::path::Path;
 
 /// The knobs of the numeric recipe (docs/contract.md#pipeline).
@@ -29,6 +30,9 @@ pub struct ExtractConfig {
     /// Decompression-bomb guard.
     #[serde(skip)]
     pub limits: DecodeLimits,
+    /// Which frames of a video become records (`--fps`, `--every-frame`, `--keyframes`).
+    #[serde(skip)]
+    pub sampling: Sampling,
 }
 
 impl Default for ExtractConfig {
@@ -38,6 +42,7 @@ impl Default for ExtractConfig {
             levels: 3,
             preprocess: Preprocess::Keras,
             limits: DecodeLimits::default(),
+            sampling: Sampling::default(),
         }
     }
 }
@@ -49,6 +54,9 @@ pub enum ExtractError {
     Decode(#[from] DecodeError),
     #[error("{0}")]
     Backend(#[from] BackendError),
+    /// A video frame that cannot be decoded or converted (docs/contract.md#videos).
+    #[error("{0}")]
+    Video(String),
     #[error(
         "--max-size {max_size} shrinks this {w}×{h} image to {nw}×{nh} px; each side needs at least 32 px for VGG16's five poolings (use a larger --max-size, or drop the image)"
     )]

@@ -39,14 +39,15 @@ pub fn read_inputs(input: &Path) -> Result<InputList> {
     })?;
     let (paths, rejected) = if meta.is_dir() {
         scan_folder(input)?
-    } else if has_extension(input, &VIDEO_EXTENSIONS) {
+    } else if has_video_extension(input) && !cfg!(feature = "video") {
         bail!(
-            "--input {} is a video; rmac-native reads images for now. Cut frames first (e.g. \
+            "--input {} is a video, and this rmac-native was built without video support: rebuild it \
+             with the cargo feature `video` (on by default), or cut frames first (e.g. \
              `ffmpeg -i {} -vf fps=1 frames/%06d.png`) and pass the folder",
             input.display(),
             input.display()
         );
-    } else if has_image_extension(input) {
+    } else if has_image_extension(input) || has_video_extension(input) {
         let one = input.to_str().with_context(|| {
             format!("the file name {} is not UTF-8; rename it", input.display())
         })?;
@@ -111,10 +112,16 @@ fn has_image_extension(path: &Path) -> bool {
     has_extension(path, &IMAGE_EXTENSIONS)
 }
 
-/// Video containers: given as `--input`, said to be videos rather than read as a list.
-pub const VIDEO_EXTENSIONS: [&str; 11] = [
-    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "wmv", "flv",
+/// Video containers (compared case-insensitively): each listed or found video
+/// becomes its sampled frames ([`crate::video`]).
+pub const VIDEO_EXTENSIONS: [&str; 12] = [
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "wmv", "flv",
 ];
+
+/// Whether `path` ends in a video extension (any case).
+pub fn has_video_extension(path: &Path) -> bool {
+    has_extension(path, &VIDEO_EXTENSIONS)
+}
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension()
@@ -164,7 +171,7 @@ fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if is_dir {
                 stack.push(path);
-            } else if has_image_extension(&path) {
+            } else if has_image_extension(&path) || has_video_extension(&path) {
                 found.push(path);
             } else {
                 let ext = path.extension().map_or("no extension".to_owned(), |e| {
@@ -189,14 +196,15 @@ fn scan_folder(root: &Path) -> Result<(Vec<String>, Vec<Rejected>)> {
     if paths.is_empty() && rejected.is_empty() {
         let what: Vec<String> = skipped.iter().map(|(e, n)| format!("{n} {e}")).collect();
         anyhow::bail!(
-            "the folder {} holds no images ({}); images are files ending in {} (any case)",
+            "the folder {} holds no images or videos ({}); images are files ending in {}, videos in {} (any case)",
             root.display(),
             if what.is_empty() {
                 "it is empty".to_owned()
             } else {
                 format!("skipped: {}", what.join(", "))
             },
-            IMAGE_EXTENSIONS.join(", ")
+            IMAGE_EXTENSIONS.join(", "),
+            VIDEO_EXTENSIONS.join(", ")
         );
     }
     Ok((paths, rejected))

@@ -15,6 +15,9 @@ pub mod inputs;
 // 8-bit RGB, exactly as Pillow decodes and resizes it.
 pub mod image;
 
+// Videos in: frame listing and sampling, frame keys, FFmpeg decoding to 8-bit RGB.
+pub mod video;
+
 // The model: the 13 layers, weights files, importers.
 pub mod vgg16;
 

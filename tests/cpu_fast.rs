@@ -184,6 +184,7 @@ fn winograd_error_on_real_activations_per_layer() {
         levels: 3,
         preprocess: Preprocess::Keras,
         limits: DecodeLimits::default(),
+        sampling: Default::default(),
     };
     let img = load_rgb(&dir.join("images/r96x160.png"), &config.limits).unwrap();
     let x0 = prepare_image(&img, &config).unwrap().tensor;

@@ -55,6 +55,7 @@ fn cpu_pipeline_matches_keras_on_every_fixture_case() {
                 other => panic!("unknown preprocess {other}"),
             },
             limits: DecodeLimits::default(),
+            sampling: Default::default(),
         };
 
         // Decode + resize: the same 8-bit pixels as Pillow.
@@ -190,6 +191,7 @@ fn every_device_meets_the_contract_on_the_keras_fixtures(device: Device) {
                     Preprocess::Keras
                 },
                 limits: DecodeLimits::default(),
+                sampling: Default::default(),
             };
             let img = load_rgb(&dir.join(&case.image), &config.limits).unwrap();
             let prepared = prepare_image(&img, &config).unwrap();

@@ -98,6 +98,7 @@ fn load_rerun_and_restart_never_duplicate() {
         weights_file: Some("/somewhere/w.safetensors".into()),
         pca_file: None,
         base: None,
+        video_sampling: None,
     };
     {
         let (mut sink, done) =

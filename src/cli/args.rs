@@ -162,6 +162,24 @@ pub struct ExtractArgs {
     /// Start over: empty OUT and its error file instead of resuming.
     #[arg(long)]
     pub restart: bool,
+    #[command(flatten)]
+    pub video: VideoArgs,
+}
+
+/// How videos among the inputs are sampled (one record per sampled frame, keyed
+/// `VIDEO#t=SECONDS`; recorded in the settings, so a resume cannot mix two samplings).
+#[derive(Args, Debug)]
+pub struct VideoArgs {
+    /// Frames per second of video: for each k, the first frame at or after k/F seconds
+    /// from the stream start (default 1).
+    #[arg(long, value_name = "F", conflicts_with_all = ["every_frame", "keyframes"])]
+    pub fps: Option<f64>,
+    /// Every frame of every video.
+    #[arg(long, conflicts_with = "keyframes")]
+    pub every_frame: bool,
+    /// Key frames only, decoded alone (the fast path for large archives).
+    #[arg(long)]
+    pub keyframes: bool,
 }
 
 #[derive(Subcommand, Debug)]

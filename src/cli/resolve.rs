@@ -12,7 +12,7 @@
 //! | launcher variables | how many processes an MPI launcher started, and this one's rank on its node |
 
 use super::args::*;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use rmac_native::backend::{BackendChoice, CpuAlgo, EngineOptions, GpuOptions};
 use rmac_native::extractor::ExtractConfig;
 use rmac_native::files::file_digest;
@@ -26,6 +26,7 @@ use rmac_native::store::Target;
 use rmac_native::store::postgres::{IndexKind, PgOptions};
 use rmac_native::store::settings::RunSettings;
 use rmac_native::vgg16::import_h5::Convention;
+use rmac_native::video::Sampling;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -421,6 +422,7 @@ pub fn config(model: &ModelArgs, limits: DecodeLimits) -> ExtractConfig {
         levels: model.levels.map_or(default.levels, |l| l as usize),
         preprocess: model.preprocess.map_or(default.preprocess, Into::into),
         limits,
+        sampling: default.sampling,
     }
 }
 
@@ -469,6 +471,7 @@ pub fn query_model(
         levels: model.levels.unwrap_or(made.levels) as usize,
         preprocess,
         limits: DecodeLimits::default(),
+        sampling: Sampling::default(),
     };
     // Each candidate hashed once (58 MB of weights take a tenth of a second),
     // the settings of the query below included.
@@ -543,9 +546,32 @@ pub fn query_model(
     })
 }
 
+/// `--fps`, `--every-frame`, `--keyframes` → how videos are sampled.
+fn sampling(args: &VideoArgs) -> Result<Sampling> {
+    Ok(match (args.fps, args.every_frame, args.keyframes) {
+        (_, true, _) => Sampling::EveryFrame,
+        (_, _, true) => Sampling::Keyframes,
+        (None, ..) => Sampling::default(),
+        (Some(f), ..) => Sampling::fps(f).with_context(|| {
+            format!("--fps {f}: give frames per second of video above 0 and at most 1000 (e.g. --fps 0.5 for one frame every 2 s)")
+        })?,
+    })
+}
+
 /// `extract`'s flags → the job the library runs.
 pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
     let (backend, engine) = env.engine(&args.engine)?;
+    let config = ExtractConfig {
+        sampling: sampling(&args.video)?,
+        ..config(
+            &args.model,
+            DecodeLimits {
+                max_pixels: args.max_pixels,
+                max_file_bytes: args.max_file_bytes,
+                max_time: Duration::from_secs_f64(args.decode_timeout),
+            },
+        )
+    };
     Ok(ExtractJob {
         input: args.input.clone(),
         output: Target::for_output(args.output.clone())?,
@@ -553,14 +579,7 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
         root: args.root.clone(),
         weights: env.weights(args.model.weights.as_deref())?,
         pca: env.pca(args.pca.pca.as_deref())?,
-        config: config(
-            &args.model,
-            DecodeLimits {
-                max_pixels: args.max_pixels,
-                max_file_bytes: args.max_file_bytes,
-                max_time: Duration::from_secs_f64(args.decode_timeout),
-            },
-        ),
+        config,
         backend,
         engine,
         restart: args.restart,

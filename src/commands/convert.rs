@@ -43,6 +43,7 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
         restart: args.restart,
         settings,
         pg,
+        frames: Default::default(),
     };
     let (mut sink, done) = open_sink(&to, None, &options)?;
     let (mut written, mut skipped) = (0usize, 0usize);

@@ -3,6 +3,7 @@
 
 use rmac_native::store::Target;
 use rmac_native::store::settings::RunSettings;
+use rmac_native::video::parse_frame_key;
 use std::path::{Path, PathBuf};
 
 /// Where the file of a path in the index is (see `--root`): an absolute path
@@ -28,10 +29,12 @@ pub fn locator(
         if path.is_absolute() {
             return path.to_path_buf();
         }
+        // A video frame (`VIDEO#t=S`) is where its video is.
+        let file = parse_frame_key(p).map_or(p, |k| k.video);
         bases
             .iter()
+            .find(|b| b.join(file).exists())
             .map(|b| b.join(path))
-            .find(|f| f.exists())
             .unwrap_or_else(|| match (only_root, bases.first()) {
                 (true, Some(root)) => root.join(path),
                 _ => path.to_path_buf(),

@@ -11,12 +11,21 @@ use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator};
 use rmac_native::run::pipeline::{Job, run_pipeline};
 use rmac_native::vgg16::spec::FEATURE_DIM;
 use rmac_native::vgg16::weights::Vgg16Weights;
+use rmac_native::video::{Sampling, expand};
 use std::sync::Arc;
 
 /// `pca fit …`: images → pool5 → per region max → L2 → streaming statistics →
 /// whitening → safetensors. Images that fail are skipped with a message.
 pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
-    let inputs = read_inputs(&args.input)?;
+    let mut inputs = read_inputs(&args.input)?;
+    // Videos give their frames at the default sampling (one per second), as `extract`'s.
+    let expanded = expand(
+        std::mem::take(&mut inputs.paths),
+        Sampling::default(),
+        &DecodeLimits::default(),
+    );
+    inputs.paths = expanded.paths;
+    inputs.rejected.extend(expanded.rejected);
     for (path, why) in &inputs.rejected {
         eprintln!("skipped {path}: {why}");
     }

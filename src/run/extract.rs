@@ -8,7 +8,7 @@
 use crate::backend::{BackendChoice, EngineOptions, open_backend, refuse_software_gpu};
 use crate::extractor::{ExtractConfig, Extractor};
 use crate::files::write_atomically;
-use crate::inputs::read_inputs;
+use crate::inputs::{InputList, read_inputs};
 use crate::rmac::pca::PcaWeights;
 use crate::run::coordinator::mpi::{Launcher, default_threads};
 use crate::run::coordinator::progress::human_duration;
@@ -24,6 +24,7 @@ use crate::store::settings::RunSettings;
 use crate::store::{SinkOptions, Target, VectorSink, failed_before, open_sink};
 use crate::text::plural;
 use crate::vgg16::weights::Vgg16Weights;
+use crate::video::{FrameIndex, FrameInfo, expand, is_video};
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -153,12 +154,49 @@ fn relative_to(root: &Path, paths: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Replaces the videos of `inputs` by their sampled frames (a video that
+/// cannot be read becomes a rejected entry); returns how many videos were
+/// listed and the frames' index.
+fn expand_videos(inputs: &mut InputList, config: &ExtractConfig) -> (usize, FrameIndex) {
+    if !inputs.paths.iter().any(|p| is_video(p)) {
+        return (0, FrameIndex::new());
+    }
+    let t = std::time::Instant::now();
+    let listed = std::mem::take(&mut inputs.paths);
+    let expanded = expand(listed, config.sampling, &config.limits);
+    inputs.paths = expanded.paths;
+    inputs.rejected.extend(expanded.rejected);
+    eprintln!(
+        "rmac-native: {} sampled ({}): {} listed in {}",
+        plural(expanded.videos, "video"),
+        config.sampling.name(),
+        plural(expanded.frames.len(), "frame"),
+        human_duration(t.elapsed().as_secs_f64()),
+    );
+    if expanded.same_key > 0 {
+        eprintln!(
+            "note: {} sampled frames share a millisecond with an earlier frame of their video; the first of each is kept",
+            expanded.same_key
+        );
+    }
+    (expanded.videos, expanded.frames)
+}
+
 fn preflight(job: &ExtractJob) -> Result<Ready> {
     refuse_software_gpu(job.backend, &job.engine)?;
     let mut inputs = read_inputs(&job.input)?;
     let root = job.root.as_deref().map(absolute_folder).transpose()?;
+    let (videos, mut frames) = expand_videos(&mut inputs, &job.config);
     if let Some(root) = &root {
-        inputs.paths = relative_to(root, &inputs.paths)?;
+        let listed = std::mem::take(&mut inputs.paths);
+        inputs.paths = relative_to(root, &listed)?;
+        // The frames' records are keyed by the paths as recorded.
+        for (before, after) in listed.iter().zip(&inputs.paths) {
+            if let Some(info) = frames.remove(before) {
+                let video = relative_to(root, std::slice::from_ref(&info.video))?.remove(0);
+                frames.insert(after.clone(), FrameInfo { video, ..info });
+            }
+        }
         for (path, _) in &mut inputs.rejected {
             if let Ok(mut rel) = relative_to(root, std::slice::from_ref(path)) {
                 *path = rel.remove(0);
@@ -209,6 +247,9 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     if let Some(root) = &root {
         settings.base = Some(root.to_string_lossy().into_owned());
     }
+    if videos > 0 {
+        settings.video_sampling = Some(job.config.sampling.name());
+    }
     // Before the output is opened: `--restart` must not truncate another run's file.
     let lock = match output.file() {
         Some(out) => lock_output(out)?,
@@ -219,6 +260,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
         restart: job.restart,
         settings: Some(settings.clone()),
         pg: job.pg.clone(),
+        frames: Arc::new(frames),
     };
     let (sink, done) = open_sink(&output, job.db.as_deref(), &options)?;
     let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();

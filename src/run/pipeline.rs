@@ -9,8 +9,11 @@
 //! [`super::coordinator`].
 
 use crate::backend::Backend;
-use crate::extractor::{ExtractConfig, ExtractError, Extractor, Prepared, prepare_path};
+use crate::extractor::{
+    ExtractConfig, ExtractError, Extractor, Prepared, prepare_image, prepare_path,
+};
 use crate::tensor::Tensor3;
+use crate::video::{Cursors, Sampling, parse_frame_key};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, sync_channel};
@@ -64,23 +67,43 @@ fn guarded<T>(
 /// given up on after `config.limits.max_time`: a read that never returns (a
 /// stalled network file system, a device) becomes this image's error and the
 /// batch goes on; the stuck thread is left behind, holding only that file.
-fn prepare_watched(path: &str, config: &ExtractConfig) -> Result<Prepared, String> {
+/// A video frame's key (`VIDEO#t=S`) is decoded with the video decoders kept
+/// open in `cursors` (they travel into the watched thread and back; a thread
+/// given up on keeps them, and the next frame reopens its video).
+fn prepare_watched(
+    path: &str,
+    config: &ExtractConfig,
+    cursors: &mut Cursors,
+) -> Result<Prepared, String> {
     let (tx, rx) = sync_channel(1);
     let (owned, config_owned) = (path.to_owned(), config.clone());
+    let mut moved = std::mem::take(cursors);
     let spawned = std::thread::Builder::new()
         .name("rmac-decode-1".into())
         .spawn(move || {
-            let r = guarded("decoding", &owned, || {
-                prepare_path(Path::new(&owned), &config_owned)
+            let r = guarded("decoding", &owned, || match parse_frame_key(&owned) {
+                Some(key) => moved
+                    .frame(
+                        key.video,
+                        key,
+                        config_owned.sampling == Sampling::Keyframes,
+                        &config_owned.limits,
+                    )
+                    .map_err(ExtractError::Video)
+                    .and_then(|rgb| prepare_image(&rgb, &config_owned)),
+                None => prepare_path(Path::new(&owned), &config_owned),
             });
-            let _ = tx.send(r);
+            let _ = tx.send((r, moved));
         });
     if let Err(e) = spawned {
         return Err(format!("cannot start a thread to decode the file: {e}"));
     }
     let limit = config.limits.max_time;
     match rx.recv_timeout(limit) {
-        Ok(r) => r,
+        Ok((r, back)) => {
+            *cursors = back;
+            r
+        }
         Err(RecvTimeoutError::Timeout) => Err(format!(
             "reading and decoding took longer than {} s (--decode-timeout), so the file was skipped; \
              check the file and the file system it is on, or raise --decode-timeout",
@@ -110,9 +133,10 @@ pub fn run_pipeline<T>(
         std::thread::Builder::new()
             .name("rmac-decode".into())
             .spawn_scoped(scope, move || {
+                let mut cursors = Cursors::default();
                 for job in jobs {
                     let t = Instant::now();
-                    let prepared = prepare_watched(&job.path, config);
+                    let prepared = prepare_watched(&job.path, config, &mut cursors);
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
                         break; // the compute side stopped
                     }

@@ -4,6 +4,8 @@
 //! linked to the original; a header says what was searched and how; a file
 //! that cannot be shown is marked in its tile and reported to the caller.
 
+use crate::image::decode::DecodeLimits;
+use crate::video::{Cursors, parse_frame_key};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,9 +47,44 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// A thumbnail of the image at `file` (longest side `size`) as a data URI.
+/// The picture a path of the index names: an image file, or a video frame
+/// (`VIDEO#t=SECONDS`, decoded as `extract` decodes it).
+fn picture(file: &Path) -> Result<image::DynamicImage> {
+    if let Some(key) = file.to_str().and_then(parse_frame_key) {
+        let frame = Cursors::default()
+            .frame(key.video, key, false, &DecodeLimits::default())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key.video))?;
+        return Ok(image::DynamicImage::ImageRgb8(frame));
+    }
+    image::open(file).with_context(|| format!("cannot open {}", file.display()))
+}
+
+/// Where a tile links: the image file, or a video at the frame's time (a
+/// media fragment, which browsers seek to).
+fn link(file: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or(p.to_path_buf());
+    match file.to_str().and_then(parse_frame_key) {
+        Some(key) => format!(
+            "{}#t={}.{:03}",
+            file_url(&absolute(Path::new(key.video))),
+            key.t_ms / 1000,
+            key.t_ms % 1000
+        ),
+        None => file_url(&absolute(file)),
+    }
+}
+
+/// The file behind a path of the index (a frame's video), to say whether it is there.
+fn source(file: &Path) -> &Path {
+    match file.to_str().and_then(parse_frame_key) {
+        Some(key) => Path::new(key.video),
+        None => file,
+    }
+}
+
+/// A thumbnail of the image (or video frame) at `file` (longest side `size`) as a data URI.
 fn thumbnail(file: &Path, size: u32) -> Result<String> {
-    let img = image::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let img = picture(file)?;
     let thumb = img.thumbnail(size, size).to_rgb8();
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&thumb)?;
@@ -99,16 +136,14 @@ impl Tiles<'_> {
             Some((p, file)) => match thumbnail(&file, self.size) {
                 Ok(uri) => format!(
                     "<a href=\"{}\"><img src=\"{uri}\" alt=\"{}\"></a>",
-                    escape(&file_url(
-                        &std::path::absolute(&file).unwrap_or(file.clone())
-                    )),
+                    escape(&link(&file)),
                     escape(p)
                 ),
                 Err(e) => {
-                    let why = if file.exists() {
+                    let why = if source(&file).exists() {
                         format!("{e:#}")
                     } else {
-                        format!("not found at {}", file.display())
+                        format!("not found at {}", source(&file).display())
                     };
                     let shown = format!("missing: {why}");
                     self.report.missing.push((p.to_owned(), why));

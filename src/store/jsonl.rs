@@ -4,12 +4,14 @@
 //! line is cut off and every complete line counts as done.
 
 use super::{VectorSet, VectorSink};
+use crate::video::FrameIndex;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often written lines are forced to disk (a crash of the process loses
@@ -19,13 +21,36 @@ const SYNC_EVERY: Duration = Duration::from_secs(10);
 #[derive(Serialize)]
 struct VectorLine<'a> {
     path: &'a str,
+    #[serde(flatten)]
+    frame: Option<FrameFields<'a>>,
     vector: &'a [f32],
 }
 
 #[derive(Serialize)]
 struct ErrorLine<'a> {
     path: &'a str,
+    #[serde(flatten)]
+    frame: Option<FrameFields<'a>>,
     error: &'a str,
+}
+
+/// A video frame's record says which video, when, and which frame
+/// (docs/contract.md#videos).
+#[derive(Serialize)]
+struct FrameFields<'a> {
+    video: &'a str,
+    /// Seconds from the stream start, millisecond precision.
+    t: f64,
+    /// Index in presentation order.
+    frame: u64,
+}
+
+fn frame_fields<'a>(frames: &'a FrameIndex, path: &str) -> Option<FrameFields<'a>> {
+    frames.get(path).map(|f| FrameFields {
+        video: &f.video,
+        t: f.t_ms as f64 / 1000.0,
+        frame: f.frame,
+    })
 }
 
 /// What resuming needs from a line: its path (and that it parses).
@@ -243,9 +268,17 @@ pub struct JsonlSink {
     vectors: LineFile,
     errors: LineFile,
     last_sync: Instant,
+    /// The video frames among the paths written (their records get `video`, `t`, `frame`).
+    frames: Arc<FrameIndex>,
 }
 
 impl JsonlSink {
+    /// Video frames' records get `video`, `t` and `frame` from `frames`.
+    pub fn with_frames(mut self, frames: Arc<FrameIndex>) -> Self {
+        self.frames = frames;
+        self
+    }
+
     /// Opens both files; with `restart` they are emptied, otherwise the paths
     /// already written (as vectors or as errors) are returned. A path recorded
     /// twice (a line repeated, or a path both in OUT and in the error file) is
@@ -300,6 +333,7 @@ impl JsonlSink {
                 vectors,
                 errors,
                 last_sync: Instant::now(),
+                frames: Arc::default(),
             },
             done,
         ))
@@ -327,14 +361,20 @@ impl JsonlSink {
 impl VectorSink for JsonlSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
         super::check_finite(path, vector)?;
-        let mut line = serde_json::to_vec(&VectorLine { path, vector })?;
+        let frame = frame_fields(&self.frames, path);
+        let mut line = serde_json::to_vec(&VectorLine {
+            path,
+            frame,
+            vector,
+        })?;
         line.push(b'\n');
         self.vectors.append(&line)?;
         self.maybe_sync()
     }
 
     fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
-        let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
+        let frame = frame_fields(&self.frames, path);
+        let mut line = serde_json::to_vec(&ErrorLine { path, frame, error })?;
         line.push(b'\n');
         self.errors.append(&line)?;
         self.maybe_sync()
@@ -360,13 +400,21 @@ impl VectorSink for JsonlSink {
 /// Nothing to resume from: a rerun starts over.
 pub struct StdoutSink {
     out: std::io::Stdout,
+    frames: Arc<FrameIndex>,
 }
 
 impl StdoutSink {
     pub fn new() -> StdoutSink {
         StdoutSink {
             out: std::io::stdout(),
+            frames: Arc::default(),
         }
+    }
+
+    /// Video frames' records get `video`, `t` and `frame` from `frames`.
+    pub fn with_frames(mut self, frames: Arc<FrameIndex>) -> Self {
+        self.frames = frames;
+        self
     }
 
     fn line(&mut self, record: &impl Serialize) -> Result<()> {
@@ -388,11 +436,21 @@ impl Default for StdoutSink {
 impl VectorSink for StdoutSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
         super::check_finite(path, vector)?;
-        self.line(&VectorLine { path, vector })
+        let frames = self.frames.clone();
+        let frame = frame_fields(&frames, path);
+        let line = VectorLine {
+            path,
+            frame,
+            vector,
+        };
+        self.line(&line)
     }
 
     fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
-        self.line(&ErrorLine { path, error })
+        let frames = self.frames.clone();
+        let frame = frame_fields(&frames, path);
+        let line = ErrorLine { path, frame, error };
+        self.line(&line)
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -517,6 +575,7 @@ mod tests {
         let out = dir.path().join("v.jsonl");
         let good = serde_json::to_string(&VectorLine {
             path: "a",
+            frame: None,
             vector: &vec512(0.0),
         })
         .unwrap();

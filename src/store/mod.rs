@@ -322,6 +322,8 @@ pub struct SinkOptions {
     /// records nothing.
     pub settings: Option<RunSettings>,
     pub pg: PgOptions,
+    /// The video frames among the paths (JSONL records get `video`, `t`, `frame`).
+    pub frames: std::sync::Arc<crate::video::FrameIndex>,
 }
 
 /// Opens the output a run writes to, and with `db` a database beside it.
@@ -352,13 +354,16 @@ pub fn open_sink(
         }
         Target::Jsonl(path) => {
             let (s, d) = jsonl::JsonlSink::open(path, restart)?;
-            (Box::new(s), d)
+            (Box::new(s.with_frames(options.frames.clone())), d)
         }
         Target::Parquet(path) => {
             let (s, d) = parquet::ParquetSink::open(path, restart, 512, settings.cloned())?;
             (Box::new(s), d)
         }
-        Target::Stdout => (Box::new(jsonl::StdoutSink::new()), HashSet::new()),
+        Target::Stdout => (
+            Box::new(jsonl::StdoutSink::new().with_frames(options.frames.clone())),
+            HashSet::new(),
+        ),
     };
     if let (Some(out), Some(settings)) = (target.file(), settings) {
         settings.check_and_write(out, done.len(), restart)?;

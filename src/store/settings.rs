@@ -36,6 +36,11 @@ pub struct RunSettings {
     /// any folder). Never compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// How videos were sampled (`fps=1`, `every-frame`, `keyframes`), when
+    /// the input holds videos. Compared only when both runs had videos: a
+    /// resume cannot mix two samplings, an image-only run can gain videos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_sampling: Option<String>,
 }
 
 fn default_dimension() -> usize {
@@ -82,6 +87,7 @@ impl RunSettings {
             base: std::env::current_dir()
                 .ok()
                 .map(|d| d.to_string_lossy().into_owned()),
+            video_sampling: None,
         })
     }
 
@@ -89,13 +95,19 @@ impl RunSettings {
     /// decides the numbers (the file hints are not among them).
     pub fn differing(&self, other: &RunSettings) -> Vec<(&'static str, String, String)> {
         let ours = self.compared();
-        other
+        let mut differing: Vec<_> = other
             .compared()
             .into_iter()
             .zip(ours)
             .filter(|((_, b), (_, a))| a != b)
             .map(|((what, b), (_, a))| (what, a, b))
-            .collect()
+            .collect();
+        if let (Some(a), Some(b)) = (&self.video_sampling, &other.video_sampling)
+            && a != b
+        {
+            differing.push(("video sampling", a.clone(), b.clone()));
+        }
+        differing
     }
 
     fn compared(&self) -> [(&'static str, String); 7] {
@@ -143,9 +155,14 @@ impl RunSettings {
     /// `done` records) and then writes ours there.
     pub fn check_and_write(&self, out: &Path, done: usize, restart: bool) -> Result<()> {
         let file = settings_path(out);
+        let mut ours = self.clone();
         if done > 0 && !restart {
             match Self::read_beside(out)? {
                 Some(before) => {
+                    // A resume without videos keeps the sampling the earlier frames were made with.
+                    if ours.video_sampling.is_none() {
+                        ours.video_sampling = before.video_sampling.clone();
+                    }
                     let diff = before.differences(self);
                     if !diff.is_empty() {
                         bail!(
@@ -165,7 +182,7 @@ impl RunSettings {
                 ),
             }
         }
-        write_atomically(&file, &serde_json::to_vec_pretty(self)?)
+        write_atomically(&file, &serde_json::to_vec_pretty(&ours)?)
             .with_context(|| format!("cannot write {}", file.display()))
     }
 }
@@ -186,6 +203,7 @@ mod tests {
             weights_file: None,
             pca_file: None,
             base: None,
+            video_sampling: None,
         }
     }
 
