@@ -614,8 +614,8 @@ async fn neighbours(
     let path = params
         .get("path")
         .ok_or_else(|| ApiError::bad("give ?path=P (a path in the index)"))?;
-    let row = row_of(&s, path)?;
     let k = count(&params, "k", 10, 1, s.max_k)?;
+    let row = row_of(&s, path)?;
     let (source, hits) = match s.graph.as_ref().filter(|g| k <= g.k) {
         Some(g) => ("graph", g.neighbours(row, k).to_vec()),
         None => {
