@@ -718,6 +718,35 @@ fn bad_input_gets_a_4xx_with_a_message_and_the_server_keeps_answering() {
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
+#[test]
+fn a_request_past_its_deadline_gets_503_and_the_server_goes_on() {
+    let f = fixture();
+    // An image query takes ~0.1 s here (decode, VGG16, R-MAC); 10 ms is not enough.
+    let server = Server::start(&f.jsonl, &["--timeout", "0.01"]);
+    let png = std::fs::read(&f.images[4]).unwrap();
+    let (status, e) = server.json(
+        "POST",
+        "/api/search",
+        &[("Content-Type", "image/png")],
+        &png,
+    );
+    assert_eq!(status, 503, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("--timeout"), "{e}");
+    server.alive();
+    let (status, page, body) = server.request("GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        header(&page, "content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("<script src=\"/app.js\"")
+    );
+}
+
 /// CRC-32 (IEEE) of PNG chunks.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut c = !0u32;
