@@ -40,6 +40,8 @@ pub mod run;
 pub mod search;
 // Every vector against every other: the exact kNN graph and near-duplicate groups.
 pub mod knn;
+// Search as a service: the index and the model held in memory behind HTTP and a page.
+pub mod serve;
 
 pub mod evaluate;
 

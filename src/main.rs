@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Dedup(args) => commands::dedup(args, &env),
         Command::Bench(args) => commands::bench(args).map(|_| 0),
         Command::Evaluate(args) => commands::evaluate(args, &env).map(|_| 0),
+        Command::Serve(args) => commands::serve(args, &env).map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

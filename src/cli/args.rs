@@ -39,6 +39,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Retrieval quality (mAP, mP@k, recall@k) of a vectors file against a ground truth.
     Evaluate(EvaluateArgs),
+    /// Search as a service: an HTTP API and a web page over an index held in memory.
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -544,4 +546,61 @@ pub struct IndexArgs {
     /// Drop an existing index of this kind and build it again.
     #[arg(long)]
     pub replace: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The vectors: `.jsonl`, `.npy` (mapped, not copied), `.parquet` or a `postgresql://` URL
+    /// (read into memory; searched exactly, as `search --exact`).
+    pub index: String,
+    /// Address to listen on (port 0: any free port; the address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the index's relative image paths are, for thumbnails; no file outside it is
+    /// shown [default: as `search --html` finds them].
+    #[arg(long)]
+    pub images_root: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the token from this file (its first line), keeping it out of the process list.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Allow the pages of this origin (e.g. `https://example.org`) to call the API.
+    #[arg(long)]
+    pub cors: Option<String>,
+    /// A `knn` graph of INDEX (`G.jsonl`, or `G` for `G.idx.npy`…) answering /api/neighbours.
+    #[arg(long)]
+    pub knn: Option<PathBuf>,
+    /// A `dedup --output` file of INDEX: the page shows its duplicate groups.
+    #[arg(long)]
+    pub dedup: Option<PathBuf>,
+    /// Largest request body (an uploaded image); larger ones get 413.
+    #[arg(long, default_value = "32MiB", value_parser = parse_bytes)]
+    pub max_upload: u64,
+    /// Seconds a request may take before it is abandoned with 503.
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
+    pub timeout: f64,
+    /// Largest k (and qe) a query may ask for.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_k: u64,
+    /// Image queries that may wait for the model (beyond it, they wait for a place).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub queue: u64,
+    /// Refuse uploaded images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = rmac_native::image::decode::DecodeLimits::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Memory for cached thumbnails.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub thumb_cache: u64,
+    /// Do not load the model: queries by path and vector only (no weights needed).
+    #[arg(long)]
+    pub no_model: bool,
+    /// The model image queries are described with (the index's settings where not given).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub pca: PcaArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }

@@ -587,3 +587,52 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
         launcher: env.launcher.clone(),
     })
 }
+
+/// `serve`'s flags → how it listens and what it accepts. A token file's first
+/// line is the token; an empty token is refused (it would let anyone in).
+pub fn serve_options(args: &ServeArgs) -> Result<rmac_native::serve::ServeOptions> {
+    use std::net::ToSocketAddrs;
+    let listen = args
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| {
+            anyhow!(
+                "--listen {}: not an address to listen on ({e}); e.g. 127.0.0.1:8080",
+                args.listen
+            )
+        })?
+        .next()
+        .ok_or_else(|| anyhow!("--listen {}: the name resolves to no address", args.listen))?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow!("cannot read the token file {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        bail!("the token is empty; give a secret (e.g. `openssl rand -hex 16`)");
+    }
+    if let Some(origin) = &args.cors
+        && (origin.contains(['\r', '\n'])
+            || !(origin.starts_with("http://") || origin.starts_with("https://") || origin == "*"))
+    {
+        bail!("--cors {origin:?}: give an origin such as https://example.org (or * for any)");
+    }
+    Ok(rmac_native::serve::ServeOptions {
+        listen,
+        token,
+        cors: args.cors.clone(),
+        max_upload: usize::try_from(args.max_upload).unwrap_or(usize::MAX),
+        timeout: Duration::from_secs_f64(args.timeout),
+        max_k: args.max_k as usize,
+        queue: args.queue as usize,
+        thumb_cache: usize::try_from(args.thumb_cache).unwrap_or(usize::MAX),
+    })
+}

@@ -14,7 +14,7 @@ pub fn locator(
     root: Option<&Path>,
     index: &Target,
     made: Option<&RunSettings>,
-) -> impl Fn(&str) -> PathBuf {
+) -> impl Fn(&str) -> PathBuf + Send + Sync + use<> {
     let bases: Vec<PathBuf> = match root {
         Some(root) => vec![root.to_path_buf()],
         None => made

@@ -12,6 +12,7 @@ mod locate;
 mod neighbours;
 mod pca_fit;
 mod search;
+mod serve;
 mod weights;
 
 pub use bench::bench;
@@ -23,4 +24,5 @@ pub use index::index;
 pub use knn::knn;
 pub use neighbours::neighbours;
 pub use search::search;
+pub use serve::serve;
 pub use weights::{pca, weights};

@@ -3,8 +3,8 @@
 //! PostgreSQL table (pgvector SQL), with optional query expansion.
 
 use super::locate::locator;
-use crate::cli::SearchArgs;
 use crate::cli::resolve::{Env, query_model};
+use crate::cli::{EngineArgs, ModelArgs, PcaArgs, SearchArgs};
 use anyhow::{Context, Result, bail};
 use rmac_native::backend::open_backend;
 use rmac_native::extractor::Extractor;
@@ -72,12 +72,14 @@ fn image_vectors(
     if args.image.is_empty() {
         return Ok(Vec::new());
     }
-    let model = query_model(&args.model, &args.pca, made, &redact(&args.index), env)?;
-    let pca = load_pca(model.pca.as_deref(), false)?;
-    let weights = Arc::new(Vgg16Weights::load(&model.weights)?);
-    let (choice, engine) = env.engine(&args.engine)?;
-    let backend = open_backend(choice, weights, &engine)?;
-    let mut ex = Extractor::new(backend, pca, model.config);
+    let mut ex = query_extractor(
+        &args.model,
+        &args.pca,
+        &args.engine,
+        made,
+        &redact(&args.index),
+        env,
+    )?;
     args.image
         .iter()
         .map(|p| {
@@ -85,6 +87,25 @@ fn image_vectors(
                 .with_context(|| format!("cannot describe the query image {}", p.display()))
         })
         .collect()
+}
+
+/// The model a query image of `index` is described with ([`query_model`]:
+/// the index's settings unless a flag says otherwise), loaded (`search
+/// --image`, `serve`).
+pub fn query_extractor(
+    model: &ModelArgs,
+    pca: &PcaArgs,
+    engine: &EngineArgs,
+    made: Option<&RunSettings>,
+    index: &str,
+    env: &Env,
+) -> Result<Extractor> {
+    let model = query_model(model, pca, made, index, env)?;
+    let pca = load_pca(model.pca.as_deref(), false)?;
+    let weights = Arc::new(Vgg16Weights::load(&model.weights)?);
+    let (choice, engine) = env.engine(engine)?;
+    let backend = open_backend(choice, weights, &engine)?;
+    Ok(Extractor::new(backend, pca, model.config))
 }
 
 fn gather_queries(

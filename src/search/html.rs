@@ -85,10 +85,18 @@ fn source(file: &Path) -> &Path {
 /// A thumbnail of the image (or video frame) at `file` (longest side `size`) as a data URI.
 fn thumbnail(file: &Path, size: u32) -> Result<String> {
     let img = picture(file)?;
+    Ok(format!(
+        "data:image/jpeg;base64,{}",
+        base64(&jpeg_thumbnail(&img, size)?)
+    ))
+}
+
+/// A JPEG (quality 85) of `img` shrunk to fit `size` × `size` (pages and `serve`).
+pub fn jpeg_thumbnail(img: &image::DynamicImage, size: u32) -> Result<Vec<u8>> {
     let thumb = img.thumbnail(size, size).to_rgb8();
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&thumb)?;
-    Ok(format!("data:image/jpeg;base64,{}", base64(&jpeg)))
+    Ok(jpeg)
 }
 
 /// A `file://` URL of an absolute path, each byte outside the unreserved set

@@ -174,8 +174,9 @@ pub fn check_finite(path: &str, vector: &[f32]) -> Result<()> {
     }
 }
 
-/// Vectors read back: paths and a row-major matrix, in file order.
-pub trait VectorSource {
+/// Vectors read back: paths and a row-major matrix, in file order. Shared
+/// between threads by `serve`.
+pub trait VectorSource: Send + Sync {
     fn paths(&self) -> &[String];
     /// Row-major `[len, dim]`.
     fn data(&self) -> &[f32];

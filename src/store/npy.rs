@@ -61,8 +61,19 @@ pub struct NpyShape {
 /// Parses an NPY v1/v2/v3 header of a 2-D little-endian float32 C-order array
 /// (what we write, and what `np.save(f, a.astype('<f4'))` writes).
 pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
+    parse_header_of(bytes, what, "<f4")
+}
+
+/// [`parse_header`] for a 2-D array of `descr` (`<f4` or `<i4`, the kNN
+/// graph's indices).
+pub fn parse_header_of(bytes: &[u8], what: &Path, descr: &str) -> Result<NpyShape> {
+    let (want, numpy_name) = match descr {
+        "<i4" => ("'<i4'", "'int32'"),
+        _ => ("'<f4'", "'float32'"),
+    };
+    let kind = &numpy_name[1..numpy_name.len() - 1];
     let bad =
-        |why: &str| anyhow::anyhow!("{} is not a float32 N×D .npy file: {why}", what.display());
+        |why: &str| anyhow::anyhow!("{} is not a {kind} N×D .npy file: {why}", what.display());
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("no NumPy magic at the start"));
     }
@@ -82,11 +93,11 @@ pub fn parse_header(bytes: &[u8], what: &Path) -> Result<NpyShape> {
         let at = dict.find(&format!("'{key}':"))? + key.len() + 3;
         Some(dict[at..].trim_start())
     };
-    let descr = field("descr").ok_or_else(|| bad("no 'descr'"))?;
-    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+    let found = field("descr").ok_or_else(|| bad("no 'descr'"))?;
+    if !(found.starts_with(want) || found.starts_with(numpy_name)) {
         return Err(bad(&format!(
-            "dtype {} (convert with a.astype('<f4'))",
-            descr.split(',').next().unwrap_or("")
+            "dtype {} (convert with a.astype({want}))",
+            found.split(',').next().unwrap_or("")
         )));
     }
     if !field("fortran_order")
