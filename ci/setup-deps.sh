@@ -5,11 +5,11 @@
 #     Install one MPI only: with both Open MPI and MPICH, mpicc and mpiexec may belong to different ones.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-#   libopenblas-dev: LAPACK for `pca fit` (ndarray-linalg, openblas-system). libhdf5-dev: Keras .h5 import (hdf5-metno).
+#   libhdf5-dev: Keras .h5 import (feature h5, hdf5-metno). python3-venv python3-pip: ci/python-tests.sh's fresh venv.
 #   postgresql postgresql-server-dev-15: the PostgreSQL tests (ci/start-pg.sh) and building pgvector below
 #     (server-dev upgrades the server to the same minor release and pulls clang-14 for PGXS; docs/toolchain.md, pitfall 9).
 #   chromium fonts-dejavu-core: tests/serve.rs renders the `serve` page in headless Chromium.
-PKGS=(mesa-vulkan-drivers libvulkan1 unzip libclang-dev libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev
+PKGS=(mesa-vulkan-drivers libvulkan1 unzip libclang-dev libopenmpi-dev openmpi-bin libhdf5-dev python3-venv python3-pip
       postgresql postgresql-server-dev-15)
 #   The `video` feature (ffmpeg-next links FFmpeg 5.1) and tests/video.rs (clips made with the ffmpeg CLI).
 PKGS+=(pkg-config libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev libswscale-dev ffmpeg)

@@ -1,3 +1,4 @@
+#![cfg(feature = "h5")]
 //! Keras `.h5` import: files written by Keras / h5py (tests/reference/make_whiten_h5_evaluate_fixtures.py)
 //! in both kernel conventions, and both conventions run through the network.
 

