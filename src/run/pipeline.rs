@@ -41,8 +41,9 @@ pub struct Done<T> {
 }
 
 /// Runs `f`, turning a panic into an error message for that image (a bug in a
-/// decoder must not take the other images down with it).
-fn guarded<T>(
+/// decoder must not take the other images down with it). Public for the Python
+/// binding, which describes images given as bytes or arrays outside the pipeline.
+pub fn guarded<T>(
     what: &str,
     path: &str,
     f: impl FnOnce() -> Result<T, ExtractError>,
