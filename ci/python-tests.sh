@@ -25,6 +25,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 py="$tmp/venv/bin/python"
+# maturin's build backend runs `maturin` from PATH: the venv's own.
+export PATH="$tmp/venv/bin:$PATH"
 # Pinned: these versions install as wheels on CPython 3.11 (Debian 12's python3.11 included).
 "$py" -m pip install --quiet --disable-pip-version-check \
     maturin==1.16.0 numpy==2.4.6 pillow==13.0.0 pytest==9.2.0
@@ -44,6 +46,14 @@ assert "site-packages" in rmac_native.__file__, rmac_native.__file__
 assert pathlib.Path(n.__file__).name == "_native.abi3.so", n.__file__
 print("python-tests: installed", pathlib.Path(n.__file__))
 PY
+# Built with a Rust toolchain alone: the extension links only the C runtime (no HDF5, BLAS, MPI, FFmpeg).
+so=$("$py" -c 'import rmac_native._native as n; print(n.__file__)')
+allowed='^(linux-vdso\.so|libc\.so|libm\.so|libgcc_s\.so|libpthread\.so|libdl\.so|librt\.so|ld-linux-x86-64\.so|/lib64/ld-linux-x86-64\.so)'
+extra=$(ldd "$so" | awk '{print $1}' | grep -Ev "$allowed" || true)
+if [ -n "$extra" ]; then
+    echo "python-tests: $so links system libraries it must not: $extra" >&2
+    exit 1
+fi
 
 RMAC_NATIVE_BIN="$bin" "$py" -m pytest -q -p no:cacheprovider python/tests
 echo "python-tests: done in $((SECONDS - start)) s"

@@ -256,9 +256,12 @@ impl PyExtractor {
                 "the image is {w}×{h} px: too large"
             )));
         };
-        let raw: Vec<u8> = match pixels.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => pixels.as_array().iter().copied().collect(),
+        // Row-major bytes: a copy of the memory when it is in C order, else element by element
+        // (a Fortran-ordered array is contiguous too, but its memory is in the other order).
+        let view = pixels.as_array();
+        let raw: Vec<u8> = match view.as_slice() {
+            Some(s) => s.to_vec(),
+            None => view.iter().copied().collect(),
         };
         let img = image::RgbImage::from_raw(w32, h32, raw).expect("h × w × 3 bytes");
         let result = py.detach(|| self.describe_rgb(&img, "<array>"));
@@ -346,9 +349,15 @@ fn search<'py>(
             "the queries have {qdim} numbers each; the vectors hold {dim}-float rows"
         )));
     }
-    let not_contiguous = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
-    let data = vectors.as_slice().map_err(|_| not_contiguous("vectors"))?;
-    let qdata = queries.as_slice().map_err(|_| not_contiguous("queries"))?;
+    let not_c_order = |what: &str| {
+        PyValueError::new_err(format!(
+            "{what} must be C-contiguous (np.ascontiguousarray); rmac_native.search copies other layouts"
+        ))
+    };
+    // In C order only: a Fortran-ordered array is contiguous, but its memory holds columns.
+    let (vectors_view, queries_view) = (vectors.as_array(), queries.as_array());
+    let data = vectors_view.as_slice().ok_or_else(|| not_c_order("vectors"))?;
+    let qdata = queries_view.as_slice().ok_or_else(|| not_c_order("queries"))?;
     let hits = py.detach(|| {
         let qs: Vec<&[f32]> = qdata.chunks_exact(dim).collect();
         search_many(data, dim, &qs, k, &vec![None; nq])

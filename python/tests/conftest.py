@@ -127,14 +127,14 @@ def make_images(folder: Path) -> Dict[str, Path]:
     rgba = np.dstack([_pattern(50, 70, 5), np.random.RandomState(5).randint(0, 256, (50, 70)).astype(np.uint8)])
     save("rgba.png", Image.fromarray(rgba, "RGBA"))
     save("palette.png", rgb.quantize(colors=37))                            # P
-    pal_t = Image.fromarray(_pattern(40, 90, 6)).quantize(colors=16)
+    pal_t = Image.fromarray(_pattern(50, 70, 6)).quantize(colors=16)
     pal_t.info["transparency"] = 3
     save("palette-transparent.png", pal_t, transparency=3)
     save("cmyk.jpg", Image.fromarray(_pattern(56, 56, 7)).convert("CMYK"), quality=92)
     i16 = (np.random.RandomState(8).randint(0, 600, (45, 66))).astype(np.uint16)
     save("gray16.png", Image.fromarray(i16))                                # I;16
     save("anim.gif", Image.fromarray(_pattern(50, 50, 9)).quantize(colors=64))
-    save("rgb.bmp", Image.fromarray(_pattern(33, 77, 10)))
+    save("rgb.bmp", Image.fromarray(_pattern(45, 64, 10)))
     save("rgb.tif", Image.fromarray(_pattern(64, 48, 11)))
     save("rgb.webp", Image.fromarray(_pattern(52, 60, 12)), lossless=True)
     return files

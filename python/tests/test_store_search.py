@@ -19,7 +19,8 @@ def outputs(model, images, tmp_path_factory):
     paths = [str(p) for p in images.values()]
     files = {}
     for ext in ("jsonl", "npy", "parquet"):
-        out = folder / f"vectors.{ext}"
+        out = folder / ext / f"vectors.{ext}"  # one folder each: outputs share companion files
+        out.parent.mkdir()
         code, errors = model.extract(paths, out)
         assert (code, errors) == (0, [])
         files[ext] = out
@@ -138,3 +139,14 @@ def test_search_arguments(outputs):
     # k = 0 and an empty index: empty answers.
     assert rmac_native.search(vectors, vectors[:2], 0)[0].shape == (2, 0)
     assert rmac_native.search(vectors[:0], vectors[:2], 3)[0].shape == (2, 0)
+
+
+def test_the_native_search_refuses_what_it_would_misread(outputs):
+    """A Fortran-ordered array is contiguous but holds columns: the native layer refuses it
+    (the wrapper above copies it into C order first)."""
+    _, files = outputs
+    _, vectors = rmac_native.load_vectors(files["npy"])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        rmac_native._native.search(np.asfortranarray(vectors), vectors[:2], 2)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        rmac_native._native.search(vectors, np.asfortranarray(vectors[:2]), 2)
