@@ -4,7 +4,7 @@
 # CPython >= 3.9, built by maturin with the Rust toolchain alone), then pytest,
 # which checks the results against the CLI bit for bit.
 #
-# Needs: python3 with its venv module (Debian: python3-venv), a Rust toolchain, a
+# Needs: python3 (or PYTHON=/path/to/python3.X) with its venv module (Debian: python3-venv), a Rust toolchain, a
 # C compiler (libjpeg-turbo is built from source), and PyPI for the pinned wheels.
 # The Cargo target folder is the root build's (CARGO_TARGET_DIR, default ./target):
 # the CLI binary the tests compare with is $CARGO_TARGET_DIR/release/rmac-native
@@ -23,7 +23,7 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 -m venv "$tmp/venv"
+"${PYTHON:-python3}" -m venv "$tmp/venv"
 py="$tmp/venv/bin/python"
 # maturin's build backend runs `maturin` from PATH: the venv's own.
 export PATH="$tmp/venv/bin:$PATH"

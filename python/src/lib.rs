@@ -54,6 +54,11 @@ fn rmac_error(e: impl std::fmt::Display) -> PyErr {
     RmacError::new_err(format!("{e:#}"))
 }
 
+/// `describe_many`'s answer: the vectors of the images that succeeded, and `(path, message)` of the others.
+type VectorsAndErrors<'py> = (Bound<'py, PyArray2<f32>>, Vec<(String, String)>);
+/// `search`'s answer: row numbers and scores, one row per query.
+type IndicesAndScores<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
 /// A loaded model: VGG16 on a backend, the optional PCA-whitening, the recipe.
 #[pyclass(module = "rmac_native._native", name = "Extractor", frozen)]
 struct PyExtractor {
@@ -280,7 +285,7 @@ impl PyExtractor {
         py: Python<'py>,
         paths: Vec<String>,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<(String, String)>)> {
+    ) -> PyResult<VectorsAndErrors<'py>> {
         let total = paths.len();
         let mut data: Vec<f32> = Vec::new();
         let mut rows = 0;
@@ -338,7 +343,7 @@ fn search<'py>(
     vectors: PyReadonlyArray2<'py, f32>,
     queries: PyReadonlyArray2<'py, f32>,
     k: usize,
-) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<IndicesAndScores<'py>> {
     let (rows, dim) = (vectors.shape()[0], vectors.shape()[1]);
     let (nq, qdim) = (queries.shape()[0], queries.shape()[1]);
     if dim == 0 {
@@ -356,8 +361,12 @@ fn search<'py>(
     };
     // In C order only: a Fortran-ordered array is contiguous, but its memory holds columns.
     let (vectors_view, queries_view) = (vectors.as_array(), queries.as_array());
-    let data = vectors_view.as_slice().ok_or_else(|| not_c_order("vectors"))?;
-    let qdata = queries_view.as_slice().ok_or_else(|| not_c_order("queries"))?;
+    let data = vectors_view
+        .as_slice()
+        .ok_or_else(|| not_c_order("vectors"))?;
+    let qdata = queries_view
+        .as_slice()
+        .ok_or_else(|| not_c_order("queries"))?;
     let hits = py.detach(|| {
         let qs: Vec<&[f32]> = qdata.chunks_exact(dim).collect();
         search_many(data, dim, &qs, k, &vec![None; nq])
