@@ -169,3 +169,25 @@ def test_max_size_is_the_cli_default_when_not_given(model):
     ex = rmac_native.Extractor(model.weights, model.pca, backend="cpu")
     assert (ex.max_size, ex.levels, ex.dim) == (1024, 3, 512)
     assert MAX_SIZE != 1024
+
+
+def test_backend_gpu_equals_the_cli_or_fails_with_its_message(model, images, tmp_path):
+    """With a hardware GPU: the CLI's GPU vectors bit for bit; without one (lavapipe only,
+    or none): the CLI's refusal, word for word."""
+    paths = [str(images["rgb.png"]), str(images["cmyk.jpg"])]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(p + "\n" for p in paths))
+    out = tmp_path / "gpu.npy"
+    proc = run_cli("extract", "--input", str(listing), "--output", str(out), "--weights", str(model.weights),
+                   "--pca", str(model.pca), "--backend", "gpu", "--max-size", str(MAX_SIZE), ok_codes=(0, 1, 2))
+    try:
+        ex = model.extractor(backend="gpu")
+    except rmac_native.RmacError as e:
+        assert proc.returncode != 0
+        assert f"error: {e}" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    _, want = read_npy_output(out)
+    got, errors = ex.describe_many(paths)
+    assert errors == []
+    assert_same_bits(got, want)
