@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::convert(args, &env),
         Command::Index(args) => commands::index(args, &env).map(|_| 0),
         Command::Knn(args) => commands::knn(args, &env).map(|_| 0),
+        Command::Dba(args) => commands::dba(args, &env),
         Command::Dedup(args) => commands::dedup(args, &env),
         Command::Bench(args) => commands::bench(args).map(|_| 0),
         Command::Evaluate(args) => commands::evaluate(args, &env).map(|_| 0),

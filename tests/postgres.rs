@@ -99,6 +99,7 @@ fn load_rerun_and_restart_never_duplicate() {
         pca_file: None,
         base: None,
         video_sampling: None,
+        dba: None,
     };
     {
         let (mut sink, done) =

@@ -31,6 +31,8 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Every vector's k most similar others, exact (a kNN graph as NPY or JSONL).
     Knn(KnnArgs),
+    /// Database-side augmentation: each vector + its exact top-K neighbours (weighted), renormalised.
+    Dba(DbaArgs),
     /// Near-duplicate groups: connected components of "score ≥ T" over all pairs.
     Dedup(DedupArgs),
     /// Build an HNSW or IVFFlat inner-product index on the PostgreSQL vectors table.
@@ -271,6 +273,13 @@ pub struct KnnArgs {
     /// for `G.idx.npy` (int32 N×K), `G.score.npy` (float32 N×K) and `G.paths.txt`.
     #[arg(long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub engine: KnnEngineArgs,
+}
+
+/// How the exact kNN engine runs (`knn`, `dba`).
+#[derive(Args, Debug)]
+pub struct KnnEngineArgs {
     /// Memory for the graph and the score tiles, beyond the vectors (e.g. 1GiB, 512MiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory: u64,
@@ -295,6 +304,29 @@ pub struct KnnArgs {
     /// end): a killed run, rerun with the same command, goes on from its finished blocks.
     #[arg(long, default_value_t = 60.0)]
     pub checkpoint_every: f64,
+}
+
+/// `dba`: database-side augmentation.
+#[derive(Args, Debug)]
+pub struct DbaArgs {
+    /// The vectors: `.jsonl`, `.npy` (mapped, not copied), `.parquet` or a `postgresql://` URL.
+    pub index: String,
+    /// Neighbours added to each vector (its exact top K others, as `knn` finds them).
+    #[arg(long, short)]
+    pub k: usize,
+    /// Weight of a neighbour: its score to the power alpha (negative scores count 0); 0 weighs
+    /// every neighbour 1 (plain average). The vector itself always weighs 1.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub alpha: f32,
+    /// The new vectors: `.jsonl`, `.npy`, `.parquet` or a `postgresql://` URL (as `convert`
+    /// writes them; the source's settings come along, with `dba` added).
+    #[arg(long)]
+    pub output: String,
+    /// Start over: empty OUTPUT first instead of keeping the vectors it already holds.
+    #[arg(long)]
+    pub restart: bool,
+    #[command(flatten)]
+    pub engine: KnnEngineArgs,
 }
 
 #[derive(Args, Debug)]

@@ -65,8 +65,13 @@ pub fn int8_prefilter(arg: PrefilterArg) -> Option<(rmac_native::knn::int8::Int8
 }
 
 /// `knn`'s flags → its job.
-pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJob> {
-    if args.k == 0 {
+pub fn knn_job(
+    args: &KnnEngineArgs,
+    k: usize,
+    output: &Path,
+    env: &Env,
+) -> Result<rmac_native::run::knn::KnnJob> {
+    if k == 0 {
         bail!("-k must be at least 1");
     }
     if !(args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0) {
@@ -106,9 +111,9 @@ pub fn knn_job(args: &KnnArgs, env: &Env) -> Result<rmac_native::run::knn::KnnJo
     };
     Ok(rmac_native::run::knn::KnnJob {
         device,
-        k: args.k,
+        k,
         memory: args.memory,
-        output: args.output.clone(),
+        output: output.to_path_buf(),
         threads: args.threads,
         checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
         launcher: env.launcher.clone(),

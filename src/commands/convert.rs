@@ -7,7 +7,9 @@
 use crate::cli::ConvertArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
+use rmac_native::store::VectorSource;
 use rmac_native::store::{SinkOptions, Target, open_sink, open_source, read_errors, read_settings};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Returns the exit code (0).
@@ -45,7 +47,45 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
         pg,
         frames: Default::default(),
     };
-    let (mut sink, done) = open_sink(&to, None, &options)?;
+    let copied = write_vectors(source.as_ref(), &errors, &to, &options, &|i| {
+        Cow::Borrowed(source.row(i))
+    })?;
+    let Copied {
+        written,
+        skipped,
+        errors_written,
+    } = copied;
+    eprintln!(
+        "rmac-native: {} vectors + {} errors from {} → {}: {written} vectors and {errors_written} errors written, \
+         {skipped} already there ({:.2} s)",
+        source.len(),
+        errors.len(),
+        from,
+        to,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// What [`write_vectors`] wrote.
+pub struct Copied {
+    pub written: usize,
+    /// Paths the destination already held (a resume).
+    pub skipped: usize,
+    pub errors_written: usize,
+}
+
+/// Writes each path of `source` once (its first row) with `vector(row)` to
+/// `to`, then the error records, skipping what `to` already holds: `convert`
+/// (the rows as they are) and `dba` (each row augmented) resume the same way.
+pub fn write_vectors<'s>(
+    source: &'s dyn VectorSource,
+    errors: &[(String, String)],
+    to: &Target,
+    options: &SinkOptions,
+    vector: &(dyn Fn(usize) -> Cow<'s, [f32]> + Sync),
+) -> Result<Copied> {
+    let (mut sink, done) = open_sink(to, None, options)?;
     let (mut written, mut skipped) = (0usize, 0usize);
     // A path the source holds twice is written once (its first vector).
     let mut seen = std::collections::HashSet::with_capacity(source.len());
@@ -59,31 +99,23 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
             repeated += 1;
             continue;
         }
-        sink.write_vector(path, source.row(i))?;
+        sink.write_vector(path, &vector(i))?;
         written += 1;
     }
     if repeated > 0 {
-        eprintln!(
-            "note: {repeated} repeated paths in {from} were written once (their first vector)"
-        );
+        eprintln!("note: {repeated} repeated paths were written once (their first vector)");
     }
     let mut errors_written = 0;
-    for (path, error) in &errors {
+    for (path, error) in errors {
         if !done.contains(path) && !seen.contains(path.as_str()) {
             sink.write_error(path, error)?;
             errors_written += 1;
         }
     }
     sink.finish()?;
-    drop(sink);
-    eprintln!(
-        "rmac-native: {} vectors + {} errors from {} → {}: {written} vectors and {errors_written} errors written, \
-         {skipped} already there ({:.2} s)",
-        source.len(),
-        errors.len(),
-        from,
-        to,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(0)
+    Ok(Copied {
+        written,
+        skipped,
+        errors_written,
+    })
 }

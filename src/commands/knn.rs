@@ -42,7 +42,7 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn knn(args: &KnnArgs, env: &Env) -> Result<()> {
-    let job = crate::cli::resolve::knn_job(args, env)?;
+    let job = crate::cli::resolve::knn_job(&args.engine, args.k, &args.output, env)?;
     let source = open_vectors(&args.index, env)?;
     let (n, dim) = (source.len(), source.dim());
     let report = knn_job(&job, source.data(), dim, source.paths(), &mut |graph, _| {

@@ -3,6 +3,7 @@
 //! file per subcommand.
 mod bench;
 mod convert;
+mod dba;
 mod dedup;
 mod evaluate;
 mod extract;
@@ -17,6 +18,7 @@ mod weights;
 
 pub use bench::bench;
 pub use convert::convert;
+pub use dba::dba;
 pub use dedup::dedup;
 pub use evaluate::evaluate;
 pub use extract::extract;

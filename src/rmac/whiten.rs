@@ -176,9 +176,11 @@ impl WhiteningAccumulator {
         // Pure Rust (nalgebra's symmetric QR iteration, f64), so `pca fit` links no LAPACK; checked
         // against numpy's eigh (LAPACK) in tests/whiten.rs. Eigenvalue order and eigenvector signs
         // are fixed below, so the result does not depend on the solver's conventions.
-        let matrix = nalgebra::DMatrix::from_row_slice(d, d, cov.as_slice().expect("standard layout"));
-        let eig = nalgebra::SymmetricEigen::try_new(matrix, f64::EPSILON, 0)
-            .ok_or_else(|| WhitenError::Eigh("the symmetric QR iteration did not converge".into()))?;
+        let matrix =
+            nalgebra::DMatrix::from_row_slice(d, d, cov.as_slice().expect("standard layout"));
+        let eig = nalgebra::SymmetricEigen::try_new(matrix, f64::EPSILON, 0).ok_or_else(|| {
+            WhitenError::Eigh("the symmetric QR iteration did not converge".into())
+        })?;
         let (vals, vecs) = (eig.eigenvalues, eig.eigenvectors);
         // Decreasing eigenvalues (ties: the solver's order).
         let mut order: Vec<usize> = (0..d).collect();

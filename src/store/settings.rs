@@ -41,6 +41,12 @@ pub struct RunSettings {
     /// resume cannot mix two samplings, an image-only run can gain videos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_sampling: Option<String>,
+    /// Database-side augmentation (`dba`: `k=K,alpha=A`) the vectors went
+    /// through. Compared only when both sides have one (a resume of `dba`
+    /// cannot mix two); queries are never augmented, so `search --image`
+    /// against such vectors describes its image as the recipe says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dba: Option<String>,
 }
 
 fn default_dimension() -> usize {
@@ -88,6 +94,7 @@ impl RunSettings {
                 .ok()
                 .map(|d| d.to_string_lossy().into_owned()),
             video_sampling: None,
+            dba: None,
         })
     }
 
@@ -106,6 +113,11 @@ impl RunSettings {
             && a != b
         {
             differing.push(("video sampling", a.clone(), b.clone()));
+        }
+        if let (Some(a), Some(b)) = (&self.dba, &other.dba)
+            && a != b
+        {
+            differing.push(("dba", a.clone(), b.clone()));
         }
         differing
     }
@@ -204,6 +216,7 @@ mod tests {
             pca_file: None,
             base: None,
             video_sampling: None,
+            dba: None,
         }
     }
 

@@ -45,4 +45,3 @@ pub fn is_hdf5(path: &Path) -> bool {
     }
     false
 }
-
