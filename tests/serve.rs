@@ -1319,8 +1319,9 @@ fn concurrent_queries_batched_into_one_pass_answer_as_search_json() {
             .unwrap_or_else(|| panic!("no {name} in\n{m}"))
     };
     // Every search counted once, the two-step QE queries twice.
+    let m_cases = cases.len();
     let qe_queries = (0..16)
-        .flat_map(|c| (0..cases.len() * 3).map(move |n| (c + n) % cases.len()))
+        .flat_map(|c| (0..m_cases * 3).map(move |n| (c + n) % m_cases))
         .filter(|&i| cases[i].0.contains("qe="))
         .count() as u64;
     assert_eq!(

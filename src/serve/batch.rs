@@ -13,10 +13,13 @@ use crate::search::expand_query;
 use crate::store::VectorSource;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The most queries one pass answers (a pass's arithmetic grows with them).
 pub const MAX_BATCH: usize = 32;
+/// The longest a pass waits for more queries after its first (see [`work`]).
+const GATHER: Duration = Duration::from_millis(2);
 
 /// One query as the handlers ask it.
 pub struct Search {
@@ -99,9 +102,16 @@ impl Batcher {
     }
 }
 
+/// The worker: a pass for whatever is waiting. When the last pass answered
+/// several clients, their next queries are on their way (a loopback round
+/// trip, well under a millisecond): waiting for them a little (a tenth of the
+/// last pass, at most [`GATHER`]) lets them share this pass instead of
+/// forming a second group that alternates with the first, each paying for
+/// two passes per answer.
 fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, counts: &Counts) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut carried: Vec<Job> = Vec::new();
+    let (mut last_batch, mut last_pass) = (0usize, Duration::ZERO);
     loop {
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
@@ -110,10 +120,19 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
                 Err(_) => return,
             }
         }
+        let until = Instant::now()
+            + if last_batch > 1 {
+                (last_pass / 10).min(GATHER)
+            } else {
+                Duration::ZERO
+            };
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
+            let wait = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) if batch.is_empty() => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         // A client that gave up (its deadline passed) has dropped its receiver.
@@ -124,9 +143,11 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
         let queries: Vec<&[f32]> = batch.iter().map(|j| j.next().0).collect();
         let ks: Vec<usize> = batch.iter().map(|j| j.next().1).collect();
         let exclude: Vec<Option<usize>> = batch.iter().map(|j| j.query.exclude).collect();
+        let started = Instant::now();
         let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             scanner.search(source, &queries, &ks, &exclude)
         }));
+        (last_batch, last_pass) = (batch.len(), started.elapsed());
         counts.passes.fetch_add(1, Relaxed);
         counts.searches.fetch_add(batch.len() as u64, Relaxed);
         let answers = match answers {

@@ -33,7 +33,7 @@ use crate::knn::int8::{Int8Kernel, MAX_DIM, Quantized};
 use crate::search::dot;
 use rayon::prelude::*;
 use std::cmp::Ordering;
-use std::sync::atomic::{AtomicU32, Ordering as Atomic};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as Atomic};
 
 /// Index rows per packed group (four 16-lane vectors of scores).
 const GROUP: usize = 64;
@@ -62,6 +62,8 @@ pub struct Int8Index {
     /// κ of the bound for this dimension (the same for the queries' copies).
     kappa: f32,
     kernel: Int8Kernel,
+    /// Rows re-scored in float32 so far, all passes together.
+    rescored: AtomicU64,
 }
 
 /// Why a set of vectors cannot be pre-filtered.
@@ -148,7 +150,13 @@ impl Int8Index {
             err,
             kappa: kappa.unwrap_or_else(|| Quantized::of(&vec![0.0; dim], dim).kappa),
             kernel,
+            rescored: AtomicU64::new(0),
         })
+    }
+
+    /// Rows re-scored in float32 so far, all passes together.
+    pub fn rescored(&self) -> u64 {
+        self.rescored.load(Atomic::Relaxed)
     }
 
     /// Bytes this copy holds.
@@ -316,6 +324,7 @@ impl Pass<'_> {
         let mut best: Vec<Best> = ks.iter().map(|&k| Best::new(k)).collect();
         let mut need = vec![f32::NEG_INFINITY; nq];
         let mut upper = [[0f32; GROUP]; MR];
+        let mut rescored = 0u64;
         // Queries in near-equal runs of at most MR (8 → 4 + 4, not 6 + 2).
         let runs = nq.div_ceil(MR);
         for g in groups {
@@ -351,6 +360,7 @@ impl Pass<'_> {
                             continue;
                         }
                         let s = dot(&self.data[j * ix.dim..(j + 1) * ix.dim], self.queries[u]);
+                        rescored += 1;
                         best[u].offer(s, j);
                         let w = best[u].worst();
                         if w > need[u] {
@@ -361,6 +371,7 @@ impl Pass<'_> {
                 }
             }
         }
+        ix.rescored.fetch_add(rescored, Atomic::Relaxed);
         best
     }
 }

@@ -12,14 +12,24 @@ use super::prefilter::Int8Index;
 use crate::knn::int8::Int8Kernel;
 use crate::search::search_many;
 use crate::store::VectorSource;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Re-scored rows after which the mapped float32 pages are given back again:
+/// each re-scored row maps its page and the kernel maps neighbouring ones with
+/// it (fault-around, 64 KiB), so this bounds what re-scoring adds to the
+/// server's memory (2048 × 64 KiB = 128 MiB) between releases.
+const RELEASE_EVERY: u64 = 2048;
 
 /// How the index is scanned.
 pub struct Scanner {
     int8: Option<Int8Index>,
     /// Why there is no 8-bit copy, when there is none.
     why_not: Option<String>,
-    /// Bytes of mapped float32 pages given back after the copy was made.
+    /// Bytes of mapped float32 pages given back after the copy was made
+    /// (0: the vectors are not a file mapping, nothing to give back).
     pub released: usize,
+    /// The re-scored row count at the last release.
+    released_at: AtomicU64,
 }
 
 impl Scanner {
@@ -48,6 +58,7 @@ impl Scanner {
             int8,
             why_not,
             released,
+            released_at: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +106,11 @@ impl Scanner {
             let (q, k, e) = pick(&fast);
             for (i, hits) in fast.iter().zip(ix.search(data, &q, &k, &e)) {
                 out[*i] = hits;
+            }
+            let (now, then) = (ix.rescored(), self.released_at.load(Ordering::Relaxed));
+            if self.released > 0 && now - then >= RELEASE_EVERY {
+                release_file_pages(data);
+                self.released_at.store(now, Ordering::Relaxed);
             }
         }
         if !slow.is_empty() {
