@@ -196,11 +196,14 @@ impl Client {
     }
 }
 
+/// (request index, answer) samples of one client.
+type Samples = Vec<(usize, Vec<u8>)>;
+
 struct Run {
     latencies: Vec<f64>,
     seconds: f64,
     /// (request index, answer) of the first answer to each request.
-    samples: Vec<(usize, Vec<u8>)>,
+    samples: Samples,
 }
 
 /// `clients` threads posting `bodies` (round robin from different offsets)
@@ -218,7 +221,7 @@ fn load(addr: &str, clients: usize, seconds: f64, kind: &str, bodies: &[Vec<u8>]
     });
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
-    let per: Vec<(Vec<f64>, Vec<(usize, Vec<u8>)>)> = std::thread::scope(|s| {
+    let per: Vec<(Vec<f64>, Samples)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
                 s.spawn(move || {
@@ -321,17 +324,24 @@ fn by_vector(dir: &Path) {
     );
     let mut samples = Vec::new();
     for clients in list("RMAC_SERVE_CLIENTS", "1,8") {
-        let (p0, s0) = (
+        let (p0, s0, r0) = (
             metric(&server.addr, "rmac_scan_passes_total"),
             metric(&server.addr, "rmac_scan_searches_total"),
+            metric(&server.addr, "rmac_scan_rescored_total"),
         );
         let run = load(&server.addr, clients, seconds, "application/json", &bodies);
         report("by vector", clients, &run);
-        let (p1, s1) = (
+        let (p1, s1, r1) = (
             metric(&server.addr, "rmac_scan_passes_total"),
             metric(&server.addr, "rmac_scan_searches_total"),
+            metric(&server.addr, "rmac_scan_rescored_total"),
         );
-        println!("{:<28} {:.2} searches per pass", "", (s1 - s0) / (p1 - p0));
+        println!(
+            "{:<28} {:.2} searches per pass, {:.0} rows re-scored in float32 per search",
+            "",
+            (s1 - s0) / (p1 - p0),
+            (r1 - r0) / (s1 - s0)
+        );
         samples.extend(run.samples);
     }
     println!(

@@ -65,6 +65,8 @@ pub struct Batcher {
 pub struct Counts {
     pub passes: std::sync::atomic::AtomicU64,
     pub searches: std::sync::atomic::AtomicU64,
+    /// Rows re-scored in float32 after the 8-bit bound.
+    pub rescored: std::sync::atomic::AtomicU64,
 }
 
 impl Batcher {
@@ -150,6 +152,7 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
         (last_batch, last_pass) = (batch.len(), started.elapsed());
         counts.passes.fetch_add(1, Relaxed);
         counts.searches.fetch_add(batch.len() as u64, Relaxed);
+        counts.rescored.store(scanner.rescored(), Relaxed);
         let answers = match answers {
             Ok(a) => a,
             Err(_) => {

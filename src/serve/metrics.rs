@@ -46,6 +46,8 @@ pub struct Gauges {
     /// pass when queries arrive together).
     pub scan_passes: u64,
     pub scan_searches: u64,
+    /// Rows re-scored in float32 after the 8-bit pre-filter.
+    pub scan_rescored: u64,
 }
 
 impl Metrics {
@@ -132,14 +134,16 @@ impl Metrics {
              # HELP rmac_thumb_cache_bytes Bytes of JPEG thumbnails cached.\n# TYPE rmac_thumb_cache_bytes gauge\nrmac_thumb_cache_bytes {}\n\
              # HELP rmac_thumb_cache_entries Thumbnails cached.\n# TYPE rmac_thumb_cache_entries gauge\nrmac_thumb_cache_entries {}\n\
              # HELP rmac_scan_passes_total Passes over the index.\n# TYPE rmac_scan_passes_total counter\nrmac_scan_passes_total {}\n\
-             # HELP rmac_scan_searches_total Searches answered by those passes.\n# TYPE rmac_scan_searches_total counter\nrmac_scan_searches_total {}\n",
+             # HELP rmac_scan_searches_total Searches answered by those passes.\n# TYPE rmac_scan_searches_total counter\nrmac_scan_searches_total {}\n\
+             # HELP rmac_scan_rescored_total Rows scored again in float32 after the 8-bit pre-filter.\n# TYPE rmac_scan_rescored_total counter\nrmac_scan_rescored_total {}\n",
             g.vectors,
             g.dimension,
             g.queue_waiting,
             g.thumb_cache_bytes,
             g.thumb_cache_entries,
             g.scan_passes,
-            g.scan_searches
+            g.scan_searches,
+            g.scan_rescored
         );
         out
     }
@@ -164,6 +168,7 @@ mod tests {
             thumb_cache_entries: 0,
             scan_passes: 3,
             scan_searches: 5,
+            scan_rescored: 11,
         });
         let value = |line: &str| -> f64 {
             text.lines()
@@ -195,5 +200,6 @@ mod tests {
         assert_eq!(value("rmac_index_vectors"), 7.0);
         assert_eq!(value("rmac_scan_passes_total"), 3.0);
         assert_eq!(value("rmac_scan_searches_total"), 5.0);
+        assert_eq!(value("rmac_scan_rescored_total"), 11.0);
     }
 }

@@ -304,6 +304,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         thumb_cache_entries: entries,
         scan_passes: s.searcher.counts.passes.load(Relaxed),
         scan_searches: s.searcher.counts.searches.load(Relaxed),
+        scan_rescored: s.searcher.counts.rescored.load(Relaxed),
     });
     (
         [(

@@ -75,6 +75,11 @@ impl Scanner {
         }
     }
 
+    /// Rows re-scored in float32 after the 8-bit bound, all passes together.
+    pub fn rescored(&self) -> u64 {
+        self.int8.as_ref().map_or(0, |ix| ix.rescored())
+    }
+
     /// Bytes the 8-bit copy takes (0 without one).
     pub fn copy_bytes(&self) -> u64 {
         self.int8.as_ref().map_or(0, |ix| ix.bytes_held())
