@@ -15,7 +15,8 @@
 //! `RMAC_SERVE_SECONDS` (per by-vector run, 20), `RMAC_SERVE_IMAGE_CLIENTS`
 //! (`1,2`), `RMAC_SERVE_IMAGE_SECONDS` (per by-image run, 20; 0 skips it),
 //! `RMAC_SERVE_DIR` (where the index and images are written and kept for the
-//! next run, `target/serve-bench`).
+//! next run, `target/serve-bench`), `RMAC_SERVE_BIN` (another build of the
+//! binary to measure, e.g. an older commit's; default: this one).
 use rmac_native::search::search_many;
 use rmac_native::store::VectorSource;
 use rmac_native::store::npy::{MappedVectors, header, write_paths};
@@ -84,6 +85,11 @@ fn index(dir: &Path, n: usize) -> PathBuf {
     npy
 }
 
+/// The binary to measure.
+fn exe() -> String {
+    env_or("RMAC_SERVE_BIN", env!("CARGO_BIN_EXE_rmac-native"))
+}
+
 /// The server, killed (by its own id) when dropped.
 struct Server {
     child: Child,
@@ -94,7 +100,7 @@ struct Server {
 impl Server {
     fn start(args: &[&str]) -> Server {
         let t = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+        let mut child = Command::new(exe())
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
@@ -406,14 +412,14 @@ fn by_image(dir: &Path) {
     if seconds <= 0.0 {
         return;
     }
-    let exe = env!("CARGO_BIN_EXE_rmac-native");
+    let exe = exe();
     let dir = dir.join("images");
     let imgs = dir.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
     let (w, p) = (dir.join("vgg16.safetensors"), dir.join("pca.safetensors"));
     if !w.exists() || !p.exists() {
         run_ok(
-            Command::new(exe)
+            Command::new(&exe)
                 .args(["weights", "synthetic", "--output"])
                 .arg(&w)
                 .arg("--pca")
@@ -440,7 +446,7 @@ fn by_image(dir: &Path) {
     let index = dir.join("images.jsonl");
     if !index.exists() {
         run_ok(
-            Command::new(exe)
+            Command::new(&exe)
                 .arg("--input")
                 .arg(&imgs)
                 .arg("--output")
