@@ -333,6 +333,21 @@ impl Pass<'_> {
                 *need = best[u].worst().max(floor);
             }
             let group = &ix.packed[g * group_bytes..(g + 1) * group_bytes];
+            // With several queries a group takes long enough to compute that the
+            // next one can be fetched meanwhile: ask for it now (into L2).
+            #[cfg(target_arch = "x86_64")]
+            if nq > 1
+                && let Some(next) = ix.packed.get((g + 1) * group_bytes..(g + 2) * group_bytes)
+            {
+                for line in next.chunks(64) {
+                    // SAFETY: a prefetch of an address inside `packed`; it reads nothing.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                            line.as_ptr() as *const i8,
+                        )
+                    };
+                }
+            }
             let cols = g * GROUP..(g + 1) * GROUP;
             let real = (ix.rows - g * GROUP).min(GROUP);
             let valid = if real == GROUP {
