@@ -1202,3 +1202,131 @@ fn the_page_runs_a_query_in_headless_chromium() {
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains("rmac_queries_total{kind=\"path\"} 2"), "{m}");
 }
+
+/// Concurrent queries are scanned together (one pass answers many, through
+/// the 8-bit pre-filter where the CPU has AVX-512 VNNI), and each answer is
+/// still `search --json`'s for that query alone: on 5000 vectors with runs of
+/// exact duplicates (ties broken by row), near-duplicates one float32 step
+/// apart, and k, qe and exclude_query differing from query to query.
+#[test]
+fn concurrent_queries_batched_into_one_pass_answer_as_search_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 512;
+    let mut rng = common::Rng(29);
+    let mut data = common::unit_rows(&mut rng, 5000, dim);
+    let base = data[..dim].to_vec();
+    for r in (100..5000).step_by(97) {
+        let row: Vec<f32> = if r % 2 == 0 {
+            base.clone()
+        } else {
+            base.iter().map(|x| x.next_up()).collect()
+        };
+        data[r * dim..(r + 1) * dim].copy_from_slice(&row);
+    }
+    let paths: Vec<String> = (0..5000).map(|i| format!("v/{i:05}.jpg")).collect();
+    let npy = dir.path().join("v.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    // (query string, body, `search` flags) of each query.
+    let mut cases: Vec<(String, Value, Vec<String>)> = Vec::new();
+    for (i, q) in [
+        base.clone(),
+        common::unit_rows(&mut rng, 1, dim),
+        common::unit_rows(&mut rng, 1, dim),
+        data[777 * dim..778 * dim].iter().map(|x| x * 0.5).collect(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = [20, 10, 1, 7][i];
+        let file = dir.path().join(format!("q{i}.json"));
+        std::fs::write(&file, serde_json::to_string(&q).unwrap()).unwrap();
+        cases.push((
+            format!("k={k}"),
+            json!({ "vector": q }),
+            vec![
+                "--vector".into(),
+                format!("@{}", file.display()),
+                "-k".into(),
+                k.to_string(),
+            ],
+        ));
+    }
+    for (p, extra) in [
+        (&paths[0], "&exclude_query=1"),
+        (&paths[197], "&qe=3&alpha=3"),
+        (&paths[4999], "&qe=2&exclude_query=1"),
+    ] {
+        let mut flags = vec!["--path".into(), p.clone(), "-k".into(), "12".into()];
+        if extra.contains("exclude_query") {
+            flags.push("--exclude-query".into());
+        }
+        if let Some(qe) = extra.split("qe=").nth(1) {
+            flags.extend(["--qe".into(), qe[..1].to_owned()]);
+        }
+        if extra.contains("alpha") {
+            flags.extend(["--alpha".into(), "3".into()]);
+        }
+        cases.push((format!("k=12{extra}"), json!({ "path": p }), flags));
+    }
+    let want: Vec<Value> = cases
+        .iter()
+        .map(|(_, _, flags)| {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            cli_search(&npy, &flags)["results"].clone()
+        })
+        .collect();
+    // The duplicates tie: the lowest rows come first, as search ranks them.
+    assert_eq!(want[0][1]["path"], json!("v/00100.jpg"), "{}", want[0]);
+    let server = Server::start(&npy, &["--no-model"]);
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|c| {
+                let (server, cases, want) = (&server, &cases, &want);
+                s.spawn(move || {
+                    let mut errors = Vec::new();
+                    for n in 0..cases.len() * 3 {
+                        let i = (c + n) % cases.len();
+                        let (status, got) = server.search(&cases[i].0, cases[i].1.clone());
+                        if status != 200 || got["results"] != want[i] {
+                            errors.push(format!(
+                                "client {c}, case {i} ({}): {status} {got}",
+                                cases[i].0
+                            ));
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        errors.is_empty(),
+        "{} wrong, the first: {}",
+        errors.len(),
+        errors[0]
+    );
+    let (_, info) = server.json("GET", "/api/info", &[], b"");
+    eprintln!("scan: {}", info["scan"]);
+    let (_, _, m) = server.request("GET", "/metrics", &[], b"");
+    let m = String::from_utf8(m).unwrap();
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+    };
+    // Every search counted once, the two-step QE queries twice.
+    let m_cases = cases.len();
+    let qe_queries = (0..16)
+        .flat_map(|c| (0..m_cases * 3).map(move |n| (c + n) % m_cases))
+        .filter(|&i| cases[i].0.contains("qe="))
+        .count() as u64;
+    assert_eq!(
+        value("rmac_scan_searches_total"),
+        (16 * cases.len() * 3) as u64 + qe_queries
+    );
+    assert!(value("rmac_scan_passes_total") <= value("rmac_scan_searches_total"));
+}

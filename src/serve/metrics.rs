@@ -42,6 +42,12 @@ pub struct Gauges {
     pub queue_waiting: usize,
     pub thumb_cache_bytes: usize,
     pub thumb_cache_entries: usize,
+    /// Passes over the index, and the searches they answered (several per
+    /// pass when queries arrive together).
+    pub scan_passes: u64,
+    pub scan_searches: u64,
+    /// Rows re-scored in float32 after the 8-bit pre-filter.
+    pub scan_rescored: u64,
 }
 
 impl Metrics {
@@ -126,8 +132,18 @@ impl Metrics {
              # HELP rmac_index_dimension Floats per vector.\n# TYPE rmac_index_dimension gauge\nrmac_index_dimension {}\n\
              # HELP rmac_model_queue_waiting Image queries waiting for the model.\n# TYPE rmac_model_queue_waiting gauge\nrmac_model_queue_waiting {}\n\
              # HELP rmac_thumb_cache_bytes Bytes of JPEG thumbnails cached.\n# TYPE rmac_thumb_cache_bytes gauge\nrmac_thumb_cache_bytes {}\n\
-             # HELP rmac_thumb_cache_entries Thumbnails cached.\n# TYPE rmac_thumb_cache_entries gauge\nrmac_thumb_cache_entries {}\n",
-            g.vectors, g.dimension, g.queue_waiting, g.thumb_cache_bytes, g.thumb_cache_entries
+             # HELP rmac_thumb_cache_entries Thumbnails cached.\n# TYPE rmac_thumb_cache_entries gauge\nrmac_thumb_cache_entries {}\n\
+             # HELP rmac_scan_passes_total Passes over the index.\n# TYPE rmac_scan_passes_total counter\nrmac_scan_passes_total {}\n\
+             # HELP rmac_scan_searches_total Searches answered by those passes.\n# TYPE rmac_scan_searches_total counter\nrmac_scan_searches_total {}\n\
+             # HELP rmac_scan_rescored_total Rows scored again in float32 after the 8-bit pre-filter.\n# TYPE rmac_scan_rescored_total counter\nrmac_scan_rescored_total {}\n",
+            g.vectors,
+            g.dimension,
+            g.queue_waiting,
+            g.thumb_cache_bytes,
+            g.thumb_cache_entries,
+            g.scan_passes,
+            g.scan_searches,
+            g.scan_rescored
         );
         out
     }
@@ -150,6 +166,9 @@ mod tests {
             queue_waiting: 0,
             thumb_cache_bytes: 0,
             thumb_cache_entries: 0,
+            scan_passes: 3,
+            scan_searches: 5,
+            scan_rescored: 11,
         });
         let value = |line: &str| -> f64 {
             text.lines()
@@ -179,5 +198,8 @@ mod tests {
         );
         assert_eq!(value("rmac_request_errors_total{route=\"search\"}"), 1.0);
         assert_eq!(value("rmac_index_vectors"), 7.0);
+        assert_eq!(value("rmac_scan_passes_total"), 3.0);
+        assert_eq!(value("rmac_scan_searches_total"), 5.0);
+        assert_eq!(value("rmac_scan_rescored_total"), 11.0);
     }
 }

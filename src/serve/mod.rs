@@ -3,6 +3,10 @@
 //!
 //! * [`routes`]: the router, the handlers and the guards in front of them
 //!   (token, CORS, upload limit, per-request timeout).
+//! * [`batch`]: the searches that arrive together answered from one pass.
+//! * [`scan`]: that pass — over an 8-bit copy with exact float32 re-scoring
+//!   ([`prefilter`]) where the CPU has AVX-512 VNNI, else float32; [`pages`]
+//!   gives the mapped float32 pages back once the copy is made.
 //! * [`state`]: what the handlers share — the index, its path → row map, the
 //!   kNN graph and duplicate groups when given, the model queue, the metrics.
 //! * [`model`]: one worker thread owns the model; image queries reach it
@@ -13,13 +17,17 @@
 //! * `assets/`: the page (HTML, CSS, JS), embedded in the binary.
 //!
 //! The answers of `/api/search` are those of `search --json` for the same
-//! query: the same scan ([`crate::search::search_qe`]), the same order, the
-//! same scores.
+//! query ([`crate::search::search_qe`]): the same rows, the same order, the
+//! same scores, bit for bit, whichever scan ran and whatever else was in its batch.
 
+pub mod batch;
 pub mod graph;
 pub mod metrics;
 pub mod model;
+pub mod pages;
+pub mod prefilter;
 pub mod routes;
+pub mod scan;
 pub mod state;
 pub mod thumbs;
 
@@ -61,6 +69,7 @@ pub fn run(options: ServeOptions, state: state::AppState) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
         let bound = listener.local_addr()?;
+        eprintln!("rmac-native serve: exact scan: {}", state.searcher.engine);
         eprintln!("rmac-native serve: listening on http://{bound}");
         let app = routes::router(std::sync::Arc::new(state), &options);
         axum::serve(listener, app)

@@ -12,13 +12,13 @@
 //! | `GET /healthz`, `GET /metrics` | liveness (no token needed); Prometheus text |
 
 use super::ServeOptions;
+use super::batch::Search;
 use super::model::ModelError;
 use super::state::AppState;
 use super::thumbs::{ThumbError, render};
 use crate::extractor::{ExtractError, prepare_image};
 use crate::files::sha256_hex;
 use crate::image::decode::{DecodeError, decode_rgb};
-use crate::search::{search_many, search_qe};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -29,6 +29,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 type Shared = Arc<AppState>;
@@ -301,6 +302,9 @@ async fn metrics(State(s): State<Shared>) -> Response {
         queue_waiting: s.model.as_ref().map_or(0, |m| m.waiting()),
         thumb_cache_bytes: bytes,
         thumb_cache_entries: entries,
+        scan_passes: s.searcher.counts.passes.load(Relaxed),
+        scan_searches: s.searcher.counts.searches.load(Relaxed),
+        scan_rescored: s.searcher.counts.rescored.load(Relaxed),
     });
     (
         [(
@@ -322,6 +326,7 @@ async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
         "knn_k": s.graph.as_ref().map(|g| g.k),
         "dedup": s.dedup.is_some(),
         "max_k": s.max_k,
+        "scan": s.searcher.engine,
         "settings": s.facts,
     }))
 }
@@ -582,18 +587,17 @@ async fn search(
         }
     };
     s.metrics.query(question.kind);
-    let shared = s.clone();
-    let vector = question.vector.clone();
-    let own = question.own_row.filter(|_| exclude_query);
-    let hits = tokio::task::spawn_blocking(move || {
-        let set = shared.source.as_ref();
-        search_qe(set.data(), set.dim(), &[&vector], k, &[own], qe, alpha)
-            .0
-            .pop()
-            .unwrap_or_default()
-    })
-    .await
-    .map_err(internal)?;
+    let hits = s
+        .searcher
+        .search(Search {
+            vector: question.vector.clone(),
+            k,
+            exclude: question.own_row.filter(|_| exclude_query),
+            qe,
+            alpha,
+        })
+        .await
+        .map_err(internal)?;
     Ok(Json(Answer {
         query: &question.label,
         query_kind: question.kind,
@@ -619,15 +623,17 @@ async fn neighbours(
     let (source, hits) = match s.graph.as_ref().filter(|g| k <= g.k) {
         Some(g) => ("graph", g.neighbours(row, k).to_vec()),
         None => {
-            let shared = s.clone();
-            let hits = tokio::task::spawn_blocking(move || {
-                let set = shared.source.as_ref();
-                search_many(set.data(), set.dim(), &[set.row(row)], k, &[Some(row)])
-                    .pop()
-                    .unwrap_or_default()
-            })
-            .await
-            .map_err(internal)?;
+            let hits = s
+                .searcher
+                .search(Search {
+                    vector: s.source.row(row).to_vec(),
+                    k,
+                    exclude: Some(row),
+                    qe: 0,
+                    alpha: 0.0,
+                })
+                .await
+                .map_err(internal)?;
             ("computed", hits)
         }
     };

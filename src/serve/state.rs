@@ -1,17 +1,23 @@
 //! What every handler shares, built once before the server starts.
 
+use super::batch::Batcher;
 use super::graph::NeighbourGraph;
 use super::metrics::Metrics;
 use super::model::ModelQueue;
+use super::scan::Scanner;
 use super::thumbs::{Resolver, ThumbCache};
 use crate::image::decode::DecodeLimits;
 use crate::store::VectorSource;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The index, the optional extras and the server's own bookkeeping.
 pub struct AppState {
     /// The vectors (an NPY file stays mapped; other formats are read whole).
-    pub source: Box<dyn VectorSource>,
+    pub source: Arc<dyn VectorSource>,
+    /// The scan every search goes through: queries that arrive together
+    /// share one pass over the index.
+    pub searcher: Batcher,
     /// Each path's row (its first occurrence, as `search --path` finds it).
     pub rows: HashMap<String, usize>,
     /// What the index is called in answers (a database URL without its password).
@@ -35,7 +41,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of `source`, with each path's first row looked up once.
+    /// The state of `source`, with each path's first row looked up once and
+    /// the scan made ready (the 8-bit copy built where the CPU runs it).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Box<dyn VectorSource>,
@@ -46,11 +53,14 @@ impl AppState {
         thumb_cache: usize,
         thumb_limits: DecodeLimits,
     ) -> AppState {
+        let source: Arc<dyn VectorSource> = Arc::from(source);
         let mut rows = HashMap::with_capacity(source.len());
         for (i, p) in source.paths().iter().enumerate() {
             rows.entry(p.clone()).or_insert(i);
         }
+        let scanner = Scanner::new(source.as_ref(), true);
         AppState {
+            searcher: Batcher::start(source.clone(), scanner),
             source,
             rows,
             name,
