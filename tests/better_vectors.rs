@@ -168,7 +168,8 @@ fn rule(w: u32, h: u32, max_size: u32, no_enlarge: bool, s: f64) -> (u32, u32) {
 
 #[test]
 fn multi_scale_matches_a_float64_reference_from_the_single_scale_pieces() {
-    let scales = vec![1.0, 0.7071, 0.5];
+    // 0.7071 as the command line reads it (`--scales 1,0.7071,0.5`).
+    let scales = vec![1.0, "0.7071".parse().unwrap(), 0.5];
     let pca = pca::synthetic(3);
     for (w, h, max_size, no_enlarge) in [
         (150u32, 110u32, 128u32, false),
@@ -388,7 +389,7 @@ fn every_knob_is_recorded_and_a_mix_is_refused() {
         max_size: 96,
         no_enlarge: true,
         pooling: Pooling::Gem { p: 2.5 },
-        scales: vec![1.0, 0.7071],
+        scales: vec![1.0, "0.7071".parse().unwrap()],
         ..ExtractConfig::default()
     };
     let path = first["path"].as_str().unwrap();

@@ -309,7 +309,7 @@ mod tests {
         );
         let back: RunSettings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, settings());
-        assert_eq!(scales_name(&[1.0, 0.7071, 0.5]), "1,0.7071,0.5");
-        assert_eq!(parse_scales("1,0.7071,0.5"), Some(vec![1.0, 0.7071, 0.5]));
+        assert_eq!(scales_name(&[1.0, 0.75, 0.5]), "1,0.75,0.5");
+        assert_eq!(parse_scales("1,0.75,0.5"), Some(vec![1.0, 0.75, 0.5]));
     }
 }
