@@ -65,7 +65,7 @@ fn main() {
     let bytes = std::fs::metadata(&out).unwrap().len();
     for pass in 1..=3 {
         let t = Instant::now();
-        let (sink, done) = JsonlSink::open(&out, false).unwrap();
+        let (sink, done) = JsonlSink::open(&out, false, 512).unwrap();
         let s = t.elapsed().as_secs_f64();
         assert_eq!(done.len(), n);
         drop(sink);

@@ -14,7 +14,7 @@ use crate::image::decode::{DecodeError, DecodeLimits, load_rgb};
 use crate::image::preprocess::{Preprocess, to_bgr_tensor};
 use crate::image::resize::{resize_bicubic, target_size};
 use crate::rmac::pca::PcaWeights;
-use crate::rmac::{RmacParts, rmac};
+use crate::rmac::{Pooling, RmacParts, rmac_multiscale, rmac_pooled};
 use crate::tensor::Tensor3;
 use crate::video::Sampling;
 use std::path::Path;
@@ -27,6 +27,13 @@ pub struct ExtractConfig {
     /// Region scales (`--levels`).
     pub levels: usize,
     pub preprocess: Preprocess,
+    /// Images smaller than `max_size` keep their size (`--no-enlarge`; keras_rmac enlarges them).
+    pub no_enlarge: bool,
+    /// How each region is pooled (`--pool`, `--gem-p`; keras_rmac: max).
+    pub pooling: Pooling,
+    /// The image sizes described, as fractions of the longest side (`--scales`;
+    /// keras_rmac: `[1.0]`). See [`scale_sizes`].
+    pub scales: Vec<f64>,
     /// Decompression-bomb guard.
     #[serde(skip)]
     pub limits: DecodeLimits,
@@ -41,6 +48,9 @@ impl Default for ExtractConfig {
             max_size: 1024,
             levels: 3,
             preprocess: Preprocess::Keras,
+            no_enlarge: false,
+            pooling: Pooling::Max,
+            scales: vec![1.0],
             limits: DecodeLimits::default(),
             sampling: Sampling::default(),
         }
@@ -75,9 +85,45 @@ pub enum ExtractError {
 
 /// An image decoded, resized and preprocessed: what a backend eats.
 pub struct Prepared {
+    /// The image at the first scale (the only one without `--scales`).
     pub tensor: Tensor3,
+    /// The image at the other scales, in `--scales` order (each resized from
+    /// the decoded image, not from the one before).
+    pub more_scales: Vec<Tensor3>,
     /// Size before resizing.
     pub original: (u32, u32),
+}
+
+impl Prepared {
+    /// Every scale's tensor, the first one first.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor3> {
+        std::iter::once(&self.tensor).chain(&self.more_scales)
+    }
+}
+
+/// The size a `w × h` image is resized to at each of `config.scales`
+/// (docs/contract.md#pipeline, step 2, and the opt-in recipe):
+///
+/// * the base side is L = `max_size`, or with `no_enlarge` the smaller of
+///   `max_size` and the image's longest side (an image never grows);
+/// * scale s describes the image at longest side S = round(s · L) (f64,
+///   halves away from zero), with the default path's rule, [`target_size`]`(w, h, S)`.
+///
+/// With the defaults (one scale 1.0, enlarging) this is `target_size(w, h, max_size)`.
+pub fn scale_sizes(w: u32, h: u32, config: &ExtractConfig) -> Vec<(u32, u32)> {
+    let base = if config.no_enlarge {
+        config.max_size.min(w.max(h))
+    } else {
+        config.max_size
+    };
+    config
+        .scales
+        .iter()
+        .map(|&s| {
+            let side = (s * f64::from(base)).round().max(1.0) as u32;
+            target_size(w, h, side)
+        })
+        .collect()
 }
 
 /// Decode → resize → preprocess (the CPU-side stage; runs ahead of the backend).
@@ -86,33 +132,45 @@ pub fn prepare_path(path: &Path, config: &ExtractConfig) -> Result<Prepared, Ext
     prepare_image(&img, config)
 }
 
-/// Resize → preprocess of an already decoded image.
+/// Resize → preprocess of an already decoded image (once per scale). A scale
+/// at which a side would fall under 32 px is left out; the image is an error
+/// only when every scale is (the first scale's error).
 pub fn prepare_image(
     img: &image::RgbImage,
     config: &ExtractConfig,
 ) -> Result<Prepared, ExtractError> {
     let (w, h) = img.dimensions();
-    let (nw, nh) = target_size(w, h, config.max_size);
-    if nw < 32 || nh < 32 {
-        return Err(if (nw, nh) == (w, h) {
-            ExtractError::TooSmall { w, h }
+    let sizes = scale_sizes(w, h, config);
+    let mut tensors = Vec::with_capacity(sizes.len());
+    let mut first_error = None;
+    for (nw, nh) in sizes {
+        if nw < 32 || nh < 32 {
+            first_error.get_or_insert(if (nw, nh) == (w, h) {
+                ExtractError::TooSmall { w, h }
+            } else {
+                ExtractError::TooSmallAfterResize {
+                    w,
+                    h,
+                    nw,
+                    nh,
+                    max_size: config.max_size,
+                }
+            });
+            continue;
+        }
+        tensors.push(if (nw, nh) == (w, h) {
+            to_bgr_tensor(img, config.preprocess)
         } else {
-            ExtractError::TooSmallAfterResize {
-                w,
-                h,
-                nw,
-                nh,
-                max_size: config.max_size,
-            }
+            to_bgr_tensor(&resize_bicubic(img, nw, nh), config.preprocess)
         });
     }
-    let tensor = if (nw, nh) == (w, h) {
-        to_bgr_tensor(img, config.preprocess)
-    } else {
-        to_bgr_tensor(&resize_bicubic(img, nw, nh), config.preprocess)
+    let mut tensors = tensors.into_iter();
+    let Some(tensor) = tensors.next() else {
+        return Err(first_error.unwrap_or(ExtractError::TooSmall { w, h }));
     };
     Ok(Prepared {
         tensor,
+        more_scales: tensors.collect(),
         original: (w, h),
     })
 }
@@ -122,13 +180,18 @@ pub fn prepare_image(
 #[derive(Clone, Copy)]
 pub struct Head<'a> {
     levels: usize,
+    pooling: Pooling,
     pca: Option<&'a PcaWeights>,
 }
 
 impl Head<'_> {
-    /// The 512-d R-MAC vector of a pool5 map.
-    pub fn vector(&self, pool5: &Tensor3) -> Vec<f32> {
-        rmac(pool5, self.levels, self.pca).vector
+    /// The R-MAC vector of an image's pool5 maps, one per scale (512-d, or
+    /// the PCA's dimension).
+    pub fn vector(&self, pool5s: &[Tensor3]) -> Vec<f32> {
+        match pool5s {
+            [one] => rmac_pooled(one, self.levels, self.pooling, self.pca).vector,
+            all => rmac_multiscale(all, self.levels, self.pooling, self.pca).1,
+        }
     }
 }
 
@@ -152,18 +215,39 @@ impl Extractor {
         &self.config
     }
 
+    /// Floats per vector: 512, or the PCA's dimension (`pca fit --dim`).
+    pub fn dimension(&self) -> usize {
+        self.pca
+            .as_ref()
+            .map_or(crate::vgg16::spec::FEATURE_DIM, PcaWeights::dim)
+    }
+
     pub fn backend_name(&self) -> String {
         self.backend.name()
     }
 
-    /// The R-MAC head with all intermediates, from a prepared image.
+    /// The R-MAC head with all intermediates, from a prepared image's first
+    /// scale.
     pub fn describe_prepared_parts(
         &mut self,
         prepared: &Prepared,
     ) -> Result<(Tensor3, RmacParts), ExtractError> {
         let pool5 = self.backend.pool5(&prepared.tensor)?;
-        let parts = rmac(&pool5, self.config.levels, self.pca.as_ref());
+        let parts = rmac_pooled(
+            &pool5,
+            self.config.levels,
+            self.config.pooling,
+            self.pca.as_ref(),
+        );
         Ok((pool5, parts))
+    }
+
+    /// pool5 of every scale of a prepared image, through the one backend.
+    pub fn pool5s(&mut self, prepared: &Prepared) -> Result<Vec<Tensor3>, ExtractError> {
+        prepared
+            .tensors()
+            .map(|t| Ok(self.backend.pool5(t)?))
+            .collect()
     }
 
     /// The two stages apart, so a pipeline can run the R-MAC head of one
@@ -173,23 +257,25 @@ impl Extractor {
             self.backend.as_mut(),
             Head {
                 levels: self.config.levels,
+                pooling: self.config.pooling,
                 pca: self.pca.as_ref(),
             },
         )
     }
 
-    /// The 512-d R-MAC vector of a prepared image.
+    /// The R-MAC vector of a prepared image (every scale).
     pub fn describe_prepared(&mut self, prepared: &Prepared) -> Result<Vec<f32>, ExtractError> {
-        Ok(self.describe_prepared_parts(prepared)?.1.vector)
+        let pool5s = self.pool5s(prepared)?;
+        Ok(self.stages().1.vector(&pool5s))
     }
 
-    /// The 512-d R-MAC vector of a decoded 8-bit RGB image.
+    /// The R-MAC vector of a decoded 8-bit RGB image.
     pub fn describe(&mut self, img: &image::RgbImage) -> Result<Vec<f32>, ExtractError> {
         let prepared = prepare_image(img, &self.config)?;
         self.describe_prepared(&prepared)
     }
 
-    /// The 512-d R-MAC vector of an image file.
+    /// The R-MAC vector of an image file.
     pub fn describe_path(&mut self, path: &Path) -> Result<Vec<f32>, ExtractError> {
         let prepared = prepare_path(path, &self.config)?;
         self.describe_prepared(&prepared)

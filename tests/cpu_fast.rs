@@ -185,6 +185,7 @@ fn winograd_error_on_real_activations_per_layer() {
         preprocess: Preprocess::Keras,
         limits: DecodeLimits::default(),
         sampling: Default::default(),
+        ..ExtractConfig::default()
     };
     let img = load_rgb(&dir.join("images/r96x160.png"), &config.limits).unwrap();
     let x0 = prepare_image(&img, &config).unwrap().tensor;

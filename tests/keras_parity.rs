@@ -56,6 +56,7 @@ fn cpu_pipeline_matches_keras_on_every_fixture_case() {
             },
             limits: DecodeLimits::default(),
             sampling: Default::default(),
+            ..ExtractConfig::default()
         };
 
         // Decode + resize: the same 8-bit pixels as Pillow.
@@ -192,6 +193,7 @@ fn every_device_meets_the_contract_on_the_keras_fixtures(device: Device) {
                 },
                 limits: DecodeLimits::default(),
                 sampling: Default::default(),
+                ..ExtractConfig::default()
             };
             let img = load_rgb(&dir.join(&case.image), &config.limits).unwrap();
             let prepared = prepare_image(&img, &config).unwrap();

@@ -1,7 +1,9 @@
 //! `pca fit`'s whitening against numpy's on the same data
 //! (tests/reference/make_whiten_h5_evaluate_fixtures.py → tests/fixtures/whiten/pca_numpy.safetensors).
 
-use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, WhiteningAccumulator, fit_whitening};
+use rmac_native::rmac::whiten::{
+    EIGEN_FLOOR_REL, FitOptions, WhiteningAccumulator, fit_whitening, fit_whitening_with,
+};
 use rmac_native::vgg16::synthetic::{self, uniform};
 use std::path::Path;
 
@@ -138,6 +140,113 @@ fn whitening_matches_numpy() {
     );
     let m0: f64 = ys.iter().map(|y| y[0]).sum::<f64>() / N as f64;
     assert!(m0.abs() < 1e-4, "whitened mean {m0}");
+}
+
+/// `--shrink A --dim D` against numpy on the same data
+/// (tests/reference/make_whiten_shrink_fixtures.py → tests/fixtures/whiten/pca_shrink_numpy.safetensors).
+#[test]
+fn shrunk_and_reduced_whitening_match_numpy() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/whiten/pca_shrink_numpy.safetensors");
+    let data = pca_data();
+    for (name, shrink, dim) in [
+        ("shrink0.5", 0.5, 512usize),
+        ("dim128", 0.0, 128),
+        ("shrink0.1_dim64", 0.1, 64),
+    ] {
+        let fit = fit_whitening_with(
+            &data,
+            FitOptions {
+                shrink,
+                dim: Some(dim),
+            },
+        )
+        .unwrap();
+        assert_eq!(fit.pca.dim(), dim, "{name}");
+        assert_eq!(fit.pca.weight.len(), dim * D, "{name}: a D×512 weight");
+        let (shape, bias) = read_f64(&fixture, &format!("{name}.bias"));
+        assert_eq!(shape, [dim]);
+        let scale = bias.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let bdiff = fit
+            .pca
+            .bias
+            .iter()
+            .zip(&bias)
+            .map(|(&a, b)| (f64::from(a) - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            bdiff < 1e-5 * scale,
+            "{name}: bias differs by {bdiff} (|b| up to {scale})"
+        );
+        let (_, probes) = read_f64(&fixture, &format!("{name}.probes"));
+        let mut worst = 0.0f64;
+        for p in 0..4 {
+            let y = apply64(&fit.pca.weight, &fit.pca.bias, &data[p]);
+            assert_eq!(y.len(), dim);
+            for (a, b) in y.iter().zip(&probes[p * dim..(p + 1) * dim]) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        assert!(
+            worst < 1e-5,
+            "{name}: whitened probes differ from numpy's by {worst}"
+        );
+        let (_, rowsum) = read_f64(&fixture, &format!("{name}.rowsum"));
+        for (r, want) in rowsum.iter().enumerate() {
+            let got: f64 = fit.pca.weight[r * D..(r + 1) * D]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum();
+            assert!(
+                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "{name} row {r}: Σ W = {got}, numpy {want}"
+            );
+        }
+        eprintln!("{name}: max |y − y_numpy| {worst:.2e}, max |b − b_numpy| {bdiff:.2e}");
+    }
+    // The defaults are the plain whitening, bit for bit.
+    let plain = fit_whitening(&data).unwrap();
+    let zero = fit_whitening_with(&data, FitOptions::default()).unwrap();
+    assert_eq!(plain.pca.weight, zero.pca.weight);
+    assert_eq!(plain.pca.bias, zero.pca.bias);
+    // Reducing keeps the leading rows of the full whitening.
+    let full = fit_whitening_with(
+        &data,
+        FitOptions {
+            shrink: 0.1,
+            dim: None,
+        },
+    )
+    .unwrap();
+    let cut = fit_whitening_with(
+        &data,
+        FitOptions {
+            shrink: 0.1,
+            dim: Some(64),
+        },
+    )
+    .unwrap();
+    assert_eq!(&full.pca.weight[..64 * D], &cut.pca.weight[..]);
+    assert!(
+        fit_whitening_with(
+            &data,
+            FitOptions {
+                shrink: -1.0,
+                dim: None
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        fit_whitening_with(
+            &data,
+            FitOptions {
+                shrink: 0.0,
+                dim: Some(513)
+            }
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -69,6 +69,15 @@ pub enum PreprocessArg {
     Caffe,
 }
 
+/// How each R-MAC region is pooled (docs/contract.md#pipeline, step 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolArg {
+    /// The per-channel maximum (keras_rmac).
+    Max,
+    /// The generalised mean ((1/|R|) Σ x^p)^(1/p) per channel, p = --gem-p.
+    Gem,
+}
+
 /// The kernel convention of a Keras `.h5` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ConventionArg {
@@ -104,6 +113,23 @@ pub struct ModelArgs {
     /// [default: keras; a query: the index's]
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
+    /// Opt-in: images smaller than --max-size keep their size instead of being enlarged
+    /// to it (keras_rmac enlarges: a small copy blown up to 1024 px matches worse)
+    /// [default: off; a query: the index's].
+    #[arg(long)]
+    pub no_enlarge: bool,
+    /// Opt-in: pool each region with `gem`, the generalised mean ((1/|R|) Σ x^p)^(1/p) of
+    /// --gem-p, instead of `max` (keras_rmac) [default: max; a query: the index's].
+    #[arg(long, value_enum)]
+    pub pool: Option<PoolArg>,
+    /// GeM's exponent p, 1 (the average) to 64 (nearly the max) [default: 3].
+    #[arg(long, requires = "pool", value_name = "P")]
+    pub gem_p: Option<f64>,
+    /// Opt-in: describe each image at several sizes, as fractions (0 < s ≤ 1) of the longest
+    /// side, e.g. `1,0.7071,0.5`: one pass per scale, the scales' unnormalised R-MAC vectors
+    /// summed, then L2-normalised [default: 1; a query: the index's].
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "S,S…")]
+    pub scales: Option<Vec<f64>>,
 }
 
 /// The PCA-whitening applied to each region vector.
@@ -452,6 +478,23 @@ pub struct PcaFitArgs {
     /// The PCA file to write (safetensors, docs/contract.md#weights).
     #[arg(long, default_value = "weights/pca.safetensors")]
     pub output: PathBuf,
+    /// Opt-in eigenvalue shrinkage: whiten with λᵢ + A·mean(λ) instead of λᵢ, so the
+    /// noisy smallest eigenvalues of a small training set are not blown up (A ≥ 0; 0 is
+    /// plain whitening, as keras_rmac's; larger A tends to PCA without whitening).
+    /// Default 0: the output of earlier versions, until a benchmark picks a better one.
+    #[arg(long, default_value_t = 0.0, value_name = "A")]
+    pub shrink: f64,
+    /// Opt-in: keep the top D principal components (1–512): the vectors made with this
+    /// PCA file then have D floats instead of 512 [default: 512].
+    #[arg(long, value_name = "D", value_parser = clap::value_parser!(u64).range(1..=512))]
+    pub dim: Option<u64>,
+    /// Learn from N images drawn at random from the input list (reproducible with --seed)
+    /// instead of all of them [default: all].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    pub sample: Option<u64>,
+    /// The seed of --sample's draw: the same list, N and seed give the same images.
+    #[arg(long, default_value_t = 0, requires = "sample")]
+    pub seed: u64,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

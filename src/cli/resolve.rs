@@ -18,13 +18,14 @@ use rmac_native::extractor::ExtractConfig;
 use rmac_native::files::file_digest;
 use rmac_native::image::decode::DecodeLimits;
 use rmac_native::image::preprocess::Preprocess;
+use rmac_native::rmac::pool::{GEM_P_RANGE, Pooling};
 use rmac_native::run::coordinator::mpi::{
     LAUNCHER_PRESENCE_VARS, LAUNCHER_SIZE_VARS, LOCAL_RANK_VARS, Launcher,
 };
 use rmac_native::run::extract::ExtractJob;
 use rmac_native::store::Target;
 use rmac_native::store::postgres::{IndexKind, PgOptions};
-use rmac_native::store::settings::RunSettings;
+use rmac_native::store::settings::{RunSettings, parse_scales};
 use rmac_native::vgg16::keras_file::Convention;
 use rmac_native::video::Sampling;
 use std::path::{Path, PathBuf};
@@ -418,17 +419,69 @@ fn looked(places: &[Place]) -> String {
         .join(", ")
 }
 
+/// GeM's exponent when `--pool gem` is given without `--gem-p` (the value the
+/// retrieval toolboxes start from).
+const DEFAULT_GEM_P: f64 = 3.0;
+/// The most `--scales` (each is one more pass through the network).
+const MAX_SCALES: usize = 8;
+
+/// `--pool`, `--gem-p` → the pooling, or `None` when neither is given.
+fn pooling(model: &ModelArgs) -> Result<Option<Pooling>> {
+    match (model.pool, model.gem_p) {
+        (None, _) => Ok(None),
+        (Some(PoolArg::Max), None) => Ok(Some(Pooling::Max)),
+        (Some(PoolArg::Max), Some(_)) => {
+            bail!("--gem-p is GeM's exponent; it goes with --pool gem, not --pool max")
+        }
+        (Some(PoolArg::Gem), p) => {
+            let p = p.unwrap_or(DEFAULT_GEM_P);
+            if !GEM_P_RANGE.contains(&p) {
+                bail!(
+                    "--gem-p {p}: give an exponent from {} (the average) to {} (nearly the maximum); 3 is usual",
+                    GEM_P_RANGE.start(),
+                    GEM_P_RANGE.end()
+                );
+            }
+            Ok(Some(Pooling::Gem { p }))
+        }
+    }
+}
+
+/// `--scales` checked: 1 to [`MAX_SCALES`] fractions in (0, 1], none repeated.
+fn scales(model: &ModelArgs) -> Result<Option<Vec<f64>>> {
+    let Some(list) = &model.scales else {
+        return Ok(None);
+    };
+    if list.is_empty() || list.len() > MAX_SCALES {
+        bail!("--scales takes 1 to {MAX_SCALES} fractions of the image size, e.g. 1,0.7071,0.5");
+    }
+    for (i, &s) in list.iter().enumerate() {
+        if !(s > 0.0 && s <= 1.0) {
+            bail!(
+                "--scales: {s} is not a fraction in (0, 1] of the longest side (a larger image is --max-size's job)"
+            );
+        }
+        if list[..i].contains(&s) {
+            bail!("--scales: {s} is given twice");
+        }
+    }
+    Ok(Some(list.clone()))
+}
+
 /// The recipe of `model` (the defaults where a flag is not given), with the
 /// decoder's limits.
-pub fn config(model: &ModelArgs, limits: DecodeLimits) -> ExtractConfig {
+pub fn config(model: &ModelArgs, limits: DecodeLimits) -> Result<ExtractConfig> {
     let default = ExtractConfig::default();
-    ExtractConfig {
+    Ok(ExtractConfig {
         max_size: model.max_size.unwrap_or(default.max_size),
         levels: model.levels.map_or(default.levels, |l| l as usize),
         preprocess: model.preprocess.map_or(default.preprocess, Into::into),
+        no_enlarge: model.no_enlarge,
+        pooling: pooling(model)?.unwrap_or(default.pooling),
+        scales: scales(model)?.unwrap_or(default.scales),
         limits,
         sampling: default.sampling,
-    }
+    })
 }
 
 /// How a query image becomes a vector: the files and recipe an index's vectors
@@ -459,7 +512,7 @@ pub fn query_model(
         return Ok(QueryModel {
             weights: env.weights(model.weights.as_deref())?,
             pca: env.pca(pca.pca.as_deref())?,
-            config: config(model, DecodeLimits::default()),
+            config: config(model, DecodeLimits::default())?,
         });
     };
     let preprocess = match model.preprocess {
@@ -471,10 +524,32 @@ pub fn query_model(
             )
         })?,
     };
+    let made_pooling = || {
+        Pooling::parse(&made.pool)
+            .ok_or_else(|| anyhow!("{index} was made with an unknown --pool {:?}", made.pool))
+    };
+    let made_scales = || {
+        parse_scales(&made.scales).ok_or_else(|| {
+            anyhow!(
+                "{index} was made with unreadable --scales {:?}",
+                made.scales
+            )
+        })
+    };
     let config = ExtractConfig {
         max_size: model.max_size.unwrap_or(made.max_size),
         levels: model.levels.unwrap_or(made.levels) as usize,
         preprocess,
+        // The flag can only turn it on; left out, the index's.
+        no_enlarge: model.no_enlarge || made.no_enlarge,
+        pooling: match pooling(model)? {
+            Some(p) => p,
+            None => made_pooling()?,
+        },
+        scales: match scales(model)? {
+            Some(s) => s,
+            None => made_scales()?,
+        },
         limits: DecodeLimits::default(),
         sampling: Sampling::default(),
     };
@@ -575,7 +650,7 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
                 max_file_bytes: args.max_file_bytes,
                 max_time: Duration::from_secs_f64(args.decode_timeout),
             },
-        )
+        )?
     };
     Ok(ExtractJob {
         input: args.input.clone(),

@@ -24,17 +24,24 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
     let pg = env.pg();
     let (from, to) = (Target::from_path(&args.from), Target::for_output(&args.to)?);
     let source = open_source(&from, &pg)?;
-    if !source.is_empty() && source.dim() != 512 {
-        bail!(
-            "{} holds {}-float vectors; rmac-native outputs hold 512",
-            args.from,
-            source.dim()
-        );
-    }
     let errors = read_errors(&from, &pg)?;
     // The settings travel with the vectors, so that the destination still says
     // what made them (and a later `search --image` extracts its queries alike).
     let settings = read_settings(&from, &pg)?;
+    // 512 floats, or what the settings say (a reduced PCA, `pca fit --dim`).
+    let want = settings.as_ref().map_or(512, |s| s.dimension);
+    if !source.is_empty() && source.dim() != want {
+        bail!(
+            "{} holds {}-float vectors, and {}; convert vectors made by rmac-native",
+            args.from,
+            source.dim(),
+            if settings.is_some() {
+                format!("its settings say {want}")
+            } else {
+                "without settings rmac-native outputs hold 512".to_owned()
+            }
+        );
+    }
     if settings.is_none() && !source.is_empty() {
         eprintln!(
             "note: {from} records no settings (weights, PCA, recipe), so {to} records none either; \

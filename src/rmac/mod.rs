@@ -1,4 +1,5 @@
-//! R-MAC: region grid, region max-pooling, L2, PCA-whitening, sum, L2.
+//! R-MAC: region grid, region max-pooling (or GeM), L2, PCA-whitening, sum, L2;
+//! and its multi-scale form (the sum over several image sizes, `--scales`).
 pub mod import_mat;
 pub mod pca;
 pub mod pool;
@@ -7,6 +8,7 @@ pub mod whiten;
 
 use crate::tensor::Tensor3;
 use pca::PcaWeights;
+pub use pool::Pooling;
 pub use regions::{Region, rmac_regions};
 
 /// The ε under the square root of keras_rmac's `K.l2_normalize`.
@@ -25,7 +27,8 @@ pub fn l2_normalize(x: &mut [f32]) {
 #[derive(Clone, Debug)]
 pub struct RmacParts {
     pub regions: Vec<Region>,
-    /// Per region, the max-pooled 512 channels (before any normalisation).
+    /// Per region, the pooled 512 channels (before any normalisation): the
+    /// maximum, or the generalised mean with [`Pooling::Gem`].
     pub region_max: Vec<Vec<f32>>,
     /// Per region, after L2 → PCA → L2 (or just L2 without PCA).
     pub region_vectors: Vec<Vec<f32>>,
@@ -36,8 +39,18 @@ pub struct RmacParts {
 /// The R-MAC head on a pool5 map with `levels` scales; `pca = None` skips the
 /// whitening (and the L2 after it).
 pub fn rmac(pool5: &Tensor3, levels: usize, pca: Option<&PcaWeights>) -> RmacParts {
+    rmac_pooled(pool5, levels, Pooling::Max, pca)
+}
+
+/// [`rmac`] with the regions pooled by `pooling`.
+pub fn rmac_pooled(
+    pool5: &Tensor3,
+    levels: usize,
+    pooling: Pooling,
+    pca: Option<&PcaWeights>,
+) -> RmacParts {
     let regions = rmac_regions(pool5.w, pool5.h, levels);
-    let region_max: Vec<Vec<f32>> = regions.iter().map(|r| pool::region_max(pool5, r)).collect();
+    let region_max: Vec<Vec<f32>> = regions.iter().map(|r| pooling.region(pool5, r)).collect();
     let mut region_vectors: Vec<Vec<f32>> = region_max
         .iter()
         .map(|m| {
@@ -51,13 +64,9 @@ pub fn rmac(pool5: &Tensor3, levels: usize, pca: Option<&PcaWeights>) -> RmacPar
         region_vectors = pca::apply_many(p, &region_vectors);
         region_vectors.iter_mut().for_each(|v| l2_normalize(v));
     }
-    let mut sum = vec![0.0f64; pool5.c];
-    for v in &region_vectors {
-        for (s, &x) in sum.iter_mut().zip(v) {
-            *s += f64::from(x);
-        }
-    }
-    let mut vector: Vec<f32> = sum.iter().map(|&s| s as f32).collect();
+    // The PCA may keep fewer components than pool5 has channels (`pca fit --dim`).
+    let dim = pca.map_or(pool5.c, PcaWeights::dim);
+    let mut vector = sum_to_f32(std::iter::once(&region_vectors), dim);
     l2_normalize(&mut vector);
     RmacParts {
         regions,
@@ -65,4 +74,36 @@ pub fn rmac(pool5: &Tensor3, levels: usize, pca: Option<&PcaWeights>) -> RmacPar
         region_vectors,
         vector,
     }
+}
+
+/// The region vectors of every scale summed in f64 (scale by scale, region by
+/// region, in order), then rounded to f32: the R-MAC vector before its final L2.
+fn sum_to_f32<'a>(scales: impl Iterator<Item = &'a Vec<Vec<f32>>>, dim: usize) -> Vec<f32> {
+    let mut sum = vec![0.0f64; dim];
+    for v in scales.flatten() {
+        for (s, &x) in sum.iter_mut().zip(v) {
+            *s += f64::from(x);
+        }
+    }
+    sum.iter().map(|&s| s as f32).collect()
+}
+
+/// The multi-scale R-MAC vector (`--scales`): each scale's R-MAC vector before
+/// its final L2 (the sum of its region vectors), summed over the scales, then
+/// L2-normalised, as the retrieval toolboxes do. `pool5s` holds one map per
+/// scale; with one map this is [`rmac_pooled`]'s vector, bit for bit.
+pub fn rmac_multiscale(
+    pool5s: &[Tensor3],
+    levels: usize,
+    pooling: Pooling,
+    pca: Option<&PcaWeights>,
+) -> (Vec<RmacParts>, Vec<f32>) {
+    let parts: Vec<RmacParts> = pool5s
+        .iter()
+        .map(|p| rmac_pooled(p, levels, pooling, pca))
+        .collect();
+    let dim = pca.map_or(pool5s.first().map_or(0, |p| p.c), PcaWeights::dim);
+    let mut vector = sum_to_f32(parts.iter().map(|p| &p.region_vectors), dim);
+    l2_normalize(&mut vector);
+    (parts, vector)
 }

@@ -1,5 +1,6 @@
-//! PCA-whitening: the weights file (docs/contract.md#weights: `pca.weight` 512×512,
-//! `pca.bias` 512, safetensors) and applying it, `y = W·x + b`. Learning it
+//! PCA-whitening: the weights file (docs/contract.md#weights: `pca.weight` D×512,
+//! `pca.bias` D, safetensors; D = 512 but for a whitening that keeps fewer
+//! components, `pca fit --dim D`) and applying it, `y = W·x + b`. Learning it
 //! from images is [`super::whiten`]; keras_rmac's `PCAmatrices.mat` is read by
 //! [`super::import_mat`].
 
@@ -11,9 +12,9 @@ use std::path::Path;
 /// PCA-whitening: `y = weight · x + bias`.
 #[derive(Clone, Debug)]
 pub struct PcaWeights {
-    /// `[512, 512]` row-major: `weight[r * 512 + c]`.
+    /// `[D, 512]` row-major: `weight[r * 512 + c]`.
     pub weight: Vec<f32>,
-    /// `[512]`.
+    /// `[D]`.
     pub bias: Vec<f32>,
 }
 
@@ -26,14 +27,20 @@ pub const PCA_BIAS_KEY: &str = "pca.bias";
 pub const PCA_MISSING_HINT: &str = "convert keras_rmac's PCAmatrices.mat with `rmac-native pca import PCAmatrices.mat` (see weights/README.md), \
      or pass --pca";
 
-fn expected_pca() -> Vec<(String, Vec<usize>)> {
+/// The tensors of a PCA file keeping `dim` components.
+fn expected_pca(dim: usize) -> Vec<(String, Vec<usize>)> {
     vec![
-        (PCA_WEIGHT_KEY.to_owned(), vec![FEATURE_DIM, FEATURE_DIM]),
-        (PCA_BIAS_KEY.to_owned(), vec![FEATURE_DIM]),
+        (PCA_WEIGHT_KEY.to_owned(), vec![dim, FEATURE_DIM]),
+        (PCA_BIAS_KEY.to_owned(), vec![dim]),
     ]
 }
 
 impl PcaWeights {
+    /// The dimension of the whitened vectors (the rows of the weight).
+    pub fn dim(&self) -> usize {
+        self.bias.len()
+    }
+
     /// Loads and validates a PCA weights file (memory mapped).
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
         with_mapped_file(path, PCA_MISSING_HINT, |bytes| {
@@ -44,9 +51,15 @@ impl PcaWeights {
     /// Parses and validates the bytes of a PCA safetensors file; `origin` names it in errors.
     pub fn from_safetensors_bytes(bytes: &[u8], origin: &Path) -> Result<Self, WeightsError> {
         let file = Checked::parse(bytes, origin)?;
-        let weight = file.tensor(PCA_WEIGHT_KEY, &[FEATURE_DIM, FEATURE_DIM])?;
-        let bias = file.tensor(PCA_BIAS_KEY, &[FEATURE_DIM])?;
-        file.warn_extras(&expected_pca());
+        // D×512 with 1 ≤ D ≤ 512 (a reduced whitening); any other shape is
+        // reported against the contract's 512×512.
+        let dim = match file.shape(PCA_WEIGHT_KEY).as_deref() {
+            Some(&[d, c]) if (1..=FEATURE_DIM).contains(&d) && c == FEATURE_DIM => d,
+            _ => FEATURE_DIM,
+        };
+        let weight = file.tensor(PCA_WEIGHT_KEY, &[dim, FEATURE_DIM])?;
+        let bias = file.tensor(PCA_BIAS_KEY, &[dim])?;
+        file.warn_extras(&expected_pca(dim));
         // A matrix with a zero row maps every image to the same value in that
         // component (an all-zero one gives every image the same vector).
         if let Some(r) = weight
@@ -67,7 +80,7 @@ impl PcaWeights {
 
     /// The safetensors bytes of this PCA (validated first).
     pub fn to_safetensors_bytes(&self, origin: &Path) -> Result<Vec<u8>, WeightsError> {
-        let shapes = expected_pca();
+        let shapes = expected_pca(self.dim());
         let tensors = vec![
             (
                 shapes[0].0.clone(),
@@ -118,7 +131,7 @@ pub fn synthetic(seed: u8) -> PcaWeights {
 /// every addition on the previous one (4+ cycles each, ~6 ms per image).
 const LANES: usize = 8;
 
-/// `W·x + b` with W row-major `[n, n]`; accumulated in f64 (n = 512 products).
+/// `W·x + b` with W row-major `[D, n]`; accumulated in f64 (n = 512 products).
 pub fn apply(pca: &PcaWeights, x: &[f32]) -> Vec<f32> {
     apply_many(pca, std::slice::from_ref(&x.to_vec()))
         .pop()
@@ -131,12 +144,12 @@ pub fn apply_many(pca: &PcaWeights, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let Some(n) = xs.first().map(Vec::len) else {
         return Vec::new();
     };
-    assert!(xs.iter().all(|x| x.len() == n) && pca.weight.len() == n * n);
+    assert!(xs.iter().all(|x| x.len() == n) && pca.weight.len() == pca.dim() * n);
     let wide: Vec<Vec<f64>> = xs
         .iter()
         .map(|x| x.iter().map(|&v| f64::from(v)).collect())
         .collect();
-    let mut out = vec![Vec::with_capacity(n); xs.len()];
+    let mut out = vec![Vec::with_capacity(pca.dim()); xs.len()];
     for (row, &b) in pca.weight.chunks_exact(n).zip(&pca.bias) {
         for (x, y) in wide.iter().zip(out.iter_mut()) {
             y.push((dot(row, x) + f64::from(b)) as f32);

@@ -8,10 +8,18 @@
 //! μ = Σx / n
 //! C = Σ (x − μ)(x − μ)ᵀ / (n − 1)            (numpy's np.cov: unbiased)
 //! C = E Λ Eᵀ                                 (symmetric eigendecomposition, f64; λ decreasing)
-//! λ'ᵢ = max(λᵢ, EIGEN_FLOOR_REL · λ₁)        (tiny / negative eigenvalues clamped)
-//! W = diag(λ'^-1/2) · Eᵀ                     (row i = i-th eigenvector / sqrt(λ'ᵢ))
+//! sᵢ = λᵢ + A · mean(λ)                      (shrinkage, `--shrink A`; A = 0 by default)
+//! λ'ᵢ = max(sᵢ, EIGEN_FLOOR_REL · s₁)        (tiny / negative eigenvalues clamped)
+//! W = diag(λ'^-1/2) · Eᵀ, rows 1..D          (row i = i-th eigenvector / sqrt(λ'ᵢ); `--dim D`, default d)
 //! b = −W · μ                                 so that y = W·x + b = W·(x − μ)
 //! ```
+//!
+//! Why shrinkage: with few vectors the smallest eigenvalues are noise, and
+//! whitening divides by their square roots, so it amplifies exactly the
+//! directions the data know least. Adding A·mean(λ) to every eigenvalue (the
+//! same total variance spread evenly) bounds that amplification: A → ∞ tends
+//! to PCA without whitening, A = 0 is plain whitening. Keeping only the top D
+//! components drops those directions altogether and gives D-float vectors.
 //!
 //! Each eigenvector's sign is fixed so that its largest-magnitude component is
 //! positive (ties: the first), making the result independent of the solver's
@@ -35,17 +43,38 @@ pub const EIGEN_FLOOR_REL: f64 = 1e-9;
 /// Rows buffered before a block update of the second-moment matrix.
 pub const BLOCK: usize = 256;
 
+/// How the whitening is made from the covariance (`pca fit --shrink`, `--dim`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FitOptions {
+    /// A ≥ 0: every eigenvalue gets A · mean(λ) added before the inverse square
+    /// root. 0 (the default) is plain whitening, as before shrinkage existed.
+    pub shrink: f64,
+    /// The components kept (the whitened vectors' dimension); `None`: all.
+    pub dim: Option<usize>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            shrink: 0.0,
+            dim: None,
+        }
+    }
+}
+
 /// What a fit found, besides the weights.
 #[derive(Clone, Debug)]
 pub struct WhiteningFit {
     pub pca: PcaWeights,
     /// Number of vectors the statistics were computed from.
     pub count: u64,
-    /// Eigenvalues of the covariance, decreasing, before clamping.
+    /// Eigenvalues of the covariance, decreasing, before shrinkage and clamping.
     pub eigenvalues: Vec<f64>,
-    /// The floor (absolute) the eigenvalues were clamped at.
+    /// What was added to each eigenvalue (A · mean(λ)).
+    pub shrinkage: f64,
+    /// The floor (absolute) the shrunk eigenvalues were clamped at.
     pub floor: f64,
-    /// How many eigenvalues were below the floor and clamped.
+    /// How many of the kept eigenvalues were below the floor and clamped.
     pub clamped: usize,
     /// The mean vector μ.
     pub mean: Vec<f64>,
@@ -68,6 +97,10 @@ pub enum WhitenError {
     ZeroCovariance,
     #[error("the eigendecomposition failed: {0}")]
     Eigh(String),
+    #[error("the shrinkage must be a finite number ≥ 0, not {0}")]
+    Shrink(f64),
+    #[error("cannot keep {kept} components of {dim}-dimensional vectors (1 to {dim})")]
+    Dim { kept: usize, dim: usize },
 }
 
 /// Streaming statistics of the training vectors.
@@ -148,13 +181,25 @@ impl WhiteningAccumulator {
         self.block.clear();
     }
 
+    /// The fit with the default options: plain whitening, every component.
+    pub fn finish(self) -> Result<WhiteningFit, WhitenError> {
+        self.finish_with(FitOptions::default())
+    }
+
     /// The fit: covariance, eigendecomposition, whitening matrix and bias.
-    pub fn finish(mut self) -> Result<WhiteningFit, WhitenError> {
+    pub fn finish_with(mut self, options: FitOptions) -> Result<WhiteningFit, WhitenError> {
         self.flush();
         if self.count < 2 {
             return Err(WhitenError::TooFew(self.count));
         }
         let d = self.dim;
+        if !(options.shrink.is_finite() && options.shrink >= 0.0) {
+            return Err(WhitenError::Shrink(options.shrink));
+        }
+        let kept = options.dim.unwrap_or(d);
+        if kept == 0 || kept > d {
+            return Err(WhitenError::Dim { kept, dim: d });
+        }
         let n = self.count as f64;
         // Shifted mean m = mean(x − x₀); C = (Σ(x−x₀)(x−x₀)ᵀ − n·m·mᵀ) / (n − 1).
         let m = &self.sum / n;
@@ -190,10 +235,13 @@ impl WhiteningAccumulator {
         if top.is_nan() || top <= 0.0 {
             return Err(WhitenError::ZeroCovariance);
         }
-        let floor = top * EIGEN_FLOOR_REL;
-        let clamped = eigenvalues.iter().filter(|&&l| l < floor).count();
-        let mut w = Array2::<f64>::zeros((d, d));
-        for (row, &k) in order.iter().enumerate() {
+        // A = 0 adds exactly 0.0: the plain whitening, bit for bit.
+        let shrinkage = options.shrink * (eigenvalues.iter().sum::<f64>() / d as f64);
+        let shrunk: Vec<f64> = eigenvalues.iter().map(|&l| l + shrinkage).collect();
+        let floor = shrunk[0] * EIGEN_FLOOR_REL;
+        let clamped = shrunk[..kept].iter().filter(|&&l| l < floor).count();
+        let mut w = Array2::<f64>::zeros((kept, d));
+        for (row, &k) in order.iter().take(kept).enumerate() {
             let e = vecs.column(k);
             // Sign: the largest |component| positive (first on ties).
             let (mut big, mut at) = (0.0f64, 0usize);
@@ -204,7 +252,7 @@ impl WhiteningAccumulator {
                 }
             }
             let sign = if e[at] < 0.0 { -1.0 } else { 1.0 };
-            let scale = sign / eigenvalues[row].max(floor).sqrt();
+            let scale = sign / shrunk[row].max(floor).sqrt();
             for (j, &v) in e.iter().enumerate() {
                 w[[row, j]] = v * scale;
             }
@@ -219,6 +267,7 @@ impl WhiteningAccumulator {
             pca,
             count: self.count,
             eigenvalues,
+            shrinkage,
             floor,
             clamped,
             mean,
@@ -233,11 +282,23 @@ where
     I: IntoIterator<Item = V>,
     V: AsRef<[f32]>,
 {
+    fit_whitening_with(vectors, FitOptions::default())
+}
+
+/// [`fit_whitening`] with shrinkage and a reduced dimension.
+pub fn fit_whitening_with<I, V>(
+    vectors: I,
+    options: FitOptions,
+) -> Result<WhiteningFit, WhitenError>
+where
+    I: IntoIterator<Item = V>,
+    V: AsRef<[f32]>,
+{
     let mut acc = WhiteningAccumulator::new();
     for v in vectors {
         acc.add(v.as_ref())?;
     }
-    acc.finish()
+    acc.finish_with(options)
 }
 
 #[cfg(test)]

@@ -121,11 +121,12 @@ fn prepare_watched(
 /// works on the next (on a GPU the R-MAC head was 20% of an image's time on
 /// the thread that waits for the device). Reads jobs until `jobs` is closed,
 /// sends one [`Done`] per job, in job order. Returns when every job is done
-/// or `results` is gone.
+/// or `results` is gone. `head` gets an image's pool5 maps, one per scale
+/// (`--scales`; one map without it).
 pub fn run_pipeline<T>(
     backend: &mut dyn Backend,
     config: &ExtractConfig,
-    head: impl Fn(&Tensor3) -> T,
+    head: impl Fn(&[Tensor3]) -> T,
     jobs: Receiver<Job>,
     results: Sender<Done<T>>,
 ) {
@@ -144,14 +145,18 @@ pub fn run_pipeline<T>(
                 }
             })
             .expect("cannot start the decode thread");
-        let (pool5_tx, pool5_rx) = sync_channel::<(Job, Result<Tensor3, String>, f64, f64)>(1);
+        let (pool5_tx, pool5_rx) = sync_channel::<(Job, Result<Vec<Tensor3>, String>, f64, f64)>(1);
         std::thread::Builder::new()
             .name("rmac-backend".into())
             .spawn_scoped(scope, move || {
                 for (job, prepared, decode_s) in rx {
                     let t = Instant::now();
                     let pool5 = prepared.and_then(|p| {
-                        guarded("computing", &job.path, || Ok(backend.pool5(&p.tensor)?))
+                        guarded("computing", &job.path, || {
+                            p.tensors()
+                                .map(|t| Ok(backend.pool5(t)?))
+                                .collect::<Result<Vec<_>, ExtractError>>()
+                        })
                     });
                     let backend_s = t.elapsed().as_secs_f64();
                     if pool5_tx.send((job, pool5, decode_s, backend_s)).is_err() {
@@ -162,7 +167,8 @@ pub fn run_pipeline<T>(
             .expect("cannot start the backend thread");
         for (job, pool5, decode_s, backend_s) in pool5_rx {
             let t = Instant::now();
-            let result = pool5.and_then(|p| guarded("computing", &job.path, || Ok(head(&p))));
+            let result =
+                pool5.and_then(|p| guarded("computing", &job.path, || Ok(head(p.as_slice()))));
             let done = Done {
                 id: job.id,
                 result,

@@ -81,10 +81,11 @@ struct Record {
 
 /// The path of a line `extract` wrote (`{"path":"…","vector":[…]}` or
 /// `{"path":"…","error":"…"}`) read from its first bytes only, and whether the
-/// rest has the shape of a whole record (for vectors: 512 numbers). Resuming a
+/// rest has the shape of a whole record (for vectors: `dim` numbers). Resuming a
 /// run of a million images reads only this, not every float. `None` when the
 /// line has another shape (other key order, spaces): the caller parses it whole.
-fn fast_record(line: &[u8], want_vector: bool) -> Option<String> {
+/// `want_vector`: `Some(dim)` for a vector line of `dim` floats, `None` for an error line.
+fn fast_record(line: &[u8], want_vector: Option<usize>) -> Option<String> {
     let rest = line.strip_prefix(b"{\"path\":\"")?;
     // The end of the JSON string: the first quote not escaped.
     let mut k = 0;
@@ -100,13 +101,13 @@ fn fast_record(line: &[u8], want_vector: bool) -> Option<String> {
     }
     let path: String = serde_json::from_slice(&line[8..8 + k + 2]).ok()?;
     let body = &rest[k + 1..];
-    if want_vector {
+    if let Some(dim) = want_vector {
         let numbers = body.strip_prefix(b",\"vector\":[")?.strip_suffix(b"]}")?;
         let commas = numbers.iter().filter(|&&b| b == b',').count();
         let plain = numbers
             .iter()
             .all(|&b| b.is_ascii_digit() || matches!(b, b',' | b'.' | b'-' | b'e' | b'E' | b'+'));
-        (commas == 511 && plain && !numbers.is_empty()).then_some(path)
+        (commas + 1 == dim && plain && !numbers.is_empty()).then_some(path)
     } else {
         body.strip_prefix(b",\"error\":\"")?.strip_suffix(b"\"}")?;
         Some(path)
@@ -114,12 +115,12 @@ fn fast_record(line: &[u8], want_vector: bool) -> Option<String> {
 }
 
 /// The slow path of [`fast_record`]: the whole line through serde.
-fn parsed_record(line: &[u8], want_vector: bool) -> Option<String> {
+fn parsed_record(line: &[u8], want_vector: Option<usize>) -> Option<String> {
     serde_json::from_slice::<AnyLine>(line)
         .ok()
         .filter(|l| {
-            if want_vector {
-                l.vector.as_ref().is_some_and(|v| v.len() == 512)
+            if let Some(dim) = want_vector {
+                l.vector.as_ref().is_some_and(|v| v.len() == dim)
             } else {
                 l.error.is_some()
             }
@@ -130,7 +131,7 @@ fn parsed_record(line: &[u8], want_vector: bool) -> Option<String> {
 /// Reads `file` from the start in one streaming pass (a line at a time, so a
 /// 6 GB output costs megabytes, not gigabytes), returns its complete valid
 /// records, and cuts a torn last line. Damage before the last line is refused.
-fn scan(file: &mut File, path: &Path, want_vector: bool) -> Result<Vec<Record>> {
+fn scan(file: &mut File, path: &Path, want_vector: Option<usize>) -> Result<Vec<Record>> {
     file.seek(SeekFrom::Start(0))?;
     let mut reader = BufReader::with_capacity(1 << 20, &*file);
     let mut records = Vec::new();
@@ -202,8 +203,13 @@ impl LineFile {
 
     /// Opens for appending; returns the complete records already in it after
     /// cutting a torn last line (and the file's bytes). `want_vector`: lines
-    /// must hold a 512-float vector (OUT) or an error text (the error file).
-    fn open_resume(path: &Path, want_vector: bool, restart: bool) -> Result<(Self, Vec<Record>)> {
+    /// must hold a vector of that many floats (OUT), or (`None`) an error text
+    /// (the error file).
+    fn open_resume(
+        path: &Path,
+        want_vector: Option<usize>,
+        restart: bool,
+    ) -> Result<(Self, Vec<Record>)> {
         let mut file = Self::open(path)?;
         if restart {
             file.set_len(0)
@@ -284,8 +290,10 @@ impl JsonlSink {
     /// twice (a line repeated, or a path both in OUT and in the error file) is
     /// reported and resolved: its first vector is kept, and an error record of
     /// a path that has a vector is dropped.
-    pub fn open(out: &Path, restart: bool) -> Result<(Self, HashSet<String>)> {
-        Self::open_pair(out, &errors_path(out), restart)
+    /// `dim`: the floats per vector (the settings' dimension, 512 but for a
+    /// reduced PCA).
+    pub fn open(out: &Path, restart: bool, dim: usize) -> Result<(Self, HashSet<String>)> {
+        Self::open_pair(out, &errors_path(out), restart, dim)
     }
 
     /// As [`Self::open`], with the error records in `errors_file`.
@@ -293,9 +301,10 @@ impl JsonlSink {
         out: &Path,
         errors_file: &Path,
         restart: bool,
+        dim: usize,
     ) -> Result<(Self, HashSet<String>)> {
-        let (mut vectors, vrecs) = LineFile::open_resume(out, true, restart)?;
-        let (mut errors, erecs) = LineFile::open_resume(errors_file, false, restart)?;
+        let (mut vectors, vrecs) = LineFile::open_resume(out, Some(dim), restart)?;
+        let (mut errors, erecs) = LineFile::open_resume(errors_file, None, restart)?;
         let mut done: HashSet<String> = HashSet::with_capacity(vrecs.len() + erecs.len());
         let mut first_of = std::collections::HashMap::with_capacity(vrecs.len());
         for r in &vrecs {
@@ -545,7 +554,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("v.jsonl");
         {
-            let (mut sink, done) = JsonlSink::open(&out, false).unwrap();
+            let (mut sink, done) = JsonlSink::open(&out, false, 512).unwrap();
             assert!(done.is_empty());
             sink.write_vector("a.jpg", &vec512(0.5)).unwrap();
             sink.write_error("b.jpg", "broken").unwrap();
@@ -556,7 +565,7 @@ mod tests {
         f.write_all(br#"{"path":"d.jpg","vector":[0.1,0.2"#)
             .unwrap();
         drop(f);
-        let (mut sink, done) = JsonlSink::open(&out, false).unwrap();
+        let (mut sink, done) = JsonlSink::open(&out, false, 512).unwrap();
         let mut done: Vec<_> = done.into_iter().collect();
         done.sort();
         assert_eq!(done, vec!["a.jpg", "b.jpg", "c.jpg"]);
@@ -580,7 +589,7 @@ mod tests {
         })
         .unwrap();
         std::fs::write(&out, format!("garbage\n{good}\n")).unwrap();
-        let err = JsonlSink::open(&out, false).err().unwrap().to_string();
+        let err = JsonlSink::open(&out, false, 512).err().unwrap().to_string();
         assert!(err.contains("line 1") && err.contains("--restart"), "{err}");
     }
 
@@ -589,11 +598,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("v.jsonl");
         {
-            let (mut sink, _) = JsonlSink::open(&out, false).unwrap();
+            let (mut sink, _) = JsonlSink::open(&out, false, 512).unwrap();
             sink.write_vector("a", &vec512(0.0)).unwrap();
             sink.write_error("b", "x").unwrap();
         }
-        let (_, done) = JsonlSink::open(&out, true).unwrap();
+        let (_, done) = JsonlSink::open(&out, true, 512).unwrap();
         assert!(done.is_empty());
         assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
         assert_eq!(std::fs::metadata(errors_path(&out)).unwrap().len(), 0);

@@ -337,6 +337,8 @@ pub fn open_sink(
     let tool = concat!("rmac-native ", env!("CARGO_PKG_VERSION"));
     let settings = options.settings.as_ref();
     let restart = options.restart;
+    // Floats per vector: 512, or a reduced PCA's dimension (`pca fit --dim`).
+    let dim = settings.map_or(crate::vgg16::spec::FEATURE_DIM, |s| s.dimension);
     for file in target.file().into_iter().flat_map(|f| {
         let mut all = companions::all(f);
         all.insert(0, f.to_path_buf());
@@ -350,15 +352,15 @@ pub fn open_sink(
             (Box::new(s), d)
         }
         Target::Npy(path) => {
-            let (s, d) = npy::NpySink::open(path, restart, 512)?;
+            let (s, d) = npy::NpySink::open(path, restart, dim)?;
             (Box::new(s), d)
         }
         Target::Jsonl(path) => {
-            let (s, d) = jsonl::JsonlSink::open(path, restart)?;
+            let (s, d) = jsonl::JsonlSink::open(path, restart, dim)?;
             (Box::new(s.with_frames(options.frames.clone())), d)
         }
         Target::Parquet(path) => {
-            let (s, d) = parquet::ParquetSink::open(path, restart, 512, settings.cloned())?;
+            let (s, d) = parquet::ParquetSink::open(path, restart, dim, settings.cloned())?;
             (Box::new(s), d)
         }
         Target::Stdout => (

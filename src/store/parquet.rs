@@ -235,7 +235,7 @@ impl ParquetSink {
         }
         let earlier = paths_in(out)?;
         let (journal, mut done) =
-            JsonlSink::open_pair(&journal_path(out), &errors_path(out), restart)?;
+            JsonlSink::open_pair(&journal_path(out), &errors_path(out), restart, dim)?;
         let pending = std::fs::metadata(journal_path(out)).is_ok_and(|m| m.len() > 0);
         done.extend(earlier);
         let mut sink = ParquetSink {

@@ -5,6 +5,7 @@
 use super::companions::{legacy_settings_path, settings_path};
 use crate::extractor::ExtractConfig;
 use crate::files::{file_digest, write_atomically};
+use crate::rmac::pca::PcaWeights;
 use crate::vgg16::spec::FEATURE_DIM;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -20,10 +21,20 @@ pub struct RunSettings {
     pub max_size: u32,
     pub levels: u64,
     pub preprocess: String,
-    /// Floats per vector (512: R-MAC of VGG16's pool5). Files written before
-    /// this field existed are 512.
+    /// Floats per vector (512: R-MAC of VGG16's pool5; fewer with a PCA file
+    /// that keeps fewer components). Files written before this field existed are 512.
     #[serde(default = "default_dimension")]
     pub dimension: usize,
+    /// The opt-in recipe (docs/contract.md#pipeline): `--no-enlarge`, `--pool`
+    /// (`max` or `gem:P`) and `--scales` (`1,0.7071,0.5`). Left out of the file
+    /// at their defaults (keras_rmac's recipe), so files written before they
+    /// existed read as what they are.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_enlarge: bool,
+    #[serde(default = "default_pool", skip_serializing_if = "is_default_pool")]
+    pub pool: String,
+    #[serde(default = "default_scales", skip_serializing_if = "is_default_scales")]
+    pub scales: String,
     /// Where the weights and the PCA file were when the vectors were made (as
     /// absolute paths): where a query looks first for the files with these
     /// digests. Never compared, so that moving the files changes nothing.
@@ -53,9 +64,45 @@ fn default_dimension() -> usize {
     512
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+fn default_pool() -> String {
+    "max".to_owned()
+}
+
+fn is_default_pool(p: &str) -> bool {
+    p == "max"
+}
+
+fn default_scales() -> String {
+    "1".to_owned()
+}
+
+fn is_default_scales(s: &str) -> bool {
+    s == "1"
+}
+
+/// `--scales` as recorded: each scale as Rust prints an f64 (the shortest
+/// text that reads back to the same value), comma-separated (`1,0.7071,0.5`).
+pub fn scales_name(scales: &[f64]) -> String {
+    scales
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The inverse of [`scales_name`].
+pub fn parse_scales(s: &str) -> Option<Vec<f64>> {
+    s.split(',').map(|t| t.trim().parse().ok()).collect()
+}
+
 impl RunSettings {
     /// The settings of vectors made with the weights file `weights`, the PCA
-    /// file `pca` (or none) and the recipe `config`.
+    /// file `pca` (or none) and the recipe `config`. The PCA file is read for
+    /// its dimension.
     pub fn of(weights: &Path, pca: Option<&Path>, config: &ExtractConfig) -> Result<RunSettings> {
         Self::of_digested(weights, pca, config, &file_digest)
     }
@@ -77,6 +124,10 @@ impl RunSettings {
                 .into_owned()
         };
         let (weights_sha256, weights_bytes) = digest(weights)?;
+        let dimension = match pca {
+            None => FEATURE_DIM,
+            Some(p) => PcaWeights::load(p)?.dim(),
+        };
         Ok(RunSettings {
             weights_sha256,
             weights_bytes,
@@ -87,7 +138,10 @@ impl RunSettings {
             max_size: config.max_size,
             levels: config.levels as u64,
             preprocess: config.preprocess.name().to_owned(),
-            dimension: FEATURE_DIM,
+            dimension,
+            no_enlarge: config.no_enlarge,
+            pool: config.pooling.name(),
+            scales: scales_name(&config.scales),
             weights_file: Some(absolute(weights)),
             pca_file: pca.map(absolute),
             base: std::env::current_dir()
@@ -122,7 +176,7 @@ impl RunSettings {
         differing
     }
 
-    fn compared(&self) -> [(&'static str, String); 7] {
+    fn compared(&self) -> [(&'static str, String); 10] {
         [
             ("weights (sha256)", self.weights_sha256.clone()),
             ("weights (bytes)", self.weights_bytes.to_string()),
@@ -131,6 +185,9 @@ impl RunSettings {
             ("--levels", self.levels.to_string()),
             ("--preprocess", self.preprocess.clone()),
             ("dimension", self.dimension.to_string()),
+            ("--no-enlarge", self.no_enlarge.to_string()),
+            ("--pool", self.pool.clone()),
+            ("--scales", self.scales.clone()),
         ]
     }
 
@@ -212,6 +269,9 @@ mod tests {
             levels: 3,
             preprocess: "keras".into(),
             dimension: 512,
+            no_enlarge: false,
+            pool: "max".into(),
+            scales: "1".into(),
             weights_file: None,
             pca_file: None,
             base: None,
@@ -238,5 +298,31 @@ mod tests {
         );
         b.check_and_write(&out, 5, true).unwrap();
         b.check_and_write(&out, 5, false).unwrap();
+        let c = RunSettings {
+            no_enlarge: true,
+            pool: "gem:3".into(),
+            scales: "1,0.7071,0.5".into(),
+            ..b.clone()
+        };
+        let err = c.check_and_write(&out, 5, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--no-enlarge: false before, true now")
+                && err.contains("--pool: max before, gem:3 now")
+                && err.contains("--scales: 1 before, 1,0.7071,0.5 now"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_left_out_of_the_file_and_read_back() {
+        let json = serde_json::to_string(&settings()).unwrap();
+        assert!(
+            !json.contains("no_enlarge") && !json.contains("pool") && !json.contains("scales"),
+            "{json}"
+        );
+        let back: RunSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, settings());
+        assert_eq!(scales_name(&[1.0, 0.75, 0.5]), "1,0.75,0.5");
+        assert_eq!(parse_scales("1,0.75,0.5"), Some(vec![1.0, 0.75, 0.5]));
     }
 }

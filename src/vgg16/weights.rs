@@ -316,6 +316,11 @@ impl<'a> Checked<'a> {
         s
     }
 
+    /// The shape of `key`, if the file has it.
+    pub(crate) fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        self.st.tensor(key).ok().map(|v| v.shape().to_vec())
+    }
+
     /// The f32 values of `key`, checked for dtype, shape and finiteness.
     pub(crate) fn tensor(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
         let view = self

@@ -187,6 +187,8 @@ struct Writer<'a> {
     sink: &'a mut dyn VectorSink,
     progress: Progress,
     summary: RunSummary,
+    /// Floats per vector (512, or a reduced PCA's dimension).
+    dim: usize,
 }
 
 impl Writer<'_> {
@@ -210,7 +212,12 @@ impl Writer<'_> {
                 self.progress.println(&format!("error: {path}: {message}"));
             }
             Outcome::Vector(v) => {
-                ensure!(v.len() == 512, "a {}-float vector for {path}", v.len());
+                ensure!(
+                    v.len() == self.dim,
+                    "a {}-float vector for {path}, {} expected",
+                    v.len(),
+                    self.dim
+                );
                 self.sink.write_vector(path, v)?;
                 self.summary.succeeded += 1;
             }
@@ -286,6 +293,7 @@ pub fn coordinate<T: Transport + ?Sized>(
         sink,
         progress: Progress::new(pending.len()),
         summary,
+        dim: extractor.dimension(),
     };
     let mut ranks: Vec<Option<RankStats>> = vec![None; t.size()];
     let cpu_at_start = thread_cpu_seconds();

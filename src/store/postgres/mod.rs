@@ -54,7 +54,8 @@ use std::time::{Duration, Instant};
 pub const VECTORS: &str = "rmac_vectors";
 pub const ERRORS: &str = "rmac_errors";
 pub const RUNS: &str = "rmac_runs";
-/// The embedding column's dimension (the contract's vectors, docs/contract.md#outputs).
+/// The embedding column's dimension of the contract's vectors
+/// (docs/contract.md#outputs); a reduced PCA (`pca fit --dim`) gives fewer.
 pub const DIM: usize = 512;
 /// How the database is written and how long a lost connection is retried;
 /// resolved by the caller (the command line reads `RMAC_PG_BATCH` and
@@ -373,10 +374,28 @@ impl Db {
         }
     }
 
-    /// Creates the tables when missing.
-    pub fn ensure_schema(&mut self) -> Result<()> {
+    /// Creates the tables when missing, the embedding column `vector(dim)`; an
+    /// existing table with another dimension is refused (pgvector would refuse
+    /// every row).
+    pub fn ensure_schema(&mut self, dim: usize) -> Result<()> {
         self.with_retry("connect", |_| Ok(()))?;
         self.vector_type()?;
+        if self.has_table()? {
+            let typmod: i32 = self.with_retry("look up the vector dimension", |c| {
+                Ok(c.query_one(
+                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'embedding'",
+                    &[&VECTORS],
+                )?
+                .get(0))
+            })?;
+            if typmod > 0 && typmod as usize != dim {
+                bail!(
+                    "the {VECTORS} table of {} holds vector({typmod}), and these vectors have {dim} floats \
+                     (a PCA file with another dimension); write them to another database, or drop the table",
+                    redact(&self.conninfo)
+                );
+            }
+        }
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {RUNS} (
                  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -386,7 +405,7 @@ impl Db {
              CREATE TABLE IF NOT EXISTS {VECTORS} (
                  id bigint GENERATED ALWAYS AS IDENTITY,
                  path text PRIMARY KEY,
-                 embedding vector({DIM}) NOT NULL,
+                 embedding vector({dim}) NOT NULL,
                  run_id bigint REFERENCES {RUNS}(id),
                  added_at timestamptz NOT NULL DEFAULT now());
              CREATE TABLE IF NOT EXISTS {ERRORS} (

@@ -90,6 +90,8 @@ pub struct PgSink {
     batch: usize,
     /// Rows committed by this sink.
     pub written: u64,
+    /// Floats per vector (the embedding column's `vector(dim)`).
+    dim: usize,
 }
 
 impl PgSink {
@@ -105,7 +107,8 @@ impl PgSink {
         let mut db = Db::connect(conninfo, options)?;
         // Before anything is written or emptied (`--restart`): one writer per table.
         db.lock_writer()?;
-        db.ensure_schema()?;
+        let dim = settings.map_or(DIM, |s| s.dimension);
+        db.ensure_schema(dim)?;
         let run_id = db.start_run(tool, settings, restart)?;
         let done = db.done_set()?;
         let sink = PgSink {
@@ -117,6 +120,7 @@ impl PgSink {
             oldest: None,
             batch: options.batch.max(1),
             written: 0,
+            dim,
         };
         Ok((sink, done))
     }
@@ -141,7 +145,8 @@ impl PgSink {
         let run_id = self.run_id;
         let (rows, errors) = (&self.rows, &self.errors);
         let stage = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS rmac_stage (ord bigint, path text, embedding vector({DIM})) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS rmac_stage (ord bigint, path text, embedding vector({})) ON COMMIT DELETE ROWS",
+            self.dim
         );
         let insert = format!(
             "INSERT INTO {VECTORS} (path, embedding, run_id) SELECT path, embedding, $1 FROM rmac_stage ORDER BY ord \
@@ -185,10 +190,11 @@ impl PgSink {
 impl VectorSink for PgSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()> {
         crate::store::check_finite(path, vector)?;
-        if vector.len() != DIM {
+        if vector.len() != self.dim {
             bail!(
-                "a {}-float vector for {path}; the {VECTORS} table holds vector({DIM})",
-                vector.len()
+                "a {}-float vector for {path}; the {VECTORS} table holds vector({})",
+                vector.len(),
+                self.dim
             );
         }
         if let Some(&i) = self.row_index.get(path) {
