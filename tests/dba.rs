@@ -44,7 +44,7 @@ fn read(npy: &Path) -> (Vec<String>, Vec<f32>, usize) {
 }
 
 /// Random rows plus two exact copies of the first, so that ties and
-/// duplicates decide neighbours.
+/// duplicates decide neighbours (any dimension: a reduced whitening's too).
 fn data(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
     let mut d = unit_rows(rng, n, dim);
     let copy = d[..dim].to_vec();
@@ -54,7 +54,7 @@ fn data(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
 }
 
 #[test]
-fn dba_equals_a_naive_loop_for_any_k_and_alpha() {
+fn dba_equals_a_naive_loop_for_any_k_alpha_and_dimension() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(77);
     for (dim, n, k, alpha) in [
@@ -107,7 +107,7 @@ fn dba_equals_a_naive_loop_for_any_k_and_alpha() {
 fn dba_records_itself_resumes_and_refuses_to_mix() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(5);
-    let dim = 512;
+    let dim = 64;
     let d = data(&mut rng, 20, dim);
     let rows = d.len() / dim;
     let paths: Vec<String> = (0..rows).map(|i| format!("img/{i:03}.jpg")).collect();

@@ -53,6 +53,7 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
         settings,
         pg,
         frames: Default::default(),
+        dimension: Some(source.dim()),
     };
     let copied = write_vectors(source.as_ref(), &errors, &to, &options, &|i| {
         Cow::Borrowed(source.row(i))

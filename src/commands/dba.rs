@@ -73,6 +73,7 @@ pub fn dba(args: &DbaArgs, env: &Env) -> Result<u8> {
         settings,
         pg,
         frames: Default::default(),
+        dimension: Some(dim),
     };
     let mut copied = None;
     let report = knn_job(&job, source.data(), dim, source.paths(), &mut |graph, _| {

@@ -261,6 +261,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
         settings: Some(settings.clone()),
         pg: job.pg.clone(),
         frames: Arc::new(frames),
+        dimension: None,
     };
     let (sink, done) = open_sink(&output, job.db.as_deref(), &options)?;
     let already = inputs.paths.iter().filter(|p| done.contains(*p)).count();

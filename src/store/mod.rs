@@ -325,6 +325,9 @@ pub struct SinkOptions {
     pub pg: PgOptions,
     /// The video frames among the paths (JSONL records get `video`, `t`, `frame`).
     pub frames: std::sync::Arc<crate::video::FrameIndex>,
+    /// Floats per vector when `settings` say nothing (a `convert` or `dba` of
+    /// vectors that record no settings: the source's); else 512.
+    pub dimension: Option<usize>,
 }
 
 /// Opens the output a run writes to, and with `db` a database beside it.
@@ -338,7 +341,10 @@ pub fn open_sink(
     let settings = options.settings.as_ref();
     let restart = options.restart;
     // Floats per vector: 512, or a reduced PCA's dimension (`pca fit --dim`).
-    let dim = settings.map_or(crate::vgg16::spec::FEATURE_DIM, |s| s.dimension);
+    let dim = settings
+        .map(|s| s.dimension)
+        .or(options.dimension)
+        .unwrap_or(crate::vgg16::spec::FEATURE_DIM);
     for file in target.file().into_iter().flat_map(|f| {
         let mut all = companions::all(f);
         all.insert(0, f.to_path_buf());
