@@ -197,6 +197,41 @@ pub fn evaluate(
     evaluate_rankings(&rankings, resolved, ks)
 }
 
+/// αQE before measuring (`evaluate --qe N --alpha A`): each query is replaced
+/// by [`crate::search::expand_query`] over its first `n` database results,
+/// ranked as [`rank`] ranks (its own database entry, if any, left out: adding
+/// the query to itself would only reweigh it), as `search --qe` expands a
+/// query. Rows that are not queries are copied unchanged.
+pub fn expand_queries(
+    queries: &VectorSet,
+    db: &VectorSet,
+    resolved: &Resolved,
+    n: usize,
+    alpha: f32,
+) -> VectorSet {
+    let mut out = queries.clone();
+    if n == 0 {
+        return out;
+    }
+    for (q, &row) in resolved.query_rows.iter().enumerate() {
+        let query = queries.row(row);
+        let own = resolved.query_self[q];
+        let hits: Vec<(usize, f32)> = rank(db, &resolved.db_rows, query)
+            .into_iter()
+            .filter(|&i| Some(i) != own)
+            .take(n)
+            .map(|i| {
+                let r = resolved.db_rows[i];
+                (r, db.row(r).iter().zip(query).map(|(a, b)| a * b).sum())
+            })
+            .collect();
+        let expanded = crate::search::expand_query(query, &hits, |r| db.row(r).to_vec(), n, alpha);
+        let dim = queries.dim;
+        out.data[row * dim..(row + 1) * dim].copy_from_slice(&expanded);
+    }
+    out
+}
+
 /// Finds a ground-truth name among vector paths: exactly, else by a unique file stem.
 struct PathIndex {
     exact: HashMap<String, usize>,
@@ -534,5 +569,59 @@ mod tests {
         assert_eq!(stem_of("a/b/all_souls_000013.jpg"), "all_souls_000013");
         assert_eq!(stem_of("x"), "x");
         assert_eq!(stem_of(".hidden"), ".hidden");
+    }
+    /// αQE here and `search --qe`'s expansion are the same computation: a
+    /// simple-JSON ground truth (database = every row, no self) gives the
+    /// vectors `search::search_qe` expands to.
+    #[test]
+    fn expanded_queries_equal_search_qe() {
+        let dim = 7;
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let mk = |rows: usize, next: &mut dyn FnMut() -> f32| {
+            let mut data: Vec<f32> = (0..rows * dim).map(|_| next()).collect();
+            for r in data.chunks_mut(dim) {
+                let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+                r.iter_mut().for_each(|x| *x /= n);
+            }
+            VectorSet {
+                paths: (0..rows).map(|i| format!("p{i}")).collect(),
+                data,
+                dim,
+            }
+        };
+        let db = mk(40, &mut next);
+        let queries = mk(5, &mut next);
+        let resolved = Resolved {
+            query_rows: vec![4, 0, 2],
+            db_rows: (0..40).collect(),
+            query_self: vec![None; 3],
+            protocols: vec![],
+        };
+        for (n, alpha) in [(1, 0.0), (3, 3.0), (5, 1.5)] {
+            let ours = expand_queries(&queries, &db, &resolved, n, alpha);
+            let refs: Vec<&[f32]> = resolved
+                .query_rows
+                .iter()
+                .map(|&r| queries.row(r))
+                .collect();
+            let (_, theirs) =
+                crate::search::search_qe(&db.data, dim, &refs, 1, &[None; 3], n, alpha);
+            for (q, &r) in resolved.query_rows.iter().enumerate() {
+                assert_eq!(
+                    ours.row(r),
+                    theirs[q].as_slice(),
+                    "n {n} alpha {alpha} query {q}"
+                );
+            }
+            // Rows that are not queries stay as they were.
+            assert_eq!(ours.row(1), queries.row(1));
+            assert_eq!(ours.row(3), queries.row(3));
+        }
     }
 }

@@ -524,6 +524,13 @@ pub struct EvaluateArgs {
     /// Print JSON (with per-query APs) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Query expansion before measuring, as `search --qe`: each query plus its first N
+    /// database results (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub qe: usize,
+    /// αQE: weight each expansion result by its score^α (0: average QE).
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f32,
 }
 
 #[derive(Args, Debug)]

@@ -3,7 +3,7 @@
 use crate::cli::EvaluateArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
-use rmac_native::evaluate::{evaluate as run_evaluate, load_ground_truth};
+use rmac_native::evaluate::{evaluate as run_evaluate, expand_queries, load_ground_truth};
 use rmac_native::store::{Target, VectorSet, read_set};
 use std::path::Path;
 
@@ -34,6 +34,10 @@ pub fn evaluate(args: &EvaluateArgs, env: &Env) -> Result<()> {
         );
     }
     let resolved = load_ground_truth(&args.gnd, &queries, &db, qfile, index)?;
+    if !args.alpha.is_finite() {
+        bail!("--alpha must be a finite number, e.g. --alpha 3");
+    }
+    let queries = expand_queries(&queries, &db, &resolved, args.qe, args.alpha);
     let results = run_evaluate(&queries, &db, &resolved, &args.k);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -45,6 +49,12 @@ pub fn evaluate(args: &EvaluateArgs, env: &Env) -> Result<()> {
         resolved.db_rows.len(),
         args.gnd.display()
     );
+    if args.qe > 0 {
+        println!(
+            "queries expanded with their first {} results (αQE, α = {})",
+            args.qe, args.alpha
+        );
+    }
     let ks: Vec<String> = args.k.iter().map(|k| k.to_string()).collect();
     println!(
         "{:<8} {:>7} {:>8}  {:<24} {:<24} {:<24}",
