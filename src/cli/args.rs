@@ -215,7 +215,7 @@ pub struct VideoArgs {
     /// `skipped` record in the error file instead of a vector, before the network runs. Each
     /// stretch of 256 sampled frames keeps its first frame. Off by default (0: nothing skipped);
     /// recorded in the settings, so a resume cannot mix two values.
-    #[arg(long, value_name = "D", value_parser = gray_levels)]
+    #[arg(long, value_name = "D", value_parser = gray_levels, allow_negative_numbers = true)]
     pub skip_static: Option<f64>,
 }
 

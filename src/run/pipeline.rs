@@ -232,18 +232,18 @@ pub fn run_pipeline<T>(
             .name("rmac-decode".into())
             .spawn_scoped(scope, move || {
                 let mut cursors = Cursors::default();
-                // No threshold, no filter: jobs then carry no segment.
-                let mut filter = config.skip_static.map(StillFilter::new);
+                // Jobs carry segments only under --skip-static; D = 0 would skip nothing.
+                let mut filter = StillFilter::new(config.skip_static.unwrap_or(0.0));
                 for job in jobs {
                     let t = Instant::now();
-                    let prepared = match (job.still, filter.as_mut()) {
-                        (Some(step), Some(filter)) => {
-                            match prepare_still(&job, step, config, &mut cursors, filter) {
+                    let prepared = match job.still {
+                        Some(step) => {
+                            match prepare_still(&job, step, config, &mut cursors, &mut filter) {
                                 Some(p) => p,
                                 None => continue, // a replay: judged, nothing to send
                             }
                         }
-                        _ => prepare_watched(&job.path, config, &mut cursors)
+                        None => prepare_watched(&job.path, config, &mut cursors)
                             .map_err(NoVector::Failed),
                     };
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
