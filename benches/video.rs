@@ -114,10 +114,7 @@ fn end_to_end(keys: &[String], sampling: Sampling) -> (f64, f64, f64) {
     let jobs: Vec<Job> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| Job {
-            id: i as u64,
-            path: k.clone(),
-        })
+        .map(|(i, k)| Job::new(i as u64, k.clone()))
         .collect();
     let (mut decode, mut compute) = (0.0, 0.0);
     std::thread::scope(|s| {

@@ -40,6 +40,12 @@ pub struct ExtractConfig {
     /// Which frames of a video become records (`--fps`, `--every-frame`, `--keyframes`).
     #[serde(skip)]
     pub sampling: Sampling,
+    /// `--skip-static D` (0 < D ≤ 255): a sampled video frame whose thumbnail
+    /// differs from the last kept frame of its segment by a mean absolute
+    /// difference below D is skipped before the network
+    /// ([`crate::video::still`]). `None`: every sampled frame is described.
+    #[serde(skip)]
+    pub skip_static: Option<f64>,
 }
 
 impl Default for ExtractConfig {
@@ -53,6 +59,7 @@ impl Default for ExtractConfig {
             scales: vec![1.0],
             limits: DecodeLimits::default(),
             sampling: Sampling::default(),
+            skip_static: None,
         }
     }
 }

@@ -102,6 +102,7 @@ fn load_rerun_and_restart_never_duplicate() {
         pca_file: None,
         base: None,
         video_sampling: None,
+        skip_static: None,
         dba: None,
     };
     {
@@ -112,12 +113,24 @@ fn load_rerun_and_restart_never_duplicate() {
             sink.write_vector(&format!("p{i}"), &vec512(i)).unwrap();
         }
         sink.write_error("bad", "cannot decode").unwrap();
+        sink.write_skipped("v.mp4#t=1.000", "static").unwrap();
         sink.sync().unwrap();
     }
+    // Skipped frames (--skip-static) are kept apart from the failures.
+    let mut read = Db::connect(&db, &PgOptions::default()).unwrap();
+    assert_eq!(
+        read.read_skipped().unwrap(),
+        vec![("v.mp4#t=1.000".to_owned(), "static".to_owned())]
+    );
+    assert_eq!(
+        read.read_errors().unwrap(),
+        vec![("bad".to_owned(), "cannot decode".to_owned())]
+    );
+    drop(read);
     // Resume: the done set is what is there; writing a path again updates it in place.
     let (mut sink, done) =
         PgSink::open(&db, false, "test", Some(&settings), &PgOptions::default()).unwrap();
-    assert_eq!(done.len(), 11);
+    assert_eq!(done.len(), 12);
     sink.write_vector("p3", &vec512(3)).unwrap();
     sink.write_vector("p10", &vec512(10)).unwrap();
     drop(sink);

@@ -545,7 +545,9 @@ fn unreadable_videos_and_damaged_frames_are_error_records_and_the_rest_goes_on()
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
 
-    let Results { vectors, errors } = results(&out);
+    let Results {
+        vectors, errors, ..
+    } = results(&out);
     let damaged = format!("{mj}#t=0.300");
     let want_errors: std::collections::BTreeSet<String> = [
         big.clone(),

@@ -89,10 +89,7 @@ impl PyExtractor {
         let mut extractor = self.lock();
         let (jobs_tx, jobs_rx) = mpsc::channel();
         for (id, path) in paths.iter().enumerate() {
-            let job = Job {
-                id: id as u64,
-                path: path.clone(),
-            };
+            let job = Job::new(id as u64, path.clone());
             jobs_tx.send(job).expect("the receiver is alive");
         }
         drop(jobs_tx);
@@ -299,7 +296,7 @@ impl PyExtractor {
                         data.extend_from_slice(&v);
                         rows += 1;
                     }
-                    Err(why) => errors.push((paths[id].clone(), why)),
+                    Err(why) => errors.push((paths[id].clone(), why.to_string())),
                 }
                 done_n += 1;
                 // Ctrl-C in a notebook stops a long run; the callback runs with the GIL.

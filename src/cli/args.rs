@@ -210,6 +210,13 @@ pub struct VideoArgs {
     /// Key frames only, decoded alone (the fast path for large archives).
     #[arg(long)]
     pub keyframes: bool,
+    /// Skip static shots: a sampled frame whose 32×32 grayscale thumbnail differs from the last
+    /// kept frame of its video by a mean absolute difference below D (0–255, e.g. 2) gets a
+    /// `skipped` record in the error file instead of a vector, before the network runs. Each
+    /// stretch of 256 sampled frames keeps its first frame. Off by default (0: nothing skipped);
+    /// recorded in the settings, so a resume cannot mix two values.
+    #[arg(long, value_name = "D", value_parser = gray_levels, allow_negative_numbers = true)]
+    pub skip_static: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -427,6 +434,17 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() && v <= 1e9 => Ok(v),
         _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
+}
+
+/// `--skip-static`: a mean absolute difference of 8-bit gray levels, 0–255.
+fn gray_levels(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=255.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a mean absolute difference of gray levels from 0 to 255 \
+             (e.g. 2: frames that differ from the last kept one by less than 2 levels on average are skipped)"
+        )),
     }
 }
 

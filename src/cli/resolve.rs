@@ -481,6 +481,7 @@ pub fn config(model: &ModelArgs, limits: DecodeLimits) -> Result<ExtractConfig> 
         scales: scales(model)?.unwrap_or(default.scales),
         limits,
         sampling: default.sampling,
+        skip_static: None,
     })
 }
 
@@ -552,6 +553,7 @@ pub fn query_model(
         },
         limits: DecodeLimits::default(),
         sampling: Sampling::default(),
+        skip_static: None,
     };
     // Each candidate hashed once (58 MB of weights take a tenth of a second),
     // the settings of the query below included.
@@ -643,6 +645,8 @@ pub fn extract_job(args: &ExtractArgs, env: &Env) -> Result<ExtractJob> {
     let (backend, engine) = env.engine(&args.engine)?;
     let config = ExtractConfig {
         sampling: sampling(&args.video)?,
+        // 0 skips nothing (no difference is below 0): the same run as without the flag.
+        skip_static: args.video.skip_static.filter(|&d| d > 0.0),
         ..config(
             &args.model,
             DecodeLimits {

@@ -8,7 +8,9 @@ use crate::cli::ConvertArgs;
 use crate::cli::resolve::Env;
 use anyhow::{Result, bail};
 use rmac_native::store::VectorSource;
-use rmac_native::store::{SinkOptions, Target, open_sink, open_source, read_errors, read_settings};
+use rmac_native::store::{
+    SinkOptions, Target, open_sink, open_source, read_errors, read_settings, read_skipped,
+};
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -24,7 +26,7 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
     let pg = env.pg();
     let (from, to) = (Target::from_path(&args.from), Target::for_output(&args.to)?);
     let source = open_source(&from, &pg)?;
-    let errors = read_errors(&from, &pg)?;
+    let others = Others::read(&from, &pg)?;
     // The settings travel with the vectors, so that the destination still says
     // what made them (and a later `search --image` extracts its queries alike).
     let settings = read_settings(&from, &pg)?;
@@ -55,24 +57,50 @@ pub fn convert(args: &ConvertArgs, env: &Env) -> Result<u8> {
         frames: Default::default(),
         dimension: Some(source.dim()),
     };
-    let copied = write_vectors(source.as_ref(), &errors, &to, &options, &|i| {
+    let copied = write_vectors(source.as_ref(), &others, &to, &options, &|i| {
         Cow::Borrowed(source.row(i))
     })?;
     let Copied {
         written,
         skipped,
         errors_written,
+        static_written,
     } = copied;
+    let frames = if others.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " + {} frames skipped as static ({static_written} written)",
+            others.skipped.len()
+        )
+    };
     eprintln!(
-        "rmac-native: {} vectors + {} errors from {} → {}: {written} vectors and {errors_written} errors written, \
+        "rmac-native: {} vectors + {} errors{frames} from {} → {}: {written} vectors and {errors_written} errors written, \
          {skipped} already there ({:.2} s)",
         source.len(),
-        errors.len(),
+        others.errors.len(),
         from,
         to,
         start.elapsed().as_secs_f64()
     );
     Ok(0)
+}
+
+/// A source's records that are not vectors, carried along with them.
+pub struct Others {
+    /// (path, error): the failures.
+    pub errors: Vec<(String, String)>,
+    /// (path, reason): video frames `--skip-static` skipped.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Others {
+    pub fn read(from: &Target, pg: &rmac_native::store::postgres::PgOptions) -> Result<Others> {
+        Ok(Others {
+            errors: read_errors(from, pg)?,
+            skipped: read_skipped(from, pg)?,
+        })
+    }
 }
 
 /// What [`write_vectors`] wrote.
@@ -81,14 +109,17 @@ pub struct Copied {
     /// Paths the destination already held (a resume).
     pub skipped: usize,
     pub errors_written: usize,
+    /// Skipped-frame records (`--skip-static`) written.
+    pub static_written: usize,
 }
 
 /// Writes each path of `source` once (its first row) with `vector(row)` to
-/// `to`, then the error records, skipping what `to` already holds: `convert`
-/// (the rows as they are) and `dba` (each row augmented) resume the same way.
+/// `to`, then the error and skipped records, skipping what `to` already
+/// holds: `convert` (the rows as they are) and `dba` (each row augmented)
+/// resume the same way.
 pub fn write_vectors<'s>(
     source: &'s dyn VectorSource,
-    errors: &[(String, String)],
+    others: &Others,
     to: &Target,
     options: &SinkOptions,
     vector: &(dyn Fn(usize) -> Cow<'s, [f32]> + Sync),
@@ -114,10 +145,17 @@ pub fn write_vectors<'s>(
         eprintln!("note: {repeated} repeated paths were written once (their first vector)");
     }
     let mut errors_written = 0;
-    for (path, error) in errors {
+    for (path, error) in &others.errors {
         if !done.contains(path) && !seen.contains(path.as_str()) {
             sink.write_error(path, error)?;
             errors_written += 1;
+        }
+    }
+    let mut static_written = 0;
+    for (path, why) in &others.skipped {
+        if !done.contains(path) && !seen.contains(path.as_str()) {
+            sink.write_skipped(path, why)?;
+            static_written += 1;
         }
     }
     sink.finish()?;
@@ -125,5 +163,6 @@ pub fn write_vectors<'s>(
         written,
         skipped,
         errors_written,
+        static_written,
     })
 }

@@ -6,7 +6,7 @@
 //! vectors go through the sinks `convert` uses, so a rerun resumes; the
 //! source's settings come along with `dba` recorded in them.
 
-use super::convert::{Copied, write_vectors};
+use super::convert::{Copied, Others, write_vectors};
 use super::knn::open_vectors;
 use crate::cli::DbaArgs;
 use crate::cli::resolve::Env;
@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use rmac_native::knn::Graph;
 use rmac_native::run::knn::knn_job;
 use rmac_native::search::expand_query;
-use rmac_native::store::{SinkOptions, Target, read_errors, read_settings};
+use rmac_native::store::{SinkOptions, Target, read_settings};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -56,7 +56,7 @@ pub fn dba(args: &DbaArgs, env: &Env) -> Result<u8> {
             args.index
         );
     }
-    let errors = read_errors(&from, &pg)?;
+    let others = Others::read(&from, &pg)?;
     let settings = read_settings(&from, &pg)?.map(|mut s| {
         s.dba = Some(format!("k={},alpha={}", args.k, args.alpha));
         s
@@ -80,7 +80,7 @@ pub fn dba(args: &DbaArgs, env: &Env) -> Result<u8> {
         let data = source.data();
         copied = Some(write_vectors(
             source.as_ref(),
-            &errors,
+            &others,
             &to,
             &options,
             &|i| Cow::Owned(augmented(data, dim, graph, i, args.alpha)),
@@ -91,6 +91,7 @@ pub fn dba(args: &DbaArgs, env: &Env) -> Result<u8> {
         written,
         skipped,
         errors_written,
+        ..
     }) = copied
     else {
         bail!("internal error: the kNN run ended without a graph");

@@ -65,11 +65,7 @@ pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
     let total = inputs.paths.len();
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
     for (id, path) in inputs.paths.iter().enumerate() {
-        let path = path.clone();
-        jobs_tx.send(Job {
-            id: id as u64,
-            path,
-        })?;
+        jobs_tx.send(Job::new(id as u64, path.clone()))?;
     }
     drop(jobs_tx);
     std::thread::scope(|scope| -> Result<()> {

@@ -15,7 +15,7 @@ use crate::run::coordinator::progress::human_duration;
 use crate::run::coordinator::protocol::{TAG_FINISH, TAG_START, decode_code, encode_code};
 use crate::run::coordinator::stats::{RankInfo, RunSummary};
 use crate::run::coordinator::transport::{Transport, wait_for};
-use crate::run::coordinator::{coordinate, work};
+use crate::run::coordinator::{Work, coordinate, work};
 use crate::run::ranks::{Place, RankEnd, on_ranks};
 use crate::store::companions::{self, summary_path};
 use crate::store::lock::{OutputLock, lock_output};
@@ -97,6 +97,8 @@ struct Ready {
     settings: RunSettings,
     /// Listed paths already in the error file.
     failed_before: usize,
+    /// The video frames among `paths` (what places them in `--skip-static` segments).
+    frames: Arc<FrameIndex>,
     /// Keeps other runs off this output until this one ends (files only: a
     /// database serialises writers itself).
     _lock: Option<OutputLock>,
@@ -166,8 +168,11 @@ fn expand_videos(inputs: &mut InputList, config: &ExtractConfig) -> (usize, Fram
     let expanded = expand(listed, config.sampling, &config.limits);
     inputs.paths = expanded.paths;
     inputs.rejected.extend(expanded.rejected);
+    let skip = config
+        .skip_static
+        .map_or(String::new(), |d| format!(", --skip-static {d}"));
     eprintln!(
-        "rmac-native: {} sampled ({}): {} listed in {}",
+        "rmac-native: {} sampled ({}{skip}): {} listed in {}",
         plural(expanded.videos, "video"),
         config.sampling.name(),
         plural(expanded.frames.len(), "frame"),
@@ -249,6 +254,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
     }
     if videos > 0 {
         settings.video_sampling = Some(job.config.sampling.name());
+        settings.skip_static = job.config.skip_static;
     }
     // Before the output is opened: `--restart` must not truncate another run's file.
     let lock = match output.file() {
@@ -256,11 +262,12 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
         None => None,
     };
     // A database records the settings itself (table rmac_runs) and refuses to mix them.
+    let frames = Arc::new(frames);
     let options = SinkOptions {
         restart: job.restart,
         settings: Some(settings.clone()),
         pg: job.pg.clone(),
-        frames: Arc::new(frames),
+        frames: frames.clone(),
         dimension: None,
     };
     let (sink, done) = open_sink(&output, job.db.as_deref(), &options)?;
@@ -289,6 +296,7 @@ fn preflight(job: &ExtractJob) -> Result<Ready> {
         pca,
         settings,
         failed_before,
+        frames,
         _lock: lock,
     })
 }
@@ -343,6 +351,7 @@ fn run(t: &mut dyn Transport, job: &ExtractJob, place: &Place) -> Result<RankEnd
         pca,
         settings,
         failed_before,
+        frames,
         _lock: _held_until_the_run_ends,
     } = ready;
     let backend = open_backend(job.backend, weights, &engine)?;
@@ -380,15 +389,13 @@ fn run(t: &mut dyn Transport, job: &ExtractJob, place: &Place) -> Result<RankEnd
         sink.write_error(path, why)?;
         rejected_now += 1;
     }
-    let mut summary = coordinate(
-        t,
-        &mut extractor,
-        &paths,
-        job.root.as_deref(),
-        &done,
-        sink.as_mut(),
-        &me,
-    )?;
+    let work = Work {
+        paths: &paths,
+        root: job.root.as_deref(),
+        done: &done,
+        still_frames: job.config.skip_static.map(|_| frames.as_ref()),
+    };
+    let mut summary = coordinate(t, &mut extractor, work, sink.as_mut(), &me)?;
     summary.total += rejected.len();
     summary.already_done += rejected.len() - rejected_now;
     summary.failed += rejected_now;
@@ -422,9 +429,14 @@ fn run(t: &mut dyn Transport, job: &ExtractJob, place: &Place) -> Result<RankEnd
         )?;
     }
     eprintln!(
-        "rmac-native: {}: {} written, {} failed, {} already done; {:.2} images/s ({}) → {}{}",
+        "rmac-native: {}: {} written, {}{} failed, {} already done; {:.2} images/s ({}) → {}{}",
         plural(summary.total, "image"),
         summary.succeeded,
+        if job.config.skip_static.is_some() {
+            format!("{} skipped as static, ", summary.skipped)
+        } else {
+            String::new()
+        },
         summary.failed,
         summary.already_done,
         summary.images_per_second(),
@@ -454,7 +466,7 @@ fn write_summary(
     settings: &RunSettings,
 ) -> Result<()> {
     let path = summary_path(out);
-    let done_now = (summary.succeeded + summary.failed).max(1) as f64;
+    let done_now = (summary.succeeded + summary.failed + summary.skipped).max(1) as f64;
     let report = serde_json::json!({
         "output": out,
         "errors": target.errors(),
@@ -466,6 +478,7 @@ fn write_summary(
         "already_done": summary.already_done,
         "succeeded": summary.succeeded,
         "failed": summary.failed,
+        "skipped": summary.skipped,
         "failed_before": summary.failed_before,
         "seconds": summary.seconds,
         "images_per_second": summary.images_per_second(),

@@ -5,14 +5,17 @@
 //! step, or whatever the caller needs from pool5) runs on the caller's thread
 //! while the backend works on the next image. One bad image is a record —
 //! an error or a panic in a decoder becomes that image's error — never the end
-//! of the batch. Scheduling and writing around it live in
-//! [`super::coordinator`].
+//! of the batch. With `--skip-static` the decode thread also judges each video
+//! frame against the last kept frame of its segment ([`crate::video::still`])
+//! and sends a static one past the backend as skipped. Scheduling and writing
+//! around it live in [`super::coordinator`].
 
 use crate::backend::Backend;
 use crate::extractor::{
     ExtractConfig, ExtractError, Extractor, Prepared, prepare_image, prepare_path,
 };
 use crate::tensor::Tensor3;
+use crate::video::still::{StillFilter, StillStep, Thumbnail, Verdict};
 use crate::video::{Cursors, Sampling, parse_frame_key};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -27,13 +30,50 @@ const PREFETCH: usize = 2;
 pub struct Job {
     pub id: u64,
     pub path: String,
+    /// A video frame under `--skip-static`: its place in its segment. `None`
+    /// for images, and for every job when the flag is off.
+    pub still: Option<StillStep>,
+}
+
+impl Job {
+    /// A job without `--skip-static`'s segment.
+    pub fn new(id: u64, path: String) -> Job {
+        Job {
+            id,
+            path,
+            still: None,
+        }
+    }
+
+    /// A frame decoded again only to find its segment's last kept frame: it
+    /// gives no [`Done`].
+    pub fn is_replay(&self) -> bool {
+        self.still.is_some_and(|s| s.replay)
+    }
+}
+
+/// Why a job has no vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoVector {
+    /// Something went wrong: the error record's text.
+    Failed(String),
+    /// A static video frame (`--skip-static`): the skipped record's text.
+    Skipped(String),
+}
+
+impl std::fmt::Display for NoVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoVector::Failed(why) | NoVector::Skipped(why) => f.write_str(why),
+        }
+    }
 }
 
 /// One image done: the head's result, or why there is none.
 #[derive(Debug)]
 pub struct Done<T> {
     pub id: u64,
-    pub result: Result<T, String>,
+    pub result: Result<T, NoVector>,
     /// Seconds this image spent in decode + resize (decode thread).
     pub decode_s: f64,
     /// Seconds this image spent in the backend and the head (their threads).
@@ -64,35 +104,26 @@ pub fn guarded<T>(
     }
 }
 
-/// Decode → resize → preprocess of one file, in a thread of its own that is
-/// given up on after `config.limits.max_time`: a read that never returns (a
-/// stalled network file system, a device) becomes this image's error and the
-/// batch goes on; the stuck thread is left behind, holding only that file.
-/// A video frame's key (`VIDEO#t=S`) is decoded with the video decoders kept
-/// open in `cursors` (they travel into the watched thread and back; a thread
-/// given up on keeps them, and the next frame reopens its video).
-fn prepare_watched(
+/// `work` (decoding one file) in a thread of its own that is given up on
+/// after `config.limits.max_time`: a read that never returns (a stalled
+/// network file system, a device) becomes this image's error and the batch
+/// goes on; the stuck thread is left behind, holding only that file. The
+/// video decoders kept open in `cursors` travel into the watched thread and
+/// back (a thread given up on keeps them, and the next frame reopens its video).
+fn watched<R: Send + 'static>(
     path: &str,
     config: &ExtractConfig,
     cursors: &mut Cursors,
-) -> Result<Prepared, String> {
+    work: impl FnOnce(&str, &ExtractConfig, &mut Cursors) -> Result<R, ExtractError> + Send + 'static,
+) -> Result<R, String> {
     let (tx, rx) = sync_channel(1);
     let (owned, config_owned) = (path.to_owned(), config.clone());
     let mut moved = std::mem::take(cursors);
     let spawned = std::thread::Builder::new()
         .name("rmac-decode-1".into())
         .spawn(move || {
-            let r = guarded("decoding", &owned, || match parse_frame_key(&owned) {
-                Some(key) => moved
-                    .frame(
-                        key.video,
-                        key,
-                        config_owned.sampling == Sampling::Keyframes,
-                        &config_owned.limits,
-                    )
-                    .map_err(ExtractError::Video)
-                    .and_then(|rgb| prepare_image(&rgb, &config_owned)),
-                None => prepare_path(Path::new(&owned), &config_owned),
+            let r = guarded("decoding", &owned, || {
+                work(&owned, &config_owned, &mut moved)
             });
             let _ = tx.send((r, moved));
         });
@@ -116,13 +147,78 @@ fn prepare_watched(
     }
 }
 
+/// The frame of a frame key (`VIDEO#t=S`) as 8-bit RGB, from the decoders in `cursors`.
+fn decode_frame(
+    path: &str,
+    config: &ExtractConfig,
+    cursors: &mut Cursors,
+) -> Result<image::RgbImage, ExtractError> {
+    let key = parse_frame_key(path)
+        .ok_or_else(|| ExtractError::Video(format!("{path} is not a video frame's key")))?;
+    cursors
+        .frame(
+            key.video,
+            key,
+            config.sampling == Sampling::Keyframes,
+            &config.limits,
+        )
+        .map_err(ExtractError::Video)
+}
+
+/// Decode → resize → preprocess of one image or video frame, watched
+/// ([`watched`]).
+fn prepare_watched(
+    path: &str,
+    config: &ExtractConfig,
+    cursors: &mut Cursors,
+) -> Result<Prepared, String> {
+    watched(path, config, cursors, |path, config, cursors| {
+        if parse_frame_key(path).is_some() {
+            prepare_image(&decode_frame(path, config, cursors)?, config)
+        } else {
+            prepare_path(Path::new(path), config)
+        }
+    })
+}
+
+/// A video frame under `--skip-static`: decoded (watched), judged against the
+/// last kept frame of its segment, and prepared only when kept. `None` for a
+/// replayed frame (judged only to carry the segment on; no result).
+fn prepare_still(
+    job: &Job,
+    step: StillStep,
+    config: &ExtractConfig,
+    cursors: &mut Cursors,
+    filter: &mut StillFilter,
+) -> Option<Result<Prepared, NoVector>> {
+    let verdict = filter.enter(step).and_then(|()| {
+        let t_ms = parse_frame_key(&job.path).map_or(0, |k| k.t_ms);
+        let (rgb, thumb) = watched(&job.path, config, cursors, |path, config, cursors| {
+            let rgb = decode_frame(path, config, cursors)?;
+            let thumb = Thumbnail::of(&rgb);
+            Ok((rgb, thumb))
+        })?;
+        Ok((rgb, filter.judge(thumb, t_ms)))
+    });
+    if step.replay {
+        return None;
+    }
+    Some(match verdict {
+        Err(why) => Err(NoVector::Failed(why)),
+        Ok((_, Verdict::Skip(why))) => Err(NoVector::Skipped(why)),
+        Ok((rgb, Verdict::Keep)) => {
+            guarded("decoding", &job.path, || prepare_image(&rgb, config)).map_err(NoVector::Failed)
+        }
+    })
+}
+
 /// The pipeline in three threads: decoding runs [`PREFETCH`] images ahead of
 /// `backend`, and `head` of one image runs (on this thread) while the backend
 /// works on the next (on a GPU the R-MAC head was 20% of an image's time on
 /// the thread that waits for the device). Reads jobs until `jobs` is closed,
-/// sends one [`Done`] per job, in job order. Returns when every job is done
-/// or `results` is gone. `head` gets an image's pool5 maps, one per scale
-/// (`--scales`; one map without it).
+/// sends one [`Done`] per job that is not a replay ([`Job::is_replay`]), in job
+/// order. Returns when every job is done or `results` is gone. `head` gets an
+/// image's pool5 maps, one per scale (`--scales`; one map without it).
 pub fn run_pipeline<T>(
     backend: &mut dyn Backend,
     config: &ExtractConfig,
@@ -131,21 +227,33 @@ pub fn run_pipeline<T>(
     results: Sender<Done<T>>,
 ) {
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<(Job, Result<Prepared, String>, f64)>(PREFETCH);
+        let (tx, rx) = sync_channel::<(Job, Result<Prepared, NoVector>, f64)>(PREFETCH);
         std::thread::Builder::new()
             .name("rmac-decode".into())
             .spawn_scoped(scope, move || {
                 let mut cursors = Cursors::default();
+                // Jobs carry segments only under --skip-static; D = 0 would skip nothing.
+                let mut filter = StillFilter::new(config.skip_static.unwrap_or(0.0));
                 for job in jobs {
                     let t = Instant::now();
-                    let prepared = prepare_watched(&job.path, config, &mut cursors);
+                    let prepared = match job.still {
+                        Some(step) => {
+                            match prepare_still(&job, step, config, &mut cursors, &mut filter) {
+                                Some(p) => p,
+                                None => continue, // a replay: judged, nothing to send
+                            }
+                        }
+                        None => prepare_watched(&job.path, config, &mut cursors)
+                            .map_err(NoVector::Failed),
+                    };
                     if tx.send((job, prepared, t.elapsed().as_secs_f64())).is_err() {
                         break; // the compute side stopped
                     }
                 }
             })
             .expect("cannot start the decode thread");
-        let (pool5_tx, pool5_rx) = sync_channel::<(Job, Result<Vec<Tensor3>, String>, f64, f64)>(1);
+        let (pool5_tx, pool5_rx) =
+            sync_channel::<(Job, Result<Vec<Tensor3>, NoVector>, f64, f64)>(1);
         std::thread::Builder::new()
             .name("rmac-backend".into())
             .spawn_scoped(scope, move || {
@@ -157,6 +265,7 @@ pub fn run_pipeline<T>(
                                 .map(|t| Ok(backend.pool5(t)?))
                                 .collect::<Result<Vec<_>, ExtractError>>()
                         })
+                        .map_err(NoVector::Failed)
                     });
                     let backend_s = t.elapsed().as_secs_f64();
                     if pool5_tx.send((job, pool5, decode_s, backend_s)).is_err() {
@@ -167,8 +276,9 @@ pub fn run_pipeline<T>(
             .expect("cannot start the backend thread");
         for (job, pool5, decode_s, backend_s) in pool5_rx {
             let t = Instant::now();
-            let result =
-                pool5.and_then(|p| guarded("computing", &job.path, || Ok(head(p.as_slice()))));
+            let result = pool5.and_then(|p| {
+                guarded("computing", &job.path, || Ok(head(p.as_slice()))).map_err(NoVector::Failed)
+            });
             let done = Done {
                 id: job.id,
                 result,
@@ -251,12 +361,7 @@ mod tests {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
         for (id, path) in paths.iter().enumerate() {
             let path = path.clone();
-            jobs_tx
-                .send(Job {
-                    id: id as u64,
-                    path,
-                })
-                .unwrap();
+            jobs_tx.send(Job::new(id as u64, path)).unwrap();
         }
         drop(jobs_tx);
         let (done_tx, done_rx) = std::sync::mpsc::channel();

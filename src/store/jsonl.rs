@@ -1,5 +1,6 @@
 //! JSONL output: `OUT` holds `{"path", "vector"}` lines, the error file beside
-//! it `{"path", "error"}` lines. Both are append-only and flushed line by line,
+//! it `{"path", "error"}` lines (and `{"path", "skipped"}` lines: frames
+//! `--skip-static` skipped). Both are append-only and flushed line by line,
 //! so a killed run loses at most the line in flight; on restart a torn last
 //! line is cut off and every complete line counts as done.
 
@@ -34,6 +35,15 @@ struct ErrorLine<'a> {
     error: &'a str,
 }
 
+/// A frame `--skip-static` skipped, in the error file: done, but no failure.
+#[derive(Serialize)]
+struct SkippedLine<'a> {
+    path: &'a str,
+    #[serde(flatten)]
+    frame: Option<FrameFields<'a>>,
+    skipped: &'a str,
+}
+
 /// A video frame's record says which video, when, and which frame
 /// (docs/contract.md#videos).
 #[derive(Serialize)]
@@ -59,6 +69,7 @@ struct AnyLine {
     path: String,
     vector: Option<Vec<f32>>,
     error: Option<String>,
+    skipped: Option<String>,
 }
 
 /// `vectors.jsonl` → `vectors.errors.jsonl` (docs/contract.md#outputs: the error file beside OUT).
@@ -84,7 +95,8 @@ struct Record {
 /// rest has the shape of a whole record (for vectors: `dim` numbers). Resuming a
 /// run of a million images reads only this, not every float. `None` when the
 /// line has another shape (other key order, spaces): the caller parses it whole.
-/// `want_vector`: `Some(dim)` for a vector line of `dim` floats, `None` for an error line.
+/// `want_vector`: `Some(dim)` for a vector line of `dim` floats, `None` for a
+/// line of the error file (`"error"` or `"skipped"`).
 fn fast_record(line: &[u8], want_vector: Option<usize>) -> Option<String> {
     let rest = line.strip_prefix(b"{\"path\":\"")?;
     // The end of the JSON string: the first quote not escaped.
@@ -109,7 +121,9 @@ fn fast_record(line: &[u8], want_vector: Option<usize>) -> Option<String> {
             .all(|&b| b.is_ascii_digit() || matches!(b, b',' | b'.' | b'-' | b'e' | b'E' | b'+'));
         (commas + 1 == dim && plain && !numbers.is_empty()).then_some(path)
     } else {
-        body.strip_prefix(b",\"error\":\"")?.strip_suffix(b"\"}")?;
+        body.strip_prefix(b",\"error\":\"")
+            .or_else(|| body.strip_prefix(b",\"skipped\":\""))?
+            .strip_suffix(b"\"}")?;
         Some(path)
     }
 }
@@ -122,7 +136,7 @@ fn parsed_record(line: &[u8], want_vector: Option<usize>) -> Option<String> {
             if let Some(dim) = want_vector {
                 l.vector.as_ref().is_some_and(|v| v.len() == dim)
             } else {
-                l.error.is_some()
+                l.error.is_some() || l.skipped.is_some()
             }
         })
         .map(|l| l.path)
@@ -389,6 +403,18 @@ impl VectorSink for JsonlSink {
         self.maybe_sync()
     }
 
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        let frame = frame_fields(&self.frames, path);
+        let mut line = serde_json::to_vec(&SkippedLine {
+            path,
+            frame,
+            skipped: why,
+        })?;
+        line.push(b'\n');
+        self.errors.append(&line)?;
+        self.maybe_sync()
+    }
+
     /// Forces everything written to disk.
     fn sync(&mut self) -> Result<()> {
         self.vectors
@@ -462,6 +488,17 @@ impl VectorSink for StdoutSink {
         self.line(&line)
     }
 
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        let frames = self.frames.clone();
+        let frame = frame_fields(&frames, path);
+        let line = SkippedLine {
+            path,
+            frame,
+            skipped: why,
+        };
+        self.line(&line)
+    }
+
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }
@@ -512,6 +549,16 @@ pub fn read_vectors(path: &Path) -> Result<VectorSet> {
 
 /// Reads the `{"path", "error"}` lines of an error file (missing file: none).
 pub fn read_errors(path: &Path) -> Result<Vec<(String, String)>> {
+    read_records(path, "error")
+}
+
+/// Reads the `{"path", "skipped"}` lines of an error file (missing file: none).
+pub fn read_skipped(path: &Path) -> Result<Vec<(String, String)>> {
+    read_records(path, "skipped")
+}
+
+/// The (path, text) of the lines of an error file that hold `key`.
+fn read_records(path: &Path, key: &str) -> Result<Vec<(String, String)>> {
     let read = crate::files::open_regular(path).and_then(|mut f| {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut f, &mut text).map(|_| text)
@@ -525,7 +572,7 @@ pub fn read_errors(path: &Path) -> Result<Vec<(String, String)>> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("line {} of {} is not JSON", i + 1, path.display()))?;
-        if let (Some(p), Some(e)) = (v["path"].as_str(), v["error"].as_str()) {
+        if let (Some(p), Some(e)) = (v["path"].as_str(), v[key].as_str()) {
             out.push((p.to_owned(), e.to_owned()));
         }
     }
@@ -575,6 +622,29 @@ mod tests {
         assert!(
             text.lines()
                 .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
+    }
+
+    #[test]
+    fn skipped_lines_are_done_on_resume_and_read_apart_from_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("v.jsonl");
+        {
+            let (mut sink, _) = JsonlSink::open(&out, false, 512).unwrap();
+            sink.write_vector("a.mp4#t=0.000", &vec512(0.5)).unwrap();
+            sink.write_skipped("a.mp4#t=1.000", "static").unwrap();
+            sink.write_error("a.mp4#t=2.000", "broken").unwrap();
+        }
+        let (_, done) = JsonlSink::open(&out, false, 512).unwrap();
+        assert_eq!(done.len(), 3);
+        let errors = errors_path(&out);
+        assert_eq!(
+            read_skipped(&errors).unwrap(),
+            vec![("a.mp4#t=1.000".to_owned(), "static".to_owned())]
+        );
+        assert_eq!(
+            read_errors(&errors).unwrap(),
+            vec![("a.mp4#t=2.000".to_owned(), "broken".to_owned())]
         );
     }
 

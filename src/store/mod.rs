@@ -152,6 +152,10 @@ pub trait VectorSink {
     fn write_vector(&mut self, path: &str, vector: &[f32]) -> Result<()>;
     /// Why `path` has no vector, in words a person can act on.
     fn write_error(&mut self, path: &str, error: &str) -> Result<()>;
+    /// `path` (a video frame) was skipped as static (`--skip-static`), and why:
+    /// a record beside the error records, marked as skipped, so that a resume
+    /// counts it as done and nobody counts it as a failure.
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()>;
     /// Forces everything written so far to durable storage.
     fn sync(&mut self) -> Result<()>;
     /// The run is over: complete the output (a Parquet file gets its rows and
@@ -285,6 +289,18 @@ pub fn read_errors(target: &Target, pg: &PgOptions) -> Result<Vec<(String, Strin
     }
 }
 
+/// The skipped records (`--skip-static`) that come with a vectors source, as
+/// (path, why): the `skipped` lines of its error file, or table `rmac_skipped`.
+pub fn read_skipped(target: &Target, pg: &PgOptions) -> Result<Vec<(String, String)>> {
+    match target {
+        Target::Postgres(url) => postgres::Db::connect(url, pg)?.read_skipped(),
+        Target::Jsonl(_) | Target::Npy(_) | Target::Parquet(_) => {
+            jsonl::read_skipped(&target.errors())
+        }
+        Target::Stdout => Ok(Vec::new()),
+    }
+}
+
 /// How many of `listed` an earlier run of `target` recorded as failed: the
 /// complete lines of its error file, or the database's error table.
 pub fn failed_before(target: &Target, listed: &[String], pg: &PgOptions) -> Result<usize> {
@@ -299,6 +315,8 @@ pub fn failed_before(target: &Target, listed: &[String], pg: &PgOptions) -> Resu
                 .unwrap_or_default()
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                // Skipped frames (`--skip-static`) share the file and are no failures.
+                .filter(|v| v.get("skipped").is_none())
                 .filter_map(|v| v["path"].as_str().map(str::to_owned))
                 .collect()
         }
@@ -416,6 +434,15 @@ impl VectorSink for Tee {
         }
         if !self.b_done.contains(path) {
             self.b.write_error(path, error)?;
+        }
+        Ok(())
+    }
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        if !self.a_done.contains(path) {
+            self.a.write_skipped(path, why)?;
+        }
+        if !self.b_done.contains(path) {
+            self.b.write_skipped(path, why)?;
         }
         Ok(())
     }

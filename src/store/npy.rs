@@ -318,6 +318,13 @@ struct ErrorLine<'a> {
     error: &'a str,
 }
 
+/// A frame `--skip-static` skipped, in the error file (done, no failure).
+#[derive(Serialize)]
+struct SkippedLine<'a> {
+    path: &'a str,
+    skipped: &'a str,
+}
+
 /// The NPY matrix, its paths file and the JSONL error file.
 pub struct NpySink {
     out: PathBuf,
@@ -489,6 +496,15 @@ impl NpySink {
         Ok(())
     }
 
+    /// One line of the error file, written whole.
+    fn append_error_line(&mut self, mut line: Vec<u8>) -> Result<()> {
+        line.push(b'\n');
+        self.errors
+            .write_all(&line)
+            .with_context(|| format!("cannot write to {}", errors_path(&self.out).display()))?;
+        self.maybe_sync()
+    }
+
     fn write_header(&mut self) -> Result<()> {
         if self.header_rows != self.rows {
             self.data.seek(SeekFrom::Start(0))?;
@@ -530,12 +546,13 @@ impl VectorSink for NpySink {
     }
 
     fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
-        let mut line = serde_json::to_vec(&ErrorLine { path, error })?;
-        line.push(b'\n');
-        self.errors
-            .write_all(&line)
-            .with_context(|| format!("cannot write to {}", errors_path(&self.out).display()))?;
-        self.maybe_sync()
+        let line = serde_json::to_vec(&ErrorLine { path, error })?;
+        self.append_error_line(line)
+    }
+
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        let line = serde_json::to_vec(&SkippedLine { path, skipped: why })?;
+        self.append_error_line(line)
     }
 
     /// Rewrites the header with the current row count and forces all three files to disk.

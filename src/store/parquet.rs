@@ -370,6 +370,10 @@ impl VectorSink for ParquetSink {
         self.journal.write_error(path, error)
     }
 
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        self.journal.write_skipped(path, why)
+    }
+
     fn sync(&mut self) -> Result<()> {
         self.journal.sync()
     }

@@ -52,6 +52,12 @@ pub struct RunSettings {
     /// resume cannot mix two samplings, an image-only run can gain videos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_sampling: Option<String>,
+    /// `--skip-static D`: video frames that differed from the last kept frame
+    /// by a mean absolute difference below D were skipped (absent: none was).
+    /// Compared like `video_sampling`, only when both runs had videos, and
+    /// then absent ≠ D: a resume cannot mix two ways of skipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_static: Option<f64>,
     /// Database-side augmentation (`dba`: `k=K,alpha=A`) the vectors went
     /// through. Compared only when both sides have one (a resume of `dba`
     /// cannot mix two); queries are never augmented, so `search --image`
@@ -148,6 +154,7 @@ impl RunSettings {
                 .ok()
                 .map(|d| d.to_string_lossy().into_owned()),
             video_sampling: None,
+            skip_static: None,
             dba: None,
         })
     }
@@ -163,10 +170,18 @@ impl RunSettings {
             .filter(|((_, b), (_, a))| a != b)
             .map(|((what, b), (_, a))| (what, a, b))
             .collect();
-        if let (Some(a), Some(b)) = (&self.video_sampling, &other.video_sampling)
-            && a != b
-        {
-            differing.push(("video sampling", a.clone(), b.clone()));
+        if let (Some(a), Some(b)) = (&self.video_sampling, &other.video_sampling) {
+            if a != b {
+                differing.push(("video sampling", a.clone(), b.clone()));
+            }
+            if self.skip_static != other.skip_static {
+                let name = |d: Option<f64>| d.map_or("off".to_owned(), |d| d.to_string());
+                differing.push((
+                    "--skip-static",
+                    name(self.skip_static),
+                    name(other.skip_static),
+                ));
+            }
         }
         if let (Some(a), Some(b)) = (&self.dba, &other.dba)
             && a != b
@@ -231,6 +246,7 @@ impl RunSettings {
                     // A resume without videos keeps the sampling the earlier frames were made with.
                     if ours.video_sampling.is_none() {
                         ours.video_sampling = before.video_sampling.clone();
+                        ours.skip_static = before.skip_static;
                     }
                     let diff = before.differences(self);
                     if !diff.is_empty() {
@@ -276,6 +292,7 @@ mod tests {
             pca_file: None,
             base: None,
             video_sampling: None,
+            skip_static: None,
             dba: None,
         }
     }
@@ -311,6 +328,35 @@ mod tests {
                 && err.contains("--scales: 1 before, 1,0.7071,0.5 now"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn skip_static_is_compared_when_both_runs_had_videos() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("v.jsonl");
+        let videos = |skip_static| RunSettings {
+            video_sampling: Some("fps=1".into()),
+            skip_static,
+            ..settings()
+        };
+        videos(Some(2.0)).check_and_write(&out, 0, false).unwrap();
+        videos(Some(2.0)).check_and_write(&out, 5, false).unwrap();
+        for (now, said) in [
+            (None, "2 before, off now"),
+            (Some(2.5), "2 before, 2.5 now"),
+        ] {
+            let err = videos(now)
+                .check_and_write(&out, 5, false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("--skip-static: {said}")), "{err}");
+        }
+        // A resume of images only keeps the videos' settings in the file.
+        settings().check_and_write(&out, 5, false).unwrap();
+        let kept = RunSettings::read_beside(&out).unwrap().unwrap();
+        assert_eq!(kept.skip_static, Some(2.0));
+        let json = std::fs::read_to_string(dir.path().join("v.settings.json")).unwrap();
+        assert!(json.contains("\"skip_static\": 2.0"), "{json}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod keys;
 pub mod sampling;
+pub mod still;
 
 #[cfg(feature = "video")]
 mod ffmpeg;
@@ -33,6 +34,9 @@ pub struct FrameInfo {
     pub t_ms: u64,
     /// Index in presentation order among all the video's frames.
     pub frame: u64,
+    /// Index among the video's records (its sampled frames, in order): what
+    /// places the frame in a `--skip-static` segment ([`still::SEGMENT`]).
+    pub sample: u64,
 }
 
 /// The input list with its videos replaced by their sampled frames.
@@ -70,6 +74,7 @@ pub fn expand(paths: Vec<String>, sampling: Sampling, limits: &DecodeLimits) -> 
             Err(why) => out.rejected.push((path, why)),
             Ok(frames) => {
                 let mut last_key = None;
+                let mut sample = 0;
                 for (t_ms, frame) in frames {
                     if last_key == Some(t_ms) {
                         out.same_key += 1;
@@ -83,8 +88,10 @@ pub fn expand(paths: Vec<String>, sampling: Sampling, limits: &DecodeLimits) -> 
                             video: path.clone(),
                             t_ms,
                             frame,
+                            sample,
                         },
                     );
+                    sample += 1;
                     out.paths.push(key);
                 }
             }

@@ -113,11 +113,13 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// What a run left on disk: path → vector bits, and the failed paths.
+/// What a run left on disk: path → vector bits, the failed paths, and the
+/// video frames skipped as static (`--skip-static`) with their reasons.
 #[derive(Debug, PartialEq)]
 pub struct Results {
     pub vectors: BTreeMap<String, Vec<u32>>,
     pub errors: BTreeSet<String>,
+    pub skipped: BTreeMap<String, String>,
 }
 
 /// Reads OUT and its error file, asserting that no path appears twice.
@@ -125,6 +127,7 @@ pub fn results(out: &Path) -> Results {
     let errors_file = rmac_native::store::jsonl::errors_path(out);
     let mut vectors = BTreeMap::new();
     let mut errors = BTreeSet::new();
+    let mut skipped = BTreeMap::new();
     for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("{}: bad line {line:.80}: {e}", out.display()));
@@ -148,17 +151,34 @@ pub fn results(out: &Path) -> Results {
     {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let path = v["path"].as_str().unwrap().to_owned();
-        assert!(!v["error"].as_str().unwrap().is_empty());
-        assert!(
-            errors.insert(path.clone()),
-            "{path} twice in the error file"
-        );
+        if let Some(why) = v["skipped"].as_str() {
+            assert!(v.get("error").is_none(), "{line}");
+            assert!(!why.is_empty());
+            assert!(
+                skipped.insert(path.clone(), why.to_owned()).is_none(),
+                "{path} skipped twice"
+            );
+        } else {
+            assert!(!v["error"].as_str().unwrap().is_empty());
+            assert!(
+                errors.insert(path.clone()),
+                "{path} twice in the error file"
+            );
+        }
         assert!(
             !vectors.contains_key(&path),
-            "{path} both written and failed"
+            "{path} both written and failed or skipped"
+        );
+        assert!(
+            !(errors.contains(&path) && skipped.contains_key(&path)),
+            "{path} both failed and skipped"
         );
     }
-    Results { vectors, errors }
+    Results {
+        vectors,
+        errors,
+        skipped,
+    }
 }
 
 /// Every listed path exactly once; the bad ones among the errors.

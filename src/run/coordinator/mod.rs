@@ -20,12 +20,13 @@ pub mod stats;
 pub mod transport;
 
 use crate::extractor::Extractor;
-use crate::run::pipeline::{Done, Job, run_extractor};
+use crate::run::pipeline::{Done, Job, NoVector, run_extractor};
 use crate::store::VectorSink;
+use crate::video::FrameIndex;
 use anyhow::{Context, Result, bail, ensure};
 use progress::Progress;
 use protocol::*;
-use schedule::{MAX_PATH_BYTES, Scheduler};
+use schedule::{Item, MAX_PATH_BYTES, Scheduler, plan};
 use stats::{RankInfo, RankStats, RunSummary, thread_cpu_seconds};
 use std::collections::HashSet;
 use std::path::Path;
@@ -116,11 +117,13 @@ impl LocalPipeline {
     }
 
     fn send(&mut self, job: Job) -> Result<()> {
+        // A replayed frame gives no result to wait for.
+        let counted = !job.is_replay() as usize;
         self.jobs
             .as_ref()
             .context("work after the end of work")?
             .send(job)?;
-        self.in_flight += 1;
+        self.in_flight += counted;
         Ok(())
     }
 
@@ -173,7 +176,8 @@ impl LocalPipeline {
 fn outcome(d: Done<Vec<f32>>) -> (u64, Outcome) {
     match d.result {
         Ok(v) => (d.id, Outcome::Vector(v)),
-        Err(e) => (d.id, Outcome::Error(e)),
+        Err(NoVector::Failed(e)) => (d.id, Outcome::Error(e)),
+        Err(NoVector::Skipped(why)) => (d.id, Outcome::Skipped(why)),
     }
 }
 
@@ -182,7 +186,8 @@ struct Writer<'a> {
     paths: &'a [String],
     /// Where relative paths are read from (`--root`); `None`: as listed.
     root: Option<&'a Path>,
-    pending: &'a [usize],
+    /// What is handed out; a job's id is its position here.
+    items: &'a [Item],
     recorded: Vec<bool>,
     sink: &'a mut dyn VectorSink,
     progress: Progress,
@@ -193,11 +198,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn record(&mut self, id: u64, outcome: &Outcome) -> Result<()> {
-        let i = *self
-            .pending
+        let item = self
+            .items
             .get(id as usize)
             .with_context(|| format!("a rank sent a result for unknown image #{id}"))?;
-        let path = self.paths[i].as_str();
+        let path = self.paths[item.path].as_str();
+        ensure!(
+            !item.still.is_some_and(|s| s.replay),
+            "a rank sent a result for {path}, a frame it was given only to replay"
+        );
         ensure!(
             !std::mem::replace(&mut self.recorded[id as usize], true),
             "image {path} came back twice"
@@ -226,6 +235,10 @@ impl Writer<'_> {
                 self.summary.failed += 1;
                 self.progress.println(&format!("error: {path}: {message}"));
             }
+            Outcome::Skipped(why) => {
+                self.sink.write_skipped(path, why)?;
+                self.summary.skipped += 1;
+            }
         }
         self.progress.inc();
         Ok(())
@@ -233,18 +246,24 @@ impl Writer<'_> {
 
     /// The next chunk to hand out; over-long paths fail here and never travel.
     fn next_chunk(&mut self, sched: &mut Scheduler) -> Result<Vec<Job>> {
-        let (paths, pending) = (self.paths, self.pending);
-        let range = sched.next_chunk(|pos| paths[pending[pos]].len() + 12);
+        let (paths, items) = (self.paths, self.items);
+        let range = sched.next_chunk(
+            |pos| paths[items[pos].path].len() + 21,
+            |pos| items[pos].starts_a_piece(),
+        );
         let mut jobs = Vec::with_capacity(range.len());
         for pos in range {
+            let item = items[pos];
             let path = match self.root {
-                Some(root) if Path::new(&paths[pending[pos]]).is_relative() => root
-                    .join(&paths[pending[pos]])
-                    .to_string_lossy()
-                    .into_owned(),
-                _ => paths[pending[pos]].clone(),
+                Some(root) if Path::new(&paths[item.path]).is_relative() => {
+                    root.join(&paths[item.path]).to_string_lossy().into_owned()
+                }
+                _ => paths[item.path].clone(),
             };
             if path.len() > MAX_PATH_BYTES {
+                if item.still.is_some_and(|s| s.replay) {
+                    continue; // already recorded
+                }
                 let msg = format!(
                     "the path is {} bytes long; no file system opens a path this long",
                     path.len()
@@ -254,6 +273,7 @@ impl Writer<'_> {
                 jobs.push(Job {
                     id: pos as u64,
                     path,
+                    still: item.still,
                 });
             }
         }
@@ -261,37 +281,55 @@ impl Writer<'_> {
     }
 }
 
-/// Rank 0: schedules the paths of `paths` not in `done` over every rank,
-/// extracts its own share, and writes every result to `sink` as it arrives
-/// (recorded as listed; read under `root` when given and relative).
+/// What [`coordinate`] runs: the input list and what is already done.
+pub struct Work<'a> {
+    /// Every path, recorded as listed.
+    pub paths: &'a [String],
+    /// Where relative paths are read from (`--root`); `None`: as listed.
+    pub root: Option<&'a Path>,
+    /// Paths already recorded (resume).
+    pub done: &'a HashSet<String>,
+    /// With `--skip-static` (the threshold is in the extractor's config): the
+    /// video frames among `paths`, which places each in its segment.
+    pub still_frames: Option<&'a FrameIndex>,
+}
+
+/// Rank 0: schedules the paths of `work` not done over every rank, extracts
+/// its own share, and writes every result to `sink` as it arrives.
 /// Returns after every worker has reported its stats.
 pub fn coordinate<T: Transport + ?Sized>(
     t: &mut T,
     extractor: &mut Extractor,
-    paths: &[String],
-    root: Option<&Path>,
-    done: &HashSet<String>,
+    work: Work<'_>,
     sink: &mut dyn VectorSink,
     me: &RankInfo,
 ) -> Result<RunSummary> {
     let start = Instant::now();
-    let pending: Vec<usize> = (0..paths.len())
-        .filter(|&i| !done.contains(&paths[i]))
-        .collect();
+    let Work {
+        paths,
+        root,
+        done,
+        still_frames,
+    } = work;
+    let items = plan(paths, done, still_frames);
+    let pending = items
+        .iter()
+        .filter(|i| !i.still.is_some_and(|s| s.replay))
+        .count();
     let summary = RunSummary {
         total: paths.len(),
-        already_done: paths.len() - pending.len(),
+        already_done: paths.len() - pending,
         ..Default::default()
     };
     let workers = t.size() - 1;
-    let mut sched = Scheduler::new(pending.len(), t.size());
+    let mut sched = Scheduler::new(items.len(), t.size());
     let mut w = Writer {
         paths,
         root,
-        pending: &pending,
-        recorded: vec![false; pending.len()],
+        items: &items,
+        recorded: vec![false; items.len()],
         sink,
-        progress: Progress::new(pending.len()),
+        progress: Progress::new(pending),
         summary,
         dim: extractor.dimension(),
     };
@@ -323,11 +361,7 @@ pub fn coordinate<T: Transport + ?Sized>(
                 match tag {
                     TAG_REQUEST => {
                         let jobs = w.next_chunk(&mut sched)?;
-                        t.send(
-                            from,
-                            TAG_WORK,
-                            &encode_work(jobs.iter().map(|j| (j.id, j.path.as_str()))),
-                        )?;
+                        t.send(from, TAG_WORK, &encode_work(&jobs))?;
                     }
                     TAG_RESULT => {
                         let (id, outcome) = decode_result(&bytes)?;
@@ -351,7 +385,9 @@ pub fn coordinate<T: Transport + ?Sized>(
         ranks[0] = Some(local.stats);
         Ok(())
     })?;
-    let missing = w.recorded.iter().filter(|r| !**r).count();
+    let missing = (w.recorded.iter().zip(&items))
+        .filter(|(r, i)| !**r && !i.still.is_some_and(|s| s.replay))
+        .count();
     ensure!(
         missing == 0,
         "{missing} images were handed out but never came back"

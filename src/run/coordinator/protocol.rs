@@ -5,14 +5,16 @@
 //!
 //! ```text
 //! worker → 0   REQUEST  (empty)                 "send me more work"
-//! 0 → worker   WORK     u32 n, n × (u64 id, u32 len, path bytes); n = 0: no more work
-//! worker → 0   RESULT   u64 id, u8 0, 512 × f32 | u64 id, u8 1, UTF-8 error text
+//! 0 → worker   WORK     u32 n, n × (u64 id, u32 len, path bytes, u8 still[, u64 segment]); n = 0: no more work
+//!                       still: 0 no --skip-static segment, else 1 | 2 (anchor) | 4 (replay), then the segment
+//! worker → 0   RESULT   u64 id, u8 0, 512 × f32 | u64 id, u8 1, UTF-8 error text | u64 id, u8 2, UTF-8 skipped text
 //! worker → 0   STATS    JSON RankStats (after its last result)
 //! 0 → worker   START    i32: 0 go, else stop with that exit code (before any work)
 //! 0 → worker   FINISH   i32 exit code (after every rank's STATS)
 //! ```
 
 pub use crate::run::pipeline::Job;
+use crate::video::still::StillStep;
 use anyhow::{Result, bail, ensure};
 
 pub type Tag = i32;
@@ -33,15 +35,32 @@ pub const TAG_KNN_ROWS: Tag = 22;
 pub enum Outcome {
     Vector(Vec<f32>),
     Error(String),
+    /// A static video frame (`--skip-static`), with the reason.
+    Skipped(String),
 }
 
-pub fn encode_work<'a>(jobs: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<u8> {
+const STILL: u8 = 1;
+const STILL_ANCHOR: u8 = 2;
+const STILL_REPLAY: u8 = 4;
+
+pub fn encode_work<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Vec<u8> {
     let mut out = vec![0u8; 4];
     let mut n = 0u32;
-    for (id, path) in jobs {
-        out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        out.extend_from_slice(path.as_bytes());
+    for job in jobs {
+        out.extend_from_slice(&job.id.to_le_bytes());
+        out.extend_from_slice(&(job.path.len() as u32).to_le_bytes());
+        out.extend_from_slice(job.path.as_bytes());
+        match job.still {
+            None => out.push(0),
+            Some(s) => {
+                out.push(
+                    STILL
+                        | if s.anchor { STILL_ANCHOR } else { 0 }
+                        | if s.replay { STILL_REPLAY } else { 0 },
+                );
+                out.extend_from_slice(&s.segment.to_le_bytes());
+            }
+        }
         n += 1;
     }
     out[..4].copy_from_slice(&n.to_le_bytes());
@@ -70,7 +89,17 @@ pub fn decode_work(mut buf: &[u8]) -> Result<Vec<Job>> {
         let id = take_u64(&mut buf)?;
         let len = take_u32(&mut buf)? as usize;
         let path = String::from_utf8(take(&mut buf, len)?.to_vec())?;
-        jobs.push(Job { id, path });
+        let flags = take(&mut buf, 1)?[0];
+        let still = if flags & STILL != 0 {
+            Some(StillStep {
+                segment: take_u64(&mut buf)?,
+                anchor: flags & STILL_ANCHOR != 0,
+                replay: flags & STILL_REPLAY != 0,
+            })
+        } else {
+            None
+        };
+        jobs.push(Job { id, path, still });
     }
     ensure!(buf.is_empty(), "trailing bytes in a work message");
     Ok(jobs)
@@ -89,6 +118,10 @@ pub fn encode_result(id: u64, outcome: &Outcome) -> Vec<u8> {
         Outcome::Error(e) => {
             out.push(1);
             out.extend_from_slice(e.as_bytes());
+        }
+        Outcome::Skipped(why) => {
+            out.push(2);
+            out.extend_from_slice(why.as_bytes());
         }
     }
     out
@@ -111,6 +144,7 @@ pub fn decode_result(mut buf: &[u8]) -> Result<(u64, Outcome)> {
             )
         }
         1 => Outcome::Error(String::from_utf8_lossy(buf).into_owned()),
+        2 => Outcome::Skipped(String::from_utf8_lossy(buf).into_owned()),
         k => bail!("unknown result kind {k}"),
     };
     Ok((id, outcome))
@@ -130,18 +164,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn work_round_trips_including_odd_paths() {
-        let msg = encode_work([(7u64, "a b.jpg"), (u64::MAX, "ü/\r.png"), (0, "")]);
-        let jobs = decode_work(&msg).unwrap();
-        assert_eq!(jobs.len(), 3);
-        assert_eq!(
-            jobs[1],
+    fn work_round_trips_including_odd_paths_and_still_steps() {
+        let sent = vec![
+            Job::new(7, "a b.jpg".into()),
+            Job::new(u64::MAX, "ü/\r.png".into()),
+            Job::new(0, "".into()),
             Job {
-                id: u64::MAX,
-                path: "ü/\r.png".into()
-            }
-        );
-        assert!(decode_work(&encode_work([])).unwrap().is_empty());
+                id: 3,
+                path: "v.mp4#t=1.000".into(),
+                still: Some(StillStep {
+                    segment: u64::MAX - 1,
+                    anchor: true,
+                    replay: true,
+                }),
+            },
+            Job {
+                id: 4,
+                path: "v.mp4#t=2.000".into(),
+                still: Some(StillStep {
+                    segment: 0,
+                    anchor: false,
+                    replay: false,
+                }),
+            },
+        ];
+        let msg = encode_work(&sent);
+        let jobs = decode_work(&msg).unwrap();
+        assert_eq!(jobs, sent);
+        assert!(decode_work(&encode_work(&[])).unwrap().is_empty());
         assert!(decode_work(&msg[..msg.len() - 1]).is_err());
     }
 
@@ -160,5 +210,8 @@ mod tests {
         }
         let (_, out) = decode_result(&encode_result(1, &Outcome::Error("bad ü".into()))).unwrap();
         assert_eq!(out, Outcome::Error("bad ü".into()));
+        let skipped = Outcome::Skipped("static: mean abs diff 0.500 < 2".into());
+        let (_, out) = decode_result(&encode_result(2, &skipped)).unwrap();
+        assert_eq!(out, skipped);
     }
 }

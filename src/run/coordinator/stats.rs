@@ -1,7 +1,7 @@
 //! What a run did: per rank ([`RankStats`], sent to rank 0 at the end) and as
 //! a whole ([`RunSummary`], printed and written beside the output).
 
-use crate::run::pipeline::Done;
+use crate::run::pipeline::{Done, NoVector};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -14,6 +14,8 @@ pub struct RunSummary {
     pub already_done: usize,
     pub succeeded: usize,
     pub failed: usize,
+    /// Video frames skipped as static (`--skip-static`): records, not failures.
+    pub skipped: usize,
     /// Of `already_done`, how many are in the error file (failed in an earlier run).
     pub failed_before: usize,
     pub seconds: f64,
@@ -35,8 +37,9 @@ impl RunSummary {
         }
     }
 
+    /// Records written per second (skipped frames included: they are done too).
     pub fn images_per_second(&self) -> f64 {
-        let n = (self.succeeded + self.failed) as f64;
+        let n = (self.succeeded + self.failed + self.skipped) as f64;
         if self.seconds > 0.0 {
             n / self.seconds
         } else {
@@ -61,6 +64,9 @@ pub struct RankStats {
     /// Images this rank extracted (vectors + failures).
     pub images: usize,
     pub failures: usize,
+    /// Video frames it skipped as static (`--skip-static`; not among `images`).
+    #[serde(default)]
+    pub skipped: usize,
     /// Seconds its backend and R-MAC head threads were busy (they overlap, so
     /// this can exceed the wall time).
     pub busy_s: f64,
@@ -82,8 +88,12 @@ impl RankStats {
     }
 
     pub fn add<T>(&mut self, d: &Done<T>) {
-        self.images += 1;
-        self.failures += d.result.is_err() as usize;
+        if matches!(d.result, Err(NoVector::Skipped(_))) {
+            self.skipped += 1;
+        } else {
+            self.images += 1;
+            self.failures += d.result.is_err() as usize;
+        }
         self.busy_s += d.compute_s;
         self.decode_s += d.decode_s;
     }

@@ -24,12 +24,16 @@
 //!     path text PRIMARY KEY, error text NOT NULL,
 //!     run_id bigint REFERENCES rmac_runs(id), added_at timestamptz NOT NULL DEFAULT now()
 //! );
+//! CREATE TABLE rmac_skipped (               -- video frames --skip-static skipped (no failures)
+//!     path text PRIMARY KEY, reason text NOT NULL,
+//!     run_id bigint REFERENCES rmac_runs(id), added_at timestamptz NOT NULL DEFAULT now()
+//! );
 //! ```
 //!
 //! Rows are buffered and sent in batches: binary COPY into a session-local
 //! staging table, then `INSERT … SELECT … ON CONFLICT (path) DO UPDATE`, in one
 //! transaction. A rerun or a resume therefore never duplicates a path. Resume:
-//! the done set is every path in `rmac_vectors` and `rmac_errors`. A lost
+//! the done set is every path in `rmac_vectors`, `rmac_errors` and `rmac_skipped`. A lost
 //! connection (server restart, terminated backend, network) is retried with
 //! backoff for up to [`PgOptions::retry`] (default 300 s); the batch in
 //! flight stays buffered until its transaction commits, so nothing is lost.
@@ -53,6 +57,7 @@ use std::time::{Duration, Instant};
 
 pub const VECTORS: &str = "rmac_vectors";
 pub const ERRORS: &str = "rmac_errors";
+pub const SKIPPED: &str = "rmac_skipped";
 pub const RUNS: &str = "rmac_runs";
 /// The embedding column's dimension of the contract's vectors
 /// (docs/contract.md#outputs); a reduced PCA (`pca fit --dim`) gives fewer.
@@ -412,6 +417,11 @@ impl Db {
                  path text PRIMARY KEY,
                  error text NOT NULL,
                  run_id bigint REFERENCES {RUNS}(id),
+                 added_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE IF NOT EXISTS {SKIPPED} (
+                 path text PRIMARY KEY,
+                 reason text NOT NULL,
+                 run_id bigint REFERENCES {RUNS}(id),
                  added_at timestamptz NOT NULL DEFAULT now());"
         );
         self.with_retry("create the tables", |c| c.batch_execute(&sql))
@@ -438,13 +448,14 @@ impl Db {
         Ok(())
     }
 
-    /// Paths already done: in the vectors table or the errors table.
+    /// Paths already done: in the vectors, errors or skipped table.
     pub fn done_set(&mut self) -> Result<HashSet<String>> {
         self.with_retry("read the paths already loaded", |c| {
             let mut done = HashSet::new();
             for q in [
                 format!("SELECT path FROM {VECTORS}"),
                 format!("SELECT path FROM {ERRORS}"),
+                format!("SELECT path FROM {SKIPPED}"),
             ] {
                 let mut rows = c.query_raw(q.as_str(), std::iter::empty::<i32>())?;
                 while let Some(r) = rows.next()? {

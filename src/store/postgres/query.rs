@@ -2,7 +2,7 @@
 //! vector, top-k by inner product (exact or through a pgvector index), and
 //! building that index.
 
-use super::{Db, ERRORS, VECTORS};
+use super::{Db, ERRORS, SKIPPED, VECTORS};
 use anyhow::Result;
 use pgvector::Vector;
 use postgres::binary_copy::BinaryCopyOutIter;
@@ -45,6 +45,27 @@ impl Db {
         self.with_retry("read the errors", |c| {
             Ok(c.query(
                 &format!("SELECT path, error FROM {ERRORS} ORDER BY path COLLATE \"C\""),
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    /// Every (path, reason) of the frames `--skip-static` skipped, by path
+    /// (none in a database written before the table existed).
+    pub fn read_skipped(&mut self) -> Result<Vec<(String, String)>> {
+        self.require_table()?;
+        self.with_retry("read the skipped frames", |c| {
+            let exists: bool = c
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&SKIPPED])?
+                .get(0);
+            if !exists {
+                return Ok(Vec::new());
+            }
+            Ok(c.query(
+                &format!("SELECT path, reason FROM {SKIPPED} ORDER BY path COLLATE \"C\""),
                 &[],
             )?
             .iter()

@@ -2,7 +2,7 @@
 //! table, then one idempotent upsert per batch (see the module docs of
 //! [`super`]), and the run row that records the settings.
 
-use super::{DIM, Db, ERRORS, RUNS, VECTORS, redact};
+use super::{DIM, Db, ERRORS, RUNS, SKIPPED, VECTORS, redact};
 use crate::store::VectorSink;
 use crate::store::settings::RunSettings;
 use anyhow::{Result, bail};
@@ -50,7 +50,7 @@ impl Db {
     ) -> Result<i64> {
         if restart {
             self.with_retry("empty the tables (--restart)", |c| {
-                c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}"))
+                c.batch_execute(&format!("TRUNCATE {VECTORS}, {ERRORS}, {SKIPPED}"))
             })?;
         }
         if let Some(now) = settings
@@ -86,6 +86,8 @@ pub struct PgSink {
     rows: Vec<(String, Vec<f32>)>,
     row_index: HashMap<String, usize>,
     errors: Vec<(String, String)>,
+    /// Frames `--skip-static` skipped: (path, reason).
+    skipped: Vec<(String, String)>,
     oldest: Option<Instant>,
     batch: usize,
     /// Rows committed by this sink.
@@ -117,6 +119,7 @@ impl PgSink {
             rows: Vec::new(),
             row_index: HashMap::new(),
             errors: Vec::new(),
+            skipped: Vec::new(),
             oldest: None,
             batch: options.batch.max(1),
             written: 0,
@@ -128,6 +131,7 @@ impl PgSink {
     fn maybe_flush(&mut self) -> Result<()> {
         if self.rows.len() >= self.batch
             || self.errors.len() >= self.batch
+            || self.skipped.len() >= self.batch
             || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_EVERY)
         {
             self.flush()?;
@@ -138,12 +142,12 @@ impl PgSink {
     /// Sends the buffered rows in one transaction (retried on a lost
     /// connection; the buffer is cleared only after the commit).
     pub fn flush(&mut self) -> Result<()> {
-        if self.rows.is_empty() && self.errors.is_empty() {
+        if self.rows.is_empty() && self.errors.is_empty() && self.skipped.is_empty() {
             return Ok(());
         }
         let vt = self.db.vector_type()?;
         let run_id = self.run_id;
-        let (rows, errors) = (&self.rows, &self.errors);
+        let (rows, errors, skipped) = (&self.rows, &self.errors, &self.skipped);
         let stage = format!(
             "CREATE TEMP TABLE IF NOT EXISTS rmac_stage (ord bigint, path text, embedding vector({})) ON COMMIT DELETE ROWS",
             self.dim
@@ -155,6 +159,10 @@ impl PgSink {
         let insert_error = format!(
             "INSERT INTO {ERRORS} (path, error, run_id) VALUES ($1, $2, $3) \
              ON CONFLICT (path) DO UPDATE SET error = EXCLUDED.error, run_id = EXCLUDED.run_id, added_at = now()"
+        );
+        let insert_skipped = format!(
+            "INSERT INTO {SKIPPED} (path, reason, run_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, added_at = now()"
         );
         let n = rows.len();
         self.db.with_retry(&format!("write {n} rows"), |c| {
@@ -176,12 +184,19 @@ impl PgSink {
                     tx.execute(&stmt, &[p, e, &run_id])?;
                 }
             }
+            if !skipped.is_empty() {
+                let stmt = tx.prepare(&insert_skipped)?;
+                for (p, why) in skipped {
+                    tx.execute(&stmt, &[p, why, &run_id])?;
+                }
+            }
             tx.commit()
         })?;
         self.written += n as u64;
         self.rows.clear();
         self.row_index.clear();
         self.errors.clear();
+        self.skipped.clear();
         self.oldest = None;
         Ok(())
     }
@@ -209,6 +224,12 @@ impl VectorSink for PgSink {
 
     fn write_error(&mut self, path: &str, error: &str) -> Result<()> {
         self.errors.push((path.to_owned(), error.to_owned()));
+        self.oldest.get_or_insert_with(Instant::now);
+        self.maybe_flush()
+    }
+
+    fn write_skipped(&mut self, path: &str, why: &str) -> Result<()> {
+        self.skipped.push((path.to_owned(), why.to_owned()));
         self.oldest.get_or_insert_with(Instant::now);
         self.maybe_flush()
     }
