@@ -75,19 +75,67 @@ pub enum ExtractError {
     #[error("{0}")]
     Video(String),
     #[error(
-        "--max-size {max_size} shrinks this {w}×{h} image to {nw}×{nh} px; each side needs at least 32 px for VGG16's five poolings (use a larger --max-size, or drop the image)"
+        "{resized_by} shrinks this {w}×{h} image to {nw}×{nh} px; each side needs at least 32 px for VGG16's five poolings ({advice})"
     )]
     TooSmallAfterResize {
         w: u32,
         h: u32,
         nw: u32,
         nh: u32,
-        max_size: u32,
+        /// What set the size: `--max-size 512`, or `--scales 0.5 of 512 px`.
+        resized_by: String,
+        advice: &'static str,
     },
     #[error(
-        "the image is {w}×{h} px; each side needs at least 32 px after resizing for VGG16's five poolings (a larger --max-size enlarges small images)"
+        "the image is {w}×{h} px; each side needs at least 32 px after resizing for VGG16's five poolings ({advice})"
     )]
-    TooSmall { w: u32, h: u32 },
+    TooSmall {
+        w: u32,
+        h: u32,
+        advice: &'static str,
+    },
+}
+
+impl ExtractError {
+    /// A `w × h` image that `config` would leave (or make) smaller than 32 px
+    /// on a side at `scale`, resized to `nw × nh`: the message names what set
+    /// that size and what would change it (not --max-size when --no-enlarge
+    /// or a small scale is the cause).
+    fn too_small(w: u32, h: u32, (nw, nh): (u32, u32), scale: f64, config: &ExtractConfig) -> Self {
+        let kept = (nw, nh) == (w, h);
+        if kept {
+            let advice = if config.no_enlarge {
+                "--no-enlarge keeps a small image at its size; without it, --max-size enlarges it"
+            } else {
+                "a larger --max-size enlarges small images"
+            };
+            return ExtractError::TooSmall { w, h, advice };
+        }
+        let base = if config.no_enlarge {
+            config.max_size.min(w.max(h))
+        } else {
+            config.max_size
+        };
+        let (resized_by, advice) = if scale == 1.0 {
+            (
+                format!("--max-size {}", config.max_size),
+                "use a larger --max-size, or drop the image",
+            )
+        } else {
+            (
+                format!("--scales {scale} of {base} px"),
+                "use larger --scales, or drop the image",
+            )
+        };
+        ExtractError::TooSmallAfterResize {
+            w,
+            h,
+            nw,
+            nh,
+            resized_by,
+            advice,
+        }
+    }
 }
 
 /// An image decoded, resized and preprocessed: what a backend eats.
@@ -123,14 +171,23 @@ pub fn scale_sizes(w: u32, h: u32, config: &ExtractConfig) -> Vec<(u32, u32)> {
     } else {
         config.max_size
     };
-    config
-        .scales
+    scales_of(config)
         .iter()
         .map(|&s| {
             let side = (s * f64::from(base)).round().max(1.0) as u32;
             target_size(w, h, side)
         })
         .collect()
+}
+
+/// The scales to describe an image at: an empty list is the default, one
+/// scale 1.0 (a library caller's `scales: vec![]` must not mean "no pass").
+fn scales_of(config: &ExtractConfig) -> &[f64] {
+    if config.scales.is_empty() {
+        &[1.0]
+    } else {
+        &config.scales
+    }
 }
 
 /// Decode → resize → preprocess (the CPU-side stage; runs ahead of the backend).
@@ -150,19 +207,10 @@ pub fn prepare_image(
     let sizes = scale_sizes(w, h, config);
     let mut tensors = Vec::with_capacity(sizes.len());
     let mut first_error = None;
-    for (nw, nh) in sizes {
+    for (&(nw, nh), &scale) in sizes.iter().zip(scales_of(config)) {
         if nw < 32 || nh < 32 {
-            first_error.get_or_insert(if (nw, nh) == (w, h) {
-                ExtractError::TooSmall { w, h }
-            } else {
-                ExtractError::TooSmallAfterResize {
-                    w,
-                    h,
-                    nw,
-                    nh,
-                    max_size: config.max_size,
-                }
-            });
+            first_error
+                .get_or_insert_with(|| ExtractError::too_small(w, h, (nw, nh), scale, config));
             continue;
         }
         tensors.push(if (nw, nh) == (w, h) {
@@ -173,7 +221,8 @@ pub fn prepare_image(
     }
     let mut tensors = tensors.into_iter();
     let Some(tensor) = tensors.next() else {
-        return Err(first_error.unwrap_or(ExtractError::TooSmall { w, h }));
+        // At least one scale (scales_of), and a scale is left out only with its error.
+        return Err(first_error.expect("a left-out scale records its error"));
     };
     Ok(Prepared {
         tensor,
@@ -286,5 +335,63 @@ impl Extractor {
     pub fn describe_path(&mut self, path: &Path) -> Result<Vec<f32>, ExtractError> {
         let prepared = prepare_path(path, &self.config)?;
         self.describe_prepared(&prepared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(w: u32, h: u32, config: &ExtractConfig) -> String {
+        match prepare_image(&image::RgbImage::new(w, h), config) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The too-small errors name what set the size, so the advice fits.
+    #[test]
+    fn too_small_messages_name_their_cause() {
+        let base = ExtractConfig {
+            max_size: 512,
+            ..ExtractConfig::default()
+        };
+        let m = message(1000, 40, &base);
+        assert!(
+            m.starts_with("--max-size 512 shrinks this 1000×40 image to 512×20 px"),
+            "{m}"
+        );
+        assert!(m.contains("use a larger --max-size"), "{m}");
+
+        let small_scale = ExtractConfig {
+            scales: vec![0.25],
+            ..base.clone()
+        };
+        let m = message(1000, 200, &small_scale);
+        assert!(
+            m.starts_with("--scales 0.25 of 512 px shrinks this 1000×200 image to 128×26 px"),
+            "{m}"
+        );
+        assert!(m.contains("use larger --scales"), "{m}");
+
+        let kept = ExtractConfig {
+            no_enlarge: true,
+            ..base.clone()
+        };
+        let m = message(40, 20, &kept);
+        assert!(m.starts_with("the image is 40×20 px"), "{m}");
+        assert!(
+            m.contains("--no-enlarge keeps a small image at its size"),
+            "{m}"
+        );
+        // Without --no-enlarge the same image is enlarged to 512×256 and described.
+        assert_eq!(message(40, 20, &base), "ok");
+        // An empty scale list is one scale 1.0, not "no pass at all".
+        let none = ExtractConfig {
+            scales: vec![],
+            ..base.clone()
+        };
+        assert_eq!(scale_sizes(40, 20, &none), scale_sizes(40, 20, &base));
+        assert_eq!(message(1000, 40, &none), message(1000, 40, &base));
     }
 }

@@ -439,6 +439,19 @@ fn every_knob_is_recorded_and_a_mix_is_refused() {
         .as_f64()
         .unwrap_or_else(|| panic!("{hit}"));
     assert!(score > 0.9999, "the image finds itself: {hit}");
+    // The contact sheet's header says which recipe made the vectors.
+    let html = dir.path().join("sheet.html");
+    let run = search(&["--html", html.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let sheet = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        sheet.contains("no-enlarge, pool gem:2.5, scales 1,0.7071"),
+        "the sheet's header lacks the recipe"
+    );
     for other in [
         &["--pool", "max"][..],
         &["--scales", "1"],

@@ -8,6 +8,7 @@ use rmac_native::image::decode::DecodeLimits;
 use rmac_native::inputs::read_inputs;
 use rmac_native::rmac::rmac_pooled;
 use rmac_native::rmac::whiten::{EIGEN_FLOOR_REL, FitOptions, WhiteningAccumulator};
+use rmac_native::run::coordinator::progress::Progress;
 use rmac_native::run::pipeline::{Job, run_pipeline};
 use rmac_native::vgg16::spec::FEATURE_DIM;
 use rmac_native::vgg16::weights::Vgg16Weights;
@@ -68,6 +69,9 @@ pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
         jobs_tx.send(Job::new(id as u64, path.clone()))?;
     }
     drop(jobs_tx);
+    // A bar with ETA on a terminal, a plain line every 30 s in a batch log
+    // (the network pass is the slow part: ~1 s an image on a CPU at 1024 px).
+    let mut progress = Progress::new(total);
     std::thread::scope(|scope| -> Result<()> {
         // The same decode-ahead pipeline as `extract`, so a GPU is not kept
         // waiting for the CPU; the head keeps the region vectors (without PCA:
@@ -89,7 +93,7 @@ pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
                 results_tx,
             )
         });
-        for (i, done) in results_rx.into_iter().enumerate() {
+        for done in results_rx {
             let p = &inputs.paths[done.id as usize];
             match done.result {
                 Ok(region_vectors) => {
@@ -101,13 +105,15 @@ pub fn pca_fit(args: &PcaFitArgs, env: &Env) -> Result<()> {
                 }
                 Err(e) => {
                     skipped += 1;
-                    eprintln!("skipped {p}: {e}");
+                    progress.println(&format!("skipped {p}: {e}"));
                 }
             }
-            if (i + 1) % 100 == 0 {
-                eprintln!("{}/{total} images, {} region vectors", i + 1, acc.count());
-            }
+            progress.inc();
+            progress
+                .bar
+                .set_message(format!("{} region vectors", acc.count()));
         }
+        progress.bar.finish_and_clear();
         Ok(())
     })?;
     if used == 0 {

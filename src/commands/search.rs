@@ -292,13 +292,33 @@ fn sheet_header(args: &SearchArgs, rows: usize, made: Option<&RunSettings>) -> S
     ];
     match made {
         Some(m) => facts.extend([
-            (
-                "settings".to_owned(),
-                format!(
+            ("settings".to_owned(), {
+                let mut line = format!(
                     "max-size {}, levels {}, preprocess {}, {} dimensions",
                     m.max_size, m.levels, m.preprocess, m.dimension
-                ),
-            ),
+                );
+                // The opt-in recipe and what the vectors went through, when set:
+                // two sheets that differ only there must not read the same.
+                if m.no_enlarge {
+                    line.push_str(", no-enlarge");
+                }
+                if m.pool != "max" {
+                    line.push_str(&format!(", pool {}", m.pool));
+                }
+                if m.scales != "1" {
+                    line.push_str(&format!(", scales {}", m.scales));
+                }
+                if let Some(v) = &m.video_sampling {
+                    line.push_str(&format!(", videos {v}"));
+                }
+                if let Some(d) = m.skip_static {
+                    line.push_str(&format!(", skip-static {d}"));
+                }
+                if let Some(d) = &m.dba {
+                    line.push_str(&format!(", dba {d}"));
+                }
+                line
+            }),
             ("weights (sha256)".to_owned(), m.weights_sha256.clone()),
             ("PCA (sha256)".to_owned(), m.pca_sha256.clone()),
         ]),
