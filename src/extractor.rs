@@ -358,7 +358,7 @@ mod tests {
         };
         let m = message(1000, 40, &base);
         assert!(
-            m.starts_with("--max-size 512 shrinks this 1000×40 image to 512×20 px"),
+            m.starts_with("--max-size 512 shrinks this 1000×40 image to 512×21 px"),
             "{m}"
         );
         assert!(m.contains("use a larger --max-size"), "{m}");
