@@ -331,38 +331,45 @@ fn pca_fit_command() {
     list.push_str(&format!("{}\n", broken.display()));
     let list_path = dir.path().join("list.txt");
     std::fs::write(&list_path, &list).unwrap();
-    let out = dir.path().join("pca.safetensors");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
-        .args([
-            "pca",
-            "fit",
-            "--backend",
-            "cpu",
-            "--max-size",
-            "96",
-            "--levels",
-            "2",
-            "--input",
-        ])
-        .arg(&list_path)
-        .arg("--output")
-        .arg(&out)
-        .arg("--weights")
-        .arg(&weights)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    let fit_cmd = |extra: &[&str]| {
+        let out = dir.path().join("pca.safetensors");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_rmac-native"))
+            .args([
+                "pca",
+                "fit",
+                "--backend",
+                "cpu",
+                "--max-size",
+                "96",
+                "--levels",
+                "2",
+                "--input",
+            ])
+            .arg(&list_path)
+            .arg("--output")
+            .arg(&out)
+            .arg("--weights")
+            .arg(&weights)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "{stderr}");
+        let pca = rmac_native::rmac::pca::PcaWeights::load(&out).unwrap();
+        (stderr, pca)
+    };
+    let (stderr, pca) = fit_cmd(&["--shrink", "0"]);
     assert!(
         stderr.contains("skipped") && stderr.contains("broken.jpg"),
         "{stderr}"
     );
     assert!(
         stderr.contains("clamped"),
-        "few vectors: the floor must be reported: {stderr}"
+        "few vectors, plain whitening: the floor must be reported: {stderr}"
     );
     assert!(stderr.contains("of 4 images (1 skipped)"), "{stderr}");
-    let pca = rmac_native::rmac::pca::PcaWeights::load(&out).unwrap();
+    let (stderr, default_pca) = fit_cmd(&[]);
+    assert!(stderr.contains("(--shrink 3)"), "{stderr}");
 
     // The library on the same region vectors gives the same file.
     let config = ExtractConfig {
@@ -389,4 +396,16 @@ fn pca_fit_command() {
     let fit = fit_whitening(&vectors).unwrap();
     assert_eq!(fit.pca.weight, pca.weight);
     assert_eq!(fit.pca.bias, pca.bias);
+    // Without --shrink, the measured default shrinkage.
+    let fit = fit_whitening_with(
+        &vectors,
+        FitOptions {
+            shrink: rmac_native::rmac::whiten::DEFAULT_SHRINK,
+            dim: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(fit.pca.weight, default_pca.weight);
+    assert_eq!(fit.pca.bias, default_pca.bias);
+    assert_ne!(default_pca.weight, pca.weight);
 }

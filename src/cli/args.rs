@@ -496,11 +496,11 @@ pub struct PcaFitArgs {
     /// The PCA file to write (safetensors, docs/contract.md#weights).
     #[arg(long, default_value = "weights/pca.safetensors")]
     pub output: PathBuf,
-    /// Opt-in eigenvalue shrinkage: whiten with λᵢ + A·mean(λ) instead of λᵢ, so the
-    /// noisy smallest eigenvalues of a small training set are not blown up (A ≥ 0; 0 is
-    /// plain whitening, as keras_rmac's; larger A tends to PCA without whitening).
-    /// Default 0: the output of earlier versions, until a benchmark picks a better one.
-    #[arg(long, default_value_t = 0.0, value_name = "A")]
+    /// Eigenvalue shrinkage: whiten with λᵢ + A·mean(λ) instead of λᵢ, so the noisy
+    /// smallest eigenvalues of a small training set are not blown up (A ≥ 0; 0 is plain
+    /// whitening, as keras_rmac's and as earlier versions wrote; larger A tends to PCA
+    /// without whitening). The default was measured (README "Better vectors").
+    #[arg(long, default_value_t = rmac_native::rmac::whiten::DEFAULT_SHRINK, value_name = "A")]
     pub shrink: f64,
     /// Opt-in: keep the top D principal components (1–512): the vectors made with this
     /// PCA file then have D floats instead of 512 [default: 512].
