@@ -215,7 +215,9 @@ class Bench:
             pca, fit_s = self.fit(size, flags, shrink, dim, f"{name}")
         else:
             pca = "none"
-        folder, per_image = self.extract(size, flags, pca, name)
+        # αQE and DBA change nothing at extraction: they reuse the plain vectors.
+        extraction = "plain" if post and not flags and not whitening else name
+        folder, per_image = self.extract(size, flags, pca, extraction)
         # Two protocols. "copies": the queries are in the index too, and each
         # query's positives are its original and the other copies of it (what a
         # dedup or a "find every copy" search asks). "original": the index is
@@ -251,6 +253,8 @@ class Bench:
             folder = self.work / "runs" / str(size) / key.split("/", 1)[1]
             if row["name"] == "whiten-shrunk":
                 continue  # the same run as its whiten-shrink-A row
+            if row["post"] and not row["flags"] and not row["whitening"]:
+                continue  # αQE, DBA: the plain extraction (their own cost is a search)
             pca = "none"
             if row["whitening"]:
                 pca = str(self.work / "runs" / str(size) / "pca" / row["name"] / "pca.safetensors")
@@ -265,32 +269,46 @@ class Bench:
             if key.endswith("/whiten-shrunk"):
                 src = self.results[f"{row['size']}/{row['name']}"]
                 row["quiet_seconds_per_image"] = src.get("quiet_seconds_per_image")
+            if row["post"] and not row["flags"] and not row["whitening"]:
+                row["quiet_seconds_per_image"] = self.results[f"{row['size']}/plain"].get("quiet_seconds_per_image")
         self.results_file.write_text(json.dumps(self.results, indent=1) + "\n")
 
-    def size(self, size, shrink):
+    def size(self, size, first):
+        """Every row at one --max-size. The first size sweeps --shrink and picks
+        the best combination from its rows; a later size (`first` = the first
+        size's (shrink, best row)) reuses both, adding --no-enlarge where it
+        helps at that size, so its expensive rows come in the order of what the
+        README needs most."""
         plain = self.row(size, "plain", [])
         rows = {"plain": plain}
-        for name, flags in EXTRACT_KNOBS.items():
-            rows[name] = self.row(size, name, flags)
-        # Whitening: plain, then the shrinkage sweep (first size only), then reduced.
-        rows["whiten"] = self.row(size, "whiten", [], (0.0, 512))
-        if shrink is None:
-            sweep = {a: self.row(size, f"whiten-shrink-{a}", [], (a, 512)) for a in SHRINKS}
-            shrink = max(sweep, key=lambda a: (sweep[a]["map"], -a))
-        rows["whiten-shrunk"] = self.row(size, f"whiten-shrink-{shrink}", [], (shrink, 512))
-        self.results[f"{size}/whiten-shrunk"] = rows["whiten-shrunk"]
-        rows["whiten-256"] = self.row(size, "whiten-256", [], (shrink, 256))
-        rows["whiten-128"] = self.row(size, "whiten-128", [], (shrink, 128))
+        helped = lambda n: rows[n]["map"] > plain["map"]  # noqa: E731
         rows["aqe"] = self.row(size, "aqe", [], post=["aqe"])
         rows["dba"] = self.row(size, "dba", [], post=["dba"])
-        # The best combination: every knob that helped alone, with the best whitening.
-        helped = lambda n: rows[n]["map"] > plain["map"]  # noqa: E731
-        flags = [f for n, fl in EXTRACT_KNOBS.items() if helped(n) for f in fl]
-        whitenings = [n for n in ("whiten", "whiten-shrunk", "whiten-256", "whiten-128") if helped(n)]
-        best_w = max(whitenings, key=lambda n: rows[n]["map"]) if whitenings else None
-        post = [p for p in ("aqe", "dba") if helped(p)]
-        rows["best"] = self.row(size, "best", flags, rows[best_w]["whitening"] if best_w else None, post)
-        return shrink
+        rows["no-enlarge"] = self.row(size, "no-enlarge", EXTRACT_KNOBS["no-enlarge"])
+        if first is not None:
+            shrink, best = first
+            flags = [f for f in best["flags"] if f != "--no-enlarge"]
+            if helped("no-enlarge"):
+                flags = EXTRACT_KNOBS["no-enlarge"] + flags
+            rows["best"] = self.row(size, "best", flags, best["whitening"], best["post"])
+        for name in ("multi-scale", "gem"):
+            rows[name] = self.row(size, name, EXTRACT_KNOBS[name])
+        if first is None:
+            sweep = {a: self.row(size, f"whiten-shrink-{a}", [], (a, 512)) for a in SHRINKS}
+            shrink = max(sweep, key=lambda a: (sweep[a]["map"], -a))
+        rows["whiten-128"] = self.row(size, "whiten-128", [], (shrink, 128))
+        rows["whiten-256"] = self.row(size, "whiten-256", [], (shrink, 256))
+        rows["whiten-shrunk"] = self.row(size, f"whiten-shrink-{shrink}", [], (shrink, 512))
+        self.results[f"{size}/whiten-shrunk"] = rows["whiten-shrunk"]
+        rows["whiten"] = self.row(size, "whiten", [], (0.0, 512))
+        if first is None:
+            # The best combination: every knob that helped alone, with the best whitening.
+            flags = [f for n, fl in EXTRACT_KNOBS.items() if helped(n) for f in fl]
+            whitenings = [n for n in ("whiten", "whiten-shrunk", "whiten-256", "whiten-128") if helped(n)]
+            best_w = max(whitenings, key=lambda n: rows[n]["map"]) if whitenings else None
+            post = [p for p in ("aqe", "dba") if helped(p)]
+            rows["best"] = self.row(size, "best", flags, rows[best_w]["whitening"] if best_w else None, post)
+        return shrink, rows["best"]
 
 
 def table(results, sizes, queries_meta):
@@ -367,9 +385,9 @@ def main():
     data = make_data(work, packages)
     bench = Bench(args, data)
     sizes = [int(s) for s in args.sizes.split(",")]
-    shrink = None
+    first = None
     for s in sizes:
-        shrink = bench.size(s, shrink)
+        first = bench.size(s, first)
     if args.timing:
         bench.time_rows(sizes, args.timing)
     meta = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
