@@ -238,7 +238,7 @@ class Bench:
               flush=True)
         return row
 
-    def time_rows(self, sizes, n):
+    def time_rows(self, sizes, n, only=None):
         """Seconds per image of every row's extraction on the same n images
         (half database, half queries), one row after the other: the main runs'
         own timings are only as good as the machine was quiet. Run it alone."""
@@ -249,10 +249,10 @@ class Bench:
         for key, row in sorted(self.results.items()):
             size = row["size"]
             if size not in sizes or "/whiten-shrink-" in key:
+                continue  # the sweep: the chosen one is timed as whiten-shrunk
+            if only and row["name"] not in only:
                 continue
-            folder = self.work / "runs" / str(size) / key.split("/", 1)[1]
-            if row["name"] == "whiten-shrunk":
-                continue  # the same run as its whiten-shrink-A row
+            folder = self.work / "runs" / str(size) / row["name"]
             if row["post"] and not row["flags"] and not row["whitening"]:
                 continue  # αQE, DBA: the plain extraction (their own cost is a search)
             pca = "none"
@@ -268,7 +268,7 @@ class Bench:
         for key, row in self.results.items():
             if key.endswith("/whiten-shrunk"):
                 src = self.results[f"{row['size']}/{row['name']}"]
-                row["quiet_seconds_per_image"] = src.get("quiet_seconds_per_image")
+                src["quiet_seconds_per_image"] = row.get("quiet_seconds_per_image")
             if row["post"] and not row["flags"] and not row["whitening"]:
                 row["quiet_seconds_per_image"] = self.results[f"{row['size']}/plain"].get("quiet_seconds_per_image")
         self.results_file.write_text(json.dumps(self.results, indent=1) + "\n")
@@ -377,6 +377,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--timing", type=int, metavar="N",
                     help="after the runs, time every row's extraction alone on N images (e.g. 24)")
+    ap.add_argument("--timing-rows", help="with --timing: only these rows (comma-separated names), e.g. "
+                    "the ones that ran while the machine was busy")
     ap.add_argument("--packages", help="already unpacked packages (one folder each), instead of fetching")
     args = ap.parse_args()
     work = Path(args.work).resolve()
@@ -389,7 +391,7 @@ def main():
     for s in sizes:
         first = bench.size(s, first)
     if args.timing:
-        bench.time_rows(sizes, args.timing)
+        bench.time_rows(sizes, args.timing, args.timing_rows.split(",") if args.timing_rows else None)
     meta = [json.loads(line) for line in (data / "queries.jsonl").read_text().splitlines()]
     print(f"\n{bench.n_db} database images, {bench.n_q} queries; machine: {os.uname().nodename}, "
           f"{os.cpu_count()} CPUs\n")

@@ -15,6 +15,7 @@
 //! Memory beyond the vectors: the graph (`n·k` scores and rows) plus one tile
 //! of scores per thread; [`Tiling::for_budget`] sizes the tiles to a budget.
 
+pub mod amx;
 pub mod checkpoint;
 pub mod dedup;
 #[cfg(feature = "gpu")]

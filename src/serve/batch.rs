@@ -164,10 +164,9 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
                 continue;
             }
         };
-        let dim = source.dim();
         for (mut job, hits) in batch.into_iter().zip(answers) {
             if job.query.qe > 0 && job.expanded.is_none() {
-                let row = |i: usize| source.data()[i * dim..(i + 1) * dim].to_vec();
+                let row = |i: usize| source.row_owned(i);
                 job.expanded = Some(expand_query(
                     &job.query.vector,
                     &hits,

@@ -4,7 +4,8 @@
 //! pages the copy was made from (2 GB at 1M × 512, all touched when the file
 //! was opened and checked) would otherwise stay counted in the server's
 //! memory beside the copy. They stay in the kernel's page cache, shared and
-//! reclaimable; a row read again is mapped again from there.
+//! reclaimable; the rows re-scored after are read from there with `pread`
+//! ([`crate::store::VectorSource::read_row`]), which maps nothing.
 
 /// Unmaps the whole pages inside `data` from this process when — and only
 /// when — they belong to read-only mappings of a file (checked in

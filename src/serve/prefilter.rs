@@ -26,19 +26,36 @@
 //!
 //! Layout: the index rows are packed once, in groups of 64 rows as
 //! `[d/4][64][4]` bytes offset by 128 (VNNI multiplies unsigned by signed
-//! bytes; the offset's `128·Σq_q` is taken off per query), so a group (32 KiB
-//! at d = 512) stays in L1 while up to 6 queries at a time broadcast against it.
+//! bytes; the offset's `128·Σq_q` is taken off per query), the steps padded
+//! to whole chunks of 64 dimensions with zeros (AMX's tiles take 64 at a
+//! time), so a group (32 KiB at d = 512) stays in L1 while the queries meet
+//! it: up to 6 at a time broadcast against it (VNNI), or 16 at a time as one
+//! tile ([`crate::knn::amx`], where the CPU has AMX: a sixteenth of VNNI's
+//! instructions for 16 queries, so a pass for many queries costs what
+//! reading the copy costs). Every kernel makes the same integer sums, and
+//! the bounds from them are the same float operations in the same order.
 
+use crate::knn::amx::{self, Tiles};
 use crate::knn::int8::{Int8Kernel, MAX_DIM, Quantized};
 use crate::search::dot;
+use crate::store::VectorSource;
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as Atomic};
 
 /// Index rows per packed group (four 16-lane vectors of scores).
 const GROUP: usize = 64;
-/// Queries per kernel call (6 × 4 accumulators + 4 loaded vectors: 28 of 32 registers).
+/// Queries per VNNI kernel call (6 × 4 accumulators + 4 loaded vectors: 28 of 32 registers).
 const MR: usize = 6;
+/// Queries per call of any kernel (AMX: one tile of 16 rows).
+const MAX_RUN: usize = amx::ROWS;
+/// Queries from which a pass goes through AMX rather than VNNI (measured
+/// at 1M × 512 on 2 cores, k = 10, VNNI against AMX: 1 query 18.3 and
+/// 19.6 ms, 2 queries 20.5 and 19.8, 8 queries 27.5 and 21.7, 16 queries
+/// 35.4 and 25.2).
+const AMX_FROM: usize = 2;
+/// Dimensions per padded chunk of the layout.
+const CHUNK: usize = amx::CHUNK;
 /// The absolute term of the bound: results in the subnormal range round by an
 /// absolute amount ([`crate::knn::int8`], module docs).
 const TINY: f32 = f32::MIN_POSITIVE * 4.0;
@@ -48,10 +65,78 @@ pub const MAX_NORM: f32 = (1u64 << 40) as f32;
 /// Rows quantised at a time while building (bounds the scratch memory).
 const BUILD_ROWS: usize = GROUP * 256;
 
+/// Which integer kernel makes a pass's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX tiles (`tdpbsud`) for the sums, AVX-512 for the bounds.
+    Amx,
+    /// AVX-512 VNNI (`vpdpbusd`).
+    Avx512Vnni,
+    /// Plain Rust: the reference the others are tested against (slow).
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs; `None` without 8-bit dot-product
+    /// instructions (then the float32 scan is faster than any emulation).
+    pub fn detect() -> Option<Kernel> {
+        match Int8Kernel::detect() {
+            Some(Int8Kernel::Avx512Vnni) if amx::available() => Some(Kernel::Amx),
+            Some(Int8Kernel::Avx512Vnni) => Some(Kernel::Avx512Vnni),
+            _ => None,
+        }
+    }
+
+    /// Every kernel this CPU runs, the reference first.
+    pub fn all_here() -> Vec<Kernel> {
+        [Kernel::Portable, Kernel::Avx512Vnni, Kernel::Amx]
+            .into_iter()
+            .filter(|k| k.runs_here())
+            .collect()
+    }
+
+    pub fn runs_here(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            Kernel::Avx512Vnni => Int8Kernel::detect() == Some(Int8Kernel::Avx512Vnni),
+            Kernel::Amx => amx::available(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "amx-int8",
+            Kernel::Avx512Vnni => "avx512-vnni",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// The kernel for a pass of `queries`: AMX computes a whole tile of 16
+    /// queries whatever their number, so below [`AMX_FROM`] VNNI is faster
+    /// (the same sums, so the same answers).
+    fn for_queries(self, queries: usize) -> Kernel {
+        if self == Kernel::Amx && queries < AMX_FROM {
+            Kernel::Avx512Vnni
+        } else {
+            self
+        }
+    }
+
+    /// Queries per kernel call.
+    fn run(self) -> usize {
+        match self {
+            Kernel::Amx => amx::ROWS,
+            _ => MR,
+        }
+    }
+}
+
 /// The 8-bit copy of an index, packed for the pass.
 pub struct Int8Index {
     dim: usize,
     dim4: usize,
+    /// Dimensions of a packed row: `dim4` padded to whole chunks of 64.
+    padded_dim: usize,
     rows: usize,
     /// `groups × (dim4/4) × 64 × 4` bytes, `q + 128`; padding rows are `q = 0`.
     packed: Vec<u8>,
@@ -61,7 +146,7 @@ pub struct Int8Index {
     err: Vec<f32>,
     /// κ of the bound for this dimension (the same for the queries' copies).
     kappa: f32,
-    kernel: Int8Kernel,
+    kernel: Kernel,
     /// Rows re-scored in float32 so far, all passes together.
     rescored: AtomicU64,
 }
@@ -77,7 +162,7 @@ impl Int8Index {
     pub fn build(
         data: &[f32],
         dim: usize,
-        kernel: Int8Kernel,
+        kernel: Kernel,
         done: &mut dyn FnMut(&[f32]),
     ) -> Result<Int8Index, NotPrefiltered> {
         if dim == 0 || dim > MAX_DIM {
@@ -85,13 +170,18 @@ impl Int8Index {
                 "{dim} dimensions (the 8-bit bound holds for 1 to {MAX_DIM})"
             )));
         }
-        if kernel == Int8Kernel::Avx512Vnni && Int8Kernel::detect() != Some(kernel) {
-            return Err(NotPrefiltered("this CPU lacks AVX-512 VNNI".into()));
+        if !kernel.runs_here() {
+            return Err(NotPrefiltered(format!(
+                "this CPU does not run the {} kernel",
+                kernel.name()
+            )));
         }
         assert!(data.len().is_multiple_of(dim), "not whole rows of {dim}");
         let rows = data.len() / dim;
         let dim4 = dim.div_ceil(4) * 4;
-        let steps = dim4 / 4;
+        let padded_dim = dim.div_ceil(CHUNK) * CHUNK;
+        // Padding steps stay 128: q = 0, nothing added to any sum.
+        let steps = padded_dim / 4;
         let groups = rows.div_ceil(GROUP);
         let padded = groups * GROUP;
         // Reserved, not written: pages are committed as the blocks are packed,
@@ -143,6 +233,7 @@ impl Int8Index {
         Ok(Int8Index {
             dim,
             dim4,
+            padded_dim,
             rows,
             packed,
             scale,
@@ -152,6 +243,23 @@ impl Int8Index {
             kernel,
             rescored: AtomicU64::new(0),
         })
+    }
+
+    /// AMX reads each query's chunk of 64 bytes as a tile row: a copy of
+    /// the queries padded with zeros to the layout's width (empty for the
+    /// other kernels, which read `qz` itself).
+    fn pad_queries(&self, qz: &Quantized, kernel: Kernel) -> Vec<i8> {
+        if kernel != Kernel::Amx {
+            return Vec::new();
+        }
+        let mut p = vec![0i8; qz.q.len() / self.dim4 * self.padded_dim];
+        for (row, q) in p
+            .chunks_exact_mut(self.padded_dim)
+            .zip(qz.q.chunks_exact(self.dim4))
+        {
+            row[..self.dim4].copy_from_slice(q);
+        }
+        p
     }
 
     /// Rows re-scored in float32 so far, all passes together.
@@ -168,7 +276,7 @@ impl Int8Index {
         self.rows
     }
 
-    pub fn kernel(&self) -> Int8Kernel {
+    pub fn kernel(&self) -> Kernel {
         self.kernel
     }
 
@@ -185,19 +293,24 @@ impl Int8Index {
                 <= MAX_NORM as f64 / 2.0
     }
 
-    /// The `ks[i]` best `(row, score)` of each query among the rows of `data`
-    /// (the float32 rows this copy was built from), best first, never
+    /// The `ks[i]` best `(row, score)` of each query among the rows of
+    /// `source` (the float32 rows this copy was built from), best first, never
     /// `exclude[i]`: exactly [`crate::search::search_many`]'s answer. Every
-    /// query must be [`Int8Index::accepts`]'d.
+    /// query must be [`Int8Index::accepts`]'d. The rows re-scored are read
+    /// with [`VectorSource::read_row`] (from a mapped file: without mapping
+    /// their pages).
     pub fn search(
         &self,
-        data: &[f32],
+        source: &dyn VectorSource,
         queries: &[&[f32]],
         ks: &[usize],
         exclude: &[Option<usize>],
     ) -> Vec<Vec<(usize, f32)>> {
         let (dim, n, nq) = (self.dim, self.rows, queries.len());
-        assert_eq!(data.len(), n * dim, "other vectors than the copy's");
+        assert!(
+            source.len() == n && source.dim() == dim,
+            "other vectors than the copy's"
+        );
         assert!(ks.len() == nq && exclude.len() == nq);
         if nq == 0 || n == 0 {
             return vec![Vec::new(); nq];
@@ -213,6 +326,8 @@ impl Int8Index {
         let floors: Vec<AtomicU32> = (0..nq)
             .map(|_| AtomicU32::new(key(f32::NEG_INFINITY)))
             .collect();
+        let kernel = self.kernel.for_queries(nq);
+        let padded = self.pad_queries(&qz, kernel);
         let groups = n.div_ceil(GROUP);
         // More parts than threads, so a core slowed by another process does
         // not hold up the pass; each part keeps its own lists, merged below.
@@ -222,9 +337,11 @@ impl Int8Index {
             .map(|p| {
                 let pass = Pass {
                     index: self,
-                    data,
+                    kernel,
+                    source,
                     queries,
                     qz: &qz,
+                    padded: &padded,
                     exclude,
                     floors: &floors,
                 };
@@ -308,9 +425,13 @@ impl Best {
 /// What one part of a pass reads.
 struct Pass<'a> {
     index: &'a Int8Index,
-    data: &'a [f32],
+    /// The index's kernel, or VNNI for a pass of few queries.
+    kernel: Kernel,
+    source: &'a dyn VectorSource,
     queries: &'a [&'a [f32]],
     qz: &'a Quantized,
+    /// The queries' bytes padded to the layout's width (AMX only).
+    padded: &'a [i8],
     exclude: &'a [Option<usize>],
     /// Per query: the best k-th score any part holds (as [`key`]).
     floors: &'a [AtomicU32],
@@ -320,23 +441,31 @@ impl Pass<'_> {
     fn groups(&self, groups: std::ops::Range<usize>, ks: &[usize]) -> Vec<Best> {
         let ix = self.index;
         let nq = self.queries.len();
-        let group_bytes = ix.dim4 / 4 * GROUP * 4;
+        let group_bytes = ix.padded_dim / 4 * GROUP * 4;
         let mut best: Vec<Best> = ks.iter().map(|&k| Best::new(k)).collect();
         let mut need = vec![f32::NEG_INFINITY; nq];
-        let mut upper = [[0f32; GROUP]; MR];
+        let kernel = self.kernel;
+        let mut scratch = Scratch::new(ix, kernel, self.padded);
         let mut rescored = 0u64;
-        // Queries in near-equal runs of at most MR (8 → 4 + 4, not 6 + 2).
-        let runs = nq.div_ceil(MR);
+        // The row last read for re-scoring (several queries may want it).
+        let (mut row, mut row_read) = (vec![0f32; ix.dim], None);
+        // Queries in near-equal runs of at most the kernel's (8 → 4 + 4, not 6 + 2).
+        let runs = nq.div_ceil(kernel.run());
         for g in groups {
             for (u, need) in need.iter_mut().enumerate() {
                 let floor = unkey(self.floors[u].load(Atomic::Relaxed));
                 *need = best[u].worst().max(floor);
             }
             let group = &ix.packed[g * group_bytes..(g + 1) * group_bytes];
-            // With several queries a group takes long enough to compute that the
-            // next one can be fetched meanwhile: ask for it now (into L2).
+            // With several queries a VNNI group takes long enough to compute
+            // that the next one can be fetched meanwhile: ask for it now (into
+            // L2). Measured: not for one query, and not for AMX, whose loads
+            // the hardware prefetcher keeps up with (the 512 prefetches of a
+            // group cost it more than they save: 8 queries at 1M, 20.8 ms
+            // without, 24.5 ms with; VNNI 29.1 ms without, 24.9 ms with).
             #[cfg(target_arch = "x86_64")]
             if nq > 1
+                && kernel == Kernel::Avx512Vnni
                 && let Some(next) = ix.packed.get((g + 1) * group_bytes..(g + 2) * group_bytes)
             {
                 for line in next.chunks(64) {
@@ -363,7 +492,8 @@ impl Pass<'_> {
             };
             for r in 0..runs {
                 let (u0, u1) = (r * nq / runs, (r + 1) * nq / runs);
-                let masks = bounds(ix.kernel, self.qz, u0..u1, group, &side, &need, &mut upper);
+                let masks = bounds(kernel, self.qz, u0..u1, group, &side, &need, &mut scratch);
+                let upper = &scratch.upper;
                 for u in u0..u1 {
                     let mut m = masks[u - u0];
                     while m != 0 {
@@ -374,7 +504,11 @@ impl Pass<'_> {
                         if upper[u - u0][col] < need[u] || self.exclude[u] == Some(j) {
                             continue;
                         }
-                        let s = dot(&self.data[j * ix.dim..(j + 1) * ix.dim], self.queries[u]);
+                        if row_read != Some(j) {
+                            self.source.read_row(j, &mut row);
+                            row_read = Some(j);
+                        }
+                        let s = dot(&row, self.queries[u]);
                         rescored += 1;
                         best[u].offer(s, j);
                         let w = best[u].worst();
@@ -400,39 +534,90 @@ struct Side<'a> {
     valid: u64,
 }
 
-/// For queries `us` (at most [`MR`]) against one packed group: each pair's
-/// upper bound into `upper[u][c]`, and per query a mask of the rows whose
-/// bound is not below `need[u]`. Both kernels do the same float operations in
-/// the same order: the bounds are bit-identical.
+/// What a part of a pass reuses from group to group.
+struct Scratch<'a> {
+    /// This thread's tiles (AMX only).
+    tiles: Option<Tiles>,
+    padded: &'a [i8],
+    padded_dim: usize,
+    /// Per query of a run, per row of the group: the integer sum.
+    sums: [[i32; GROUP]; MAX_RUN],
+    /// Per query of a run, per row of the group: the bound.
+    upper: [[f32; GROUP]; MAX_RUN],
+}
+
+impl<'a> Scratch<'a> {
+    fn new(index: &Int8Index, kernel: Kernel, padded: &'a [i8]) -> Scratch<'a> {
+        Scratch {
+            tiles: match kernel {
+                Kernel::Amx => Some(Tiles::new().expect("Int8Index::build checked AMX")),
+                _ => None,
+            },
+            padded,
+            padded_dim: index.padded_dim,
+            sums: [[0; GROUP]; MAX_RUN],
+            upper: [[0f32; GROUP]; MAX_RUN],
+        }
+    }
+}
+
+/// For queries `us` (at most the kernel's run) against one packed group:
+/// each pair's upper bound into `scratch.upper[u][c]`, and per query a mask
+/// of the rows whose bound is not below `need[u]`. Every kernel makes the
+/// same integer sums and the same float operations in the same order from
+/// them: the bounds are bit-identical.
 fn bounds(
-    kernel: Int8Kernel,
+    kernel: Kernel,
     qz: &Quantized,
     us: std::ops::Range<usize>,
     group: &[u8],
     side: &Side<'_>,
     need: &[f32],
-    upper: &mut [[f32; GROUP]; MR],
-) -> [u64; MR] {
+    scratch: &mut Scratch<'_>,
+) -> [u64; MAX_RUN] {
+    assert!(us.len() <= kernel.run());
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx512Vnni => {
-            let f = us.start;
+        Kernel::Avx512Vnni => {
+            let (f, sums) = (us.start, &mut scratch.sums);
             // SAFETY: Int8Index::build refuses the VNNI kernel on a CPU without
             // AVX-512F/BW/VNNI.
             unsafe {
                 match us.len() {
-                    6 => bounds_vnni::<6>(qz, f, group, side, need, upper),
-                    5 => bounds_vnni::<5>(qz, f, group, side, need, upper),
-                    4 => bounds_vnni::<4>(qz, f, group, side, need, upper),
-                    3 => bounds_vnni::<3>(qz, f, group, side, need, upper),
-                    2 => bounds_vnni::<2>(qz, f, group, side, need, upper),
-                    1 => bounds_vnni::<1>(qz, f, group, side, need, upper),
+                    6 => sums_vnni::<6>(qz, f, group, sums),
+                    5 => sums_vnni::<5>(qz, f, group, sums),
+                    4 => sums_vnni::<4>(qz, f, group, sums),
+                    3 => sums_vnni::<3>(qz, f, group, sums),
+                    2 => sums_vnni::<2>(qz, f, group, sums),
+                    1 => sums_vnni::<1>(qz, f, group, sums),
                     _ => unreachable!("runs of 1 to {MR} queries"),
                 }
             }
         }
-        _ => bounds_portable(qz, us, group, side, need, upper),
+        Kernel::Amx => {
+            let w = scratch.padded_dim;
+            scratch
+                .tiles
+                .as_mut()
+                .expect("tiles for the AMX kernel")
+                .group_sums(
+                    &scratch.padded[us.start * w..us.end * w],
+                    us.len(),
+                    w,
+                    w / CHUNK,
+                    group,
+                    &mut scratch.sums,
+                );
+        }
+        _ => return bounds_portable(qz, us, group, side, need, &mut scratch.upper),
     }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: both kernels above run only where AVX-512F is (Int8Index::build).
+    unsafe {
+        bounds_avx512(qz, us, &scratch.sums, side, need, &mut scratch.upper)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("only the portable kernel off x86-64")
 }
 
 /// The bound of one pair from its integer dot product (offset included).
@@ -451,10 +636,10 @@ fn bounds_portable(
     group: &[u8],
     side: &Side<'_>,
     need: &[f32],
-    upper: &mut [[f32; GROUP]; MR],
-) -> [u64; MR] {
+    upper: &mut [[f32; GROUP]; MAX_RUN],
+) -> [u64; MAX_RUN] {
     let steps = qz.dim4 / 4;
-    let mut masks = [0u64; MR];
+    let mut masks = [0u64; MAX_RUN];
     for (r, u) in us.enumerate() {
         let q = &qz.q[u * qz.dim4..(u + 1) * qz.dim4];
         for col in 0..GROUP {
@@ -476,21 +661,19 @@ fn bounds_portable(
     masks
 }
 
+/// The integer sums of queries `first..first + R` against one group.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn bounds_vnni<const R: usize>(
+fn sums_vnni<const R: usize>(
     qz: &Quantized,
     first: usize,
     group: &[u8],
-    side: &Side<'_>,
-    need: &[f32],
-    upper: &mut [[f32; GROUP]; MR],
-) -> [u64; MR] {
+    sums: &mut [[i32; GROUP]; MAX_RUN],
+) {
     use std::arch::x86_64::*;
     let steps = qz.dim4 / 4;
     assert!(group.len() >= steps * GROUP * 4 && (first + R) * qz.dim4 <= qz.q.len());
-    assert!(side.scale.len() >= GROUP && side.norm.len() >= GROUP && side.err.len() >= GROUP);
-    assert!(need.len() >= first + R && R <= MR);
+    assert!(R <= MR);
     let a = qz.q[first * qz.dim4..].as_ptr();
     let b = group.as_ptr();
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
@@ -513,7 +696,30 @@ fn bounds_vnni<const R: usize>(
             }
         }
     }
-    let mut masks = [0u64; MR];
+    for (u, acc) in acc.iter().enumerate() {
+        for (v, &acc) in acc.iter().enumerate() {
+            // SAFETY: 16 values at v·16 < GROUP of a row of GROUP values.
+            unsafe { _mm512_storeu_si512(sums[u][v * 16..].as_mut_ptr() as *mut _, acc) };
+        }
+    }
+}
+
+/// [`upper_bound`] on 16 rows at a time from the integer sums of queries
+/// `us` (in `sums[0..]`), and the masks of the rows not below `need`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn bounds_avx512(
+    qz: &Quantized,
+    us: std::ops::Range<usize>,
+    sums: &[[i32; GROUP]; MAX_RUN],
+    side: &Side<'_>,
+    need: &[f32],
+    upper: &mut [[f32; GROUP]; MAX_RUN],
+) -> [u64; MAX_RUN] {
+    use std::arch::x86_64::*;
+    assert!(side.scale.len() >= GROUP && side.norm.len() >= GROUP && side.err.len() >= GROUP);
+    assert!(need.len() >= us.end && us.len() <= MAX_RUN);
+    let mut masks = [0u64; MAX_RUN];
     // SAFETY: every load and store touches 16 values at v·16 < GROUP of slices
     // of at least GROUP values (asserted above).
     unsafe {
@@ -523,8 +729,7 @@ fn bounds_vnni<const R: usize>(
             };
         }
         let tiny = _mm512_set1_ps(TINY);
-        for u in 0..R {
-            let i = first + u;
+        for (r, i) in us.enumerate() {
             let off = _mm512_set1_epi32(qz.offset[i]);
             let si = _mm512_set1_ps(qz.scale[i]);
             let kn = _mm512_set1_ps(qz.kappa * qz.norm[i]);
@@ -532,17 +737,18 @@ fn bounds_vnni<const R: usize>(
             let ei = _mm512_set1_ps(qz.err[i]);
             let thr = _mm512_set1_ps(need[i]);
             for v in 0..4 {
-                let x = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[u][v], off));
+                let acc = _mm512_loadu_si512(sums[r][v * 16..].as_ptr() as *const _);
+                let x = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, off));
                 let up = _mm512_mul_ps(_mm512_mul_ps(si, ld!(side.scale, v)), x);
                 let up = _mm512_fmadd_ps(kn, ld!(side.norm, v), up);
                 let up = _mm512_fmadd_ps(ni, ld!(side.err, v), up);
                 let up = _mm512_add_ps(_mm512_fmadd_ps(ei, ld!(side.norm, v), up), tiny);
-                _mm512_storeu_ps(upper[u][v * 16..].as_mut_ptr(), up);
+                _mm512_storeu_ps(upper[r][v * 16..].as_mut_ptr(), up);
                 // Not less than (unordered true): a NaN bound is re-scored.
                 let m = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(up, thr);
-                masks[u] |= (m as u64) << (v * 16);
+                masks[r] |= (m as u64) << (v * 16);
             }
-            masks[u] &= side.valid;
+            masks[r] &= side.valid;
         }
     }
     masks
@@ -552,6 +758,7 @@ fn bounds_vnni<const R: usize>(
 mod tests {
     use super::*;
     use crate::search::{search_many, top_k_naive};
+    use crate::store::VectorSet;
 
     /// xorshift64* in −1..1.
     struct Rng(u64);
@@ -569,22 +776,25 @@ mod tests {
         }
     }
 
-    fn kernels() -> Vec<Int8Kernel> {
-        let mut k = vec![Int8Kernel::Portable];
-        k.extend(Int8Kernel::detect());
-        k
+    fn kernels() -> Vec<Kernel> {
+        Kernel::all_here()
     }
 
-    fn index(data: &[f32], dim: usize, kernel: Int8Kernel) -> Int8Index {
+    fn index(data: &[f32], dim: usize, kernel: Kernel) -> Int8Index {
         Int8Index::build(data, dim, kernel, &mut |_| {}).unwrap()
     }
 
     /// Every query's answer equals search_many's and top_k_naive's, bit for bit.
     fn check(data: &[f32], dim: usize, queries: &[Vec<f32>], ks: &[usize], ex: &[Option<usize>]) {
+        let set = VectorSet {
+            paths: vec![String::new(); data.len() / dim],
+            data: data.to_vec(),
+            dim,
+        };
         let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
         for kernel in kernels() {
             let ix = index(data, dim, kernel);
-            let got = ix.search(data, &refs, ks, ex);
+            let got = ix.search(&set, &refs, ks, ex);
             for (u, q) in refs.iter().enumerate() {
                 let many = search_many(data, dim, &[q], ks[u], &[ex[u]]).pop().unwrap();
                 let naive = top_k_naive(data, dim, q, ks[u], ex[u]);
@@ -702,13 +912,16 @@ mod tests {
         let mut rng = Rng(13);
         let dim = 512;
         let data: Vec<f32> = (0..GROUP * 2).flat_map(|_| rng.unit(dim)).collect();
-        let queries: Vec<Vec<f32>> = (0..MR).map(|_| rng.unit(dim)).collect();
+        // A full AMX tile of queries: VNNI and the reference take them in runs.
+        let queries: Vec<Vec<f32>> = (0..MAX_RUN).map(|_| rng.unit(dim)).collect();
         let flat: Vec<f32> = queries.concat();
         let qz = Quantized::of(&flat, dim);
         let mut per_kernel = Vec::new();
         for kernel in kernels() {
             let ix = index(&data, dim, kernel);
-            let group_bytes = ix.dim4 / 4 * GROUP * 4;
+            let padded = ix.pad_queries(&qz, kernel);
+            let mut scratch = Scratch::new(&ix, kernel, &padded);
+            let group_bytes = ix.padded_dim / 4 * GROUP * 4;
             let mut all = Vec::new();
             for g in 0..2 {
                 let side = Side {
@@ -717,17 +930,21 @@ mod tests {
                     err: &ix.err[g * GROUP..(g + 1) * GROUP],
                     valid: u64::MAX,
                 };
-                let mut upper = [[0f32; GROUP]; MR];
-                let masks = bounds(
-                    kernel,
-                    &qz,
-                    0..MR,
-                    &ix.packed[g * group_bytes..(g + 1) * group_bytes],
-                    &side,
-                    &[f32::NEG_INFINITY; MR],
-                    &mut upper,
-                );
-                assert_eq!(masks, [u64::MAX; MR]);
+                let mut upper = Vec::new();
+                for run in (0..MAX_RUN).collect::<Vec<_>>().chunks(kernel.run()) {
+                    let us = run[0]..run[run.len() - 1] + 1;
+                    let masks = bounds(
+                        kernel,
+                        &qz,
+                        us.clone(),
+                        &ix.packed[g * group_bytes..(g + 1) * group_bytes],
+                        &side,
+                        &[f32::NEG_INFINITY; MAX_RUN],
+                        &mut scratch,
+                    );
+                    assert!(masks[..us.len()].iter().all(|&m| m == u64::MAX));
+                    upper.extend_from_slice(&scratch.upper[..us.len()]);
+                }
                 for (u, q) in queries.iter().enumerate() {
                     for (c, &up) in upper[u].iter().enumerate() {
                         let j = g * GROUP + c;
@@ -771,11 +988,11 @@ mod tests {
     fn rows_that_break_the_bound_are_refused() {
         let mut data = vec![0.5f32; 8 * 4];
         data[9] = f32::NAN;
-        let e = Int8Index::build(&data, 4, Int8Kernel::Portable, &mut |_| {});
+        let e = Int8Index::build(&data, 4, Kernel::Portable, &mut |_| {});
         assert!(e.err().unwrap().0.contains("row 2"));
         let big = vec![1e30f32; 4];
-        assert!(Int8Index::build(&big, 4, Int8Kernel::Portable, &mut |_| {}).is_err());
-        let ix = index(&[0.5f32; 8], 4, Int8Kernel::Portable);
+        assert!(Int8Index::build(&big, 4, Kernel::Portable, &mut |_| {}).is_err());
+        let ix = index(&[0.5f32; 8], 4, Kernel::Portable);
         assert!(ix.accepts(&[1.0, 2.0, 3.0, 4.0]));
         assert!(!ix.accepts(&[1e30, 0.0, 0.0, 0.0]));
         assert!(!ix.accepts(&[1.0, 2.0, 3.0]));

@@ -440,7 +440,7 @@ fn json_question(s: &AppState, body: &[u8]) -> Result<Question, ApiError> {
             Ok(Question {
                 kind: "path",
                 label: p.to_owned(),
-                vector: s.source.row(row).to_vec(),
+                vector: s.source.row_owned(row),
                 own_row: Some(row),
             })
         }
@@ -626,7 +626,7 @@ async fn neighbours(
             let hits = s
                 .searcher
                 .search(Search {
-                    vector: s.source.row(row).to_vec(),
+                    vector: s.source.row_owned(row),
                     k,
                     exclude: Some(row),
                     qe: 0,

@@ -2,23 +2,15 @@
 //! left-out row, answered as [`crate::search::search_many`] answers them (the
 //! same rows, scores and order), in one pass over the index.
 //!
-//! Where the CPU has AVX-512 VNNI the pass reads the 8-bit copy
+//! Where the CPU has AVX-512 VNNI (and AMX, used when present) the pass reads the 8-bit copy
 //! ([`super::prefilter`]) and re-scores in float32 only what its bound cannot
 //! rule out; elsewhere (or for vectors the bound does not cover) it is
 //! `search_many` itself, which reads each float32 row once for all the queries.
 
 use super::pages::release_file_pages;
-use super::prefilter::Int8Index;
-use crate::knn::int8::Int8Kernel;
+use super::prefilter::{Int8Index, Kernel};
 use crate::search::search_many;
 use crate::store::VectorSource;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Re-scored rows after which the mapped float32 pages are given back again:
-/// each re-scored row maps its page and the kernel maps neighbouring ones with
-/// it (fault-around, 64 KiB), so this bounds what re-scoring adds to the
-/// server's memory (2048 × 64 KiB = 128 MiB) between releases.
-const RELEASE_EVERY: u64 = 2048;
 
 /// How the index is scanned.
 pub struct Scanner {
@@ -26,17 +18,17 @@ pub struct Scanner {
     /// Why there is no 8-bit copy, when there is none.
     why_not: Option<String>,
     /// Bytes of mapped float32 pages given back after the copy was made
-    /// (0: the vectors are not a file mapping, nothing to give back).
+    /// (0: the vectors are not a file mapping, nothing to give back). The
+    /// rows re-scored after are read from the file, not through the
+    /// mapping ([`VectorSource::read_row`]), so they stay given back.
     pub released: usize,
-    /// The re-scored row count at the last release.
-    released_at: AtomicU64,
 }
 
 impl Scanner {
     /// The scan for `source`: with the 8-bit copy where this CPU runs it
     /// (`prefilter`), float32 alone otherwise.
     pub fn new(source: &dyn VectorSource, prefilter: bool) -> Scanner {
-        let kernel = Int8Kernel::detect();
+        let kernel = Kernel::detect();
         let (int8, why_not, released) = match kernel.filter(|_| prefilter) {
             None if !prefilter => (None, Some("turned off".to_owned()), 0),
             None => (None, Some("this CPU lacks AVX-512 VNNI".to_owned()), 0),
@@ -58,7 +50,6 @@ impl Scanner {
             int8,
             why_not,
             released,
-            released_at: AtomicU64::new(0),
         }
     }
 
@@ -109,13 +100,8 @@ impl Scanner {
                 )
             };
             let (q, k, e) = pick(&fast);
-            for (i, hits) in fast.iter().zip(ix.search(data, &q, &k, &e)) {
+            for (i, hits) in fast.iter().zip(ix.search(source, &q, &k, &e)) {
                 out[*i] = hits;
-            }
-            let (now, then) = (ix.rescored(), self.released_at.load(Ordering::Relaxed));
-            if self.released > 0 && now - then >= RELEASE_EVERY {
-                release_file_pages(data);
-                self.released_at.store(now, Ordering::Relaxed);
             }
         }
         if !slow.is_empty() {
@@ -163,10 +149,17 @@ mod tests {
             let scanner = Scanner::new(&set, prefilter);
             assert_eq!(
                 scanner.int8.is_some(),
-                prefilter && Int8Kernel::detect().is_some(),
+                prefilter && Kernel::detect().is_some(),
                 "{}",
                 scanner.describe()
             );
+            if prefilter && let Some(k) = Kernel::detect() {
+                assert!(
+                    scanner.describe().contains(k.name()),
+                    "{}",
+                    scanner.describe()
+                );
+            }
             let got = scanner.search(&set, &refs, &ks, &ex);
             for (u, q) in refs.iter().enumerate() {
                 let want = search_many(&set.data, dim, &[q], ks[u], &[ex[u]])

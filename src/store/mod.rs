@@ -196,6 +196,17 @@ pub trait VectorSource: Send + Sync {
         let d = self.dim();
         &self.data()[i * d..(i + 1) * d]
     }
+    /// Row `i` copied into `out` (`dim` floats): for a memory-mapped file, a
+    /// read that does not map its pages (see [`npy::MappedNpy::read_row`]).
+    fn read_row(&self, i: usize, out: &mut [f32]) {
+        out.copy_from_slice(self.row(i));
+    }
+    /// Row `i`, copied as [`VectorSource::read_row`] copies it.
+    fn row_owned(&self, i: usize) -> Vec<f32> {
+        let mut v = vec![0.0; self.dim()];
+        self.read_row(i, &mut v);
+        v
+    }
     /// Row of `path` (first occurrence).
     fn find(&self, path: &str) -> Option<usize> {
         self.paths().iter().position(|p| p == path)
