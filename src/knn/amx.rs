@@ -109,90 +109,77 @@ impl Tiles {
         assert!((1..=ROWS).contains(&m) && stride >= CHUNK * chunks);
         assert!(a.len() >= (m - 1) * stride + CHUNK * chunks);
         assert!(group.len() >= chunks * 16 * GROUP * 4);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Tiles` exists only where `available()` said yes; the
-        // asserts above keep every tile load inside `a` and `group`, and the
-        // stores write `m ≤ 16` rows of 256 bytes into `sums`.
-        unsafe {
-            self.sums_amx(a, m, stride, chunks, group, sums)
-        }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
             "no AMX off x86-64 ({m} {stride} {chunks} {} {})",
             a.len(),
             group.len() + sums.len()
-        )
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn sums_amx(
-        &mut self,
-        a: &[i8],
-        m: usize,
-        stride: usize,
-        chunks: usize,
-        group: &[u8],
-        sums: &mut [[i32; GROUP]; ROWS],
-    ) {
-        use std::arch::asm;
-        if self.rows != m {
-            // tmm0: the queries' chunk (m × 64 bytes); tmm1, tmm2: a column
-            // block's chunk (16 × 64 bytes), alternating so a load overlaps
-            // the product before it; tmm4..tmm7: the sums of the four
-            // column blocks (m × 16 i32).
-            let mut cfg = Config {
-                palette: 1,
-                start_row: 0,
-                reserved: [0; 14],
-                colsb: [0; 16],
-                rows: [0; 16],
-            };
-            for (t, rows) in [(0, m), (1, 16), (2, 16), (4, m), (5, m), (6, m), (7, m)] {
-                cfg.colsb[t] = 64;
-                cfg.rows[t] = rows as u8;
+        );
+        // `Tiles` exists only where `available()` said yes; the asserts above
+        // keep every tile load inside `a` and `group`, and the stores write
+        // `m ≤ 16` rows of 256 bytes into `sums`.
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::asm;
+            if self.rows != m {
+                // tmm0: the queries' chunk (m × 64 bytes); tmm1, tmm2: a column
+                // block's chunk (16 × 64 bytes), alternating so a load overlaps
+                // the product before it; tmm4..tmm7: the sums of the four
+                // column blocks (m × 16 i32).
+                let mut cfg = Config {
+                    palette: 1,
+                    start_row: 0,
+                    reserved: [0; 14],
+                    colsb: [0; 16],
+                    rows: [0; 16],
+                };
+                for (t, rows) in [(0, m), (1, 16), (2, 16), (4, m), (5, m), (6, m), (7, m)] {
+                    cfg.colsb[t] = 64;
+                    cfg.rows[t] = rows as u8;
+                }
+                // SAFETY: a valid palette-1 configuration (rows ≤ 16, 64 bytes per row).
+                unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly)) };
+                self.rows = m;
             }
-            // SAFETY: a valid palette-1 configuration (rows ≤ 16, 64 bytes per row).
-            unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly)) };
-            self.rows = m;
-        }
-        let (a, b) = (a.as_ptr(), group.as_ptr());
-        // SAFETY: see group_sums; the tiles are configured above.
-        unsafe {
-            asm!(
-                "tilezero tmm4",
-                "tilezero tmm5",
-                "tilezero tmm6",
-                "tilezero tmm7",
-                options(nostack, nomem)
-            );
-            for c in 0..chunks {
+            let (a, b) = (a.as_ptr(), group.as_ptr());
+            // SAFETY: see group_sums; the tiles are configured above.
+            unsafe {
                 asm!(
-                    "tileloadd tmm0, [{a} + {sa}*1]",
-                    "tileloadd tmm1, [{b} + {sb}*1]",
-                    "tdpbsud tmm4, tmm0, tmm1",
-                    "tileloadd tmm2, [{b} + {sb}*1 + 64]",
-                    "tdpbsud tmm5, tmm0, tmm2",
-                    "tileloadd tmm1, [{b} + {sb}*1 + 128]",
-                    "tdpbsud tmm6, tmm0, tmm1",
-                    "tileloadd tmm2, [{b} + {sb}*1 + 192]",
-                    "tdpbsud tmm7, tmm0, tmm2",
-                    a = in(reg) a.add(c * CHUNK),
-                    sa = in(reg) stride,
-                    b = in(reg) b.add(c * 16 * GROUP * 4),
-                    sb = in(reg) GROUP * 4,
-                    options(nostack, readonly)
+                    "tilezero tmm4",
+                    "tilezero tmm5",
+                    "tilezero tmm6",
+                    "tilezero tmm7",
+                    options(nostack, nomem)
+                );
+                for c in 0..chunks {
+                    asm!(
+                        "tileloadd tmm0, [{a} + {sa}*1]",
+                        "tileloadd tmm1, [{b} + {sb}*1]",
+                        "tdpbsud tmm4, tmm0, tmm1",
+                        "tileloadd tmm2, [{b} + {sb}*1 + 64]",
+                        "tdpbsud tmm5, tmm0, tmm2",
+                        "tileloadd tmm1, [{b} + {sb}*1 + 128]",
+                        "tdpbsud tmm6, tmm0, tmm1",
+                        "tileloadd tmm2, [{b} + {sb}*1 + 192]",
+                        "tdpbsud tmm7, tmm0, tmm2",
+                        a = in(reg) a.add(c * CHUNK),
+                        sa = in(reg) stride,
+                        b = in(reg) b.add(c * 16 * GROUP * 4),
+                        sb = in(reg) GROUP * 4,
+                        options(nostack, readonly)
+                    );
+                }
+                let s = sums.as_mut_ptr() as *mut u8;
+                asm!(
+                    "tilestored [{s} + {ss}*1], tmm4",
+                    "tilestored [{s} + {ss}*1 + 64], tmm5",
+                    "tilestored [{s} + {ss}*1 + 128], tmm6",
+                    "tilestored [{s} + {ss}*1 + 192], tmm7",
+                    s = in(reg) s,
+                    ss = in(reg) GROUP * 4,
+                    options(nostack)
                 );
             }
-            let s = sums.as_mut_ptr() as *mut u8;
-            asm!(
-                "tilestored [{s} + {ss}*1], tmm4",
-                "tilestored [{s} + {ss}*1 + 64], tmm5",
-                "tilestored [{s} + {ss}*1 + 128], tmm6",
-                "tilestored [{s} + {ss}*1 + 192], tmm7",
-                s = in(reg) s,
-                ss = in(reg) GROUP * 4,
-                options(nostack)
-            );
         }
     }
 }
