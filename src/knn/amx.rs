@@ -97,6 +97,13 @@ impl Tiles {
     /// queries `u` and the 64 columns `c`, over `chunks` chunks of 64
     /// dimensions; `group` is `chunks · 16` steps of `[64][4]` bytes and each
     /// query row `stride ≥ 64·chunks` bytes (both zero-padded by the caller).
+    ///
+    /// `ahead` (empty, or as long as `group`) is a later group of the scan:
+    /// while each chunk is summed, that chunk of `ahead` is asked into L2
+    /// (`prefetcht1`, one per cache line), so its loads find it there. A
+    /// tile load stalls until its 16 lines arrive and the tiles are not
+    /// renamed, so without this the loads and the products take turns.
+    #[allow(clippy::too_many_arguments)] // the tile product's operands, each a plain value
     pub fn group_sums(
         &mut self,
         a: &[i8],
@@ -104,11 +111,13 @@ impl Tiles {
         stride: usize,
         chunks: usize,
         group: &[u8],
+        ahead: &[u8],
         sums: &mut [[i32; GROUP]; ROWS],
     ) {
         assert!((1..=ROWS).contains(&m) && stride >= CHUNK * chunks);
         assert!(a.len() >= (m - 1) * stride + CHUNK * chunks);
         assert!(group.len() >= chunks * 16 * GROUP * 4);
+        assert!(ahead.is_empty() || ahead.len() >= chunks * 16 * GROUP * 4);
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
             "no AMX off x86-64 ({m} {stride} {chunks} {} {})",
@@ -116,7 +125,8 @@ impl Tiles {
             group.len() + sums.len()
         );
         // `Tiles` exists only where `available()` said yes; the asserts above
-        // keep every tile load inside `a` and `group`, and the stores write
+        // keep every tile load inside `a` and `group` and every prefetched
+        // address inside `ahead` (a prefetch reads nothing), and the stores write
         // `m ≤ 16` rows of 256 bytes into `sums`.
         #[cfg(target_arch = "x86_64")]
         {
@@ -141,7 +151,8 @@ impl Tiles {
                 unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly)) };
                 self.rows = m;
             }
-            let (a, b) = (a.as_ptr(), group.as_ptr());
+            let prefetch = !ahead.is_empty();
+            let (a, b, ahead) = (a.as_ptr(), group.as_ptr(), ahead.as_ptr());
             // SAFETY: see group_sums; the tiles are configured above.
             unsafe {
                 asm!(
@@ -152,6 +163,15 @@ impl Tiles {
                     options(nostack, nomem)
                 );
                 for c in 0..chunks {
+                    if prefetch {
+                        // The chunk's 4 KiB of the later group, a line at a time.
+                        let p = ahead.add(c * 16 * GROUP * 4);
+                        for line in 0..16 * GROUP * 4 / 64 {
+                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                                p.add(line * 64) as *const i8,
+                            );
+                        }
+                    }
                     asm!(
                         "tileloadd tmm0, [{a} + {sa}*1]",
                         "tileloadd tmm1, [{b} + {sb}*1]",
@@ -222,9 +242,12 @@ mod tests {
             let a: Vec<i8> = (0..ROWS * stride)
                 .map(|i| if i % 89 == 0 { -128 } else { next() as i8 })
                 .collect();
+            // The prefetched group changes nothing in the sums.
+            let later = group.iter().rev().copied().collect::<Vec<u8>>();
             for m in 1..=ROWS {
+                let ahead: &[u8] = if m % 2 == 0 { &later } else { &[] };
                 let mut sums = [[i32::MIN; GROUP]; ROWS];
-                tiles.group_sums(&a, m, stride, chunks, &group, &mut sums);
+                tiles.group_sums(&a, m, stride, chunks, &group, ahead, &mut sums);
                 for (u, row) in sums.iter().enumerate().take(m) {
                     for (c, &got) in row.iter().enumerate() {
                         let mut want = 0i32;

@@ -109,34 +109,43 @@ impl Batcher {
 /// trip, well under a millisecond): waiting for them a little (a tenth of the
 /// last pass, at most [`GATHER`]) lets them share this pass instead of
 /// forming a second group that alternates with the first, each paying for
-/// two passes per answer.
+/// two passes per answer. The wait ends as soon as as many queries are in as
+/// could be expected (those that were already waiting, plus one from each
+/// client the last pass answered), so a steady group of clients pays for
+/// their round trip, not for the whole allowance.
 fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, counts: &Counts) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut carried: Vec<Job> = Vec::new();
-    let (mut last_batch, mut last_pass) = (0usize, Duration::ZERO);
+    // Queries the last pass answered (not those it carried to a second
+    // search), and how long it took.
+    let (mut answered, mut last_pass) = (0usize, Duration::ZERO);
     loop {
         let mut batch = std::mem::take(&mut carried);
+        // What arrived during the last pass.
+        take_waiting(&rx, &mut batch);
+        let waiting = batch.len();
         if batch.is_empty() {
             match rx.recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => return,
             }
         }
-        let until = Instant::now()
-            + if last_batch > 1 {
-                (last_pass / 10).min(GATHER)
-            } else {
-                Duration::ZERO
-            };
-        while batch.len() < MAX_BATCH {
+        let (until, expected) = if answered > 1 {
+            let expected = (waiting + answered).min(MAX_BATCH);
+            (Instant::now() + (last_pass / 10).min(GATHER), expected)
+        } else {
+            (Instant::now(), 0)
+        };
+        while batch.len() < expected {
             let wait = until.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) if batch.is_empty() => return,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // The allowance is spent (or the server is stopping: this
+                // batch is still answered).
+                Err(_) => break,
             }
         }
+        take_waiting(&rx, &mut batch);
         // A client that gave up (its deadline passed) has dropped its receiver.
         batch.retain(|j| !j.reply.is_closed());
         if batch.is_empty() {
@@ -149,7 +158,7 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
         let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             scanner.search(source, &queries, &ks, &exclude)
         }));
-        (last_batch, last_pass) = (batch.len(), started.elapsed());
+        last_pass = started.elapsed();
         counts.passes.fetch_add(1, Relaxed);
         counts.searches.fetch_add(batch.len() as u64, Relaxed);
         counts.rescored.store(scanner.rescored(), Relaxed);
@@ -164,6 +173,7 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
                 continue;
             }
         };
+        answered = 0;
         for (mut job, hits) in batch.into_iter().zip(answers) {
             if job.query.qe > 0 && job.expanded.is_none() {
                 let row = |i: usize| source.row_owned(i);
@@ -177,7 +187,18 @@ fn work(rx: mpsc::Receiver<Job>, source: &dyn VectorSource, scanner: &Scanner, c
                 carried.push(job);
             } else {
                 let _ = job.reply.send(Ok(hits));
+                answered += 1;
             }
+        }
+    }
+}
+
+/// Adds the jobs already in the channel to `batch`, up to [`MAX_BATCH`].
+fn take_waiting(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }

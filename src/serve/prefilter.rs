@@ -50,10 +50,17 @@ const MR: usize = 6;
 /// Queries per call of any kernel (AMX: one tile of 16 rows).
 const MAX_RUN: usize = amx::ROWS;
 /// Queries from which a pass goes through AMX rather than VNNI (measured
-/// at 1M × 512 on 2 cores, k = 10, VNNI against AMX: 1 query 18.3 and
-/// 19.6 ms, 2 queries 20.5 and 19.8, 8 queries 27.5 and 21.7, 16 queries
-/// 35.4 and 25.2).
-const AMX_FROM: usize = 2;
+/// at 1M × 512 on 2 cores, k = 10, both prefetching, VNNI against AMX:
+/// 2 queries 16.0 and 16.8 ms, 4 queries 17.0 and 17.3, 6 queries 17.7 and
+/// 18.1, 8 queries 18.7 and 18.4, 16 queries 24.6 and 20.5).
+const AMX_FROM: usize = 8;
+/// How many groups ahead of the one being summed the kernels prefetch
+/// (into L2, a line at a time, spread over the group's loads). Measured at
+/// 1M × 512, 8 queries by AMX: none 19.8 ms, 1 to 8 groups ahead 17.6 to
+/// 18.2, 16 ahead 20.3; one query by VNNI: none 16.7, 2 ahead 15.5. Asking
+/// for a whole group at once instead (512 prefetches before its loads)
+/// costs AMX more than it saves (8 queries: 20.8 ms without, 24.5 with).
+const PREFETCH_AHEAD: usize = 2;
 /// Dimensions per padded chunk of the layout.
 const CHUNK: usize = amx::CHUNK;
 /// The absolute term of the bound: results in the subnormal range round by an
@@ -451,32 +458,22 @@ impl Pass<'_> {
         let (mut row, mut row_read) = (vec![0f32; ix.dim], None);
         // Queries in near-equal runs of at most the kernel's (8 → 4 + 4, not 6 + 2).
         let runs = nq.div_ceil(kernel.run());
+        let end = groups.end;
         for g in groups {
             for (u, need) in need.iter_mut().enumerate() {
                 let floor = unkey(self.floors[u].load(Atomic::Relaxed));
                 *need = best[u].worst().max(floor);
             }
             let group = &ix.packed[g * group_bytes..(g + 1) * group_bytes];
-            // With several queries a VNNI group takes long enough to compute
-            // that the next one can be fetched meanwhile: ask for it now (into
-            // L2). Measured: not for one query, and not for AMX, whose loads
-            // the hardware prefetcher keeps up with (the 512 prefetches of a
-            // group cost it more than they save: 8 queries at 1M, 20.8 ms
-            // without, 24.5 ms with; VNNI 29.1 ms without, 24.9 ms with).
-            #[cfg(target_arch = "x86_64")]
-            if nq > 1
-                && kernel == Kernel::Avx512Vnni
-                && let Some(next) = ix.packed.get((g + 1) * group_bytes..(g + 2) * group_bytes)
-            {
-                for line in next.chunks(64) {
-                    // SAFETY: a prefetch of an address inside `packed`; it reads nothing.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                            line.as_ptr() as *const i8,
-                        )
-                    };
-                }
-            }
+            // The group the kernels ask into L2 while they sum this one
+            // (none near the end of this part's range: the next part's
+            // thread reads those).
+            let ahead = if g + PREFETCH_AHEAD < end {
+                &ix.packed
+                    [(g + PREFETCH_AHEAD) * group_bytes..(g + PREFETCH_AHEAD + 1) * group_bytes]
+            } else {
+                &[][..]
+            };
             let cols = g * GROUP..(g + 1) * GROUP;
             let real = (ix.rows - g * GROUP).min(GROUP);
             let valid = if real == GROUP {
@@ -485,6 +482,8 @@ impl Pass<'_> {
                 (1u64 << real) - 1
             };
             let side = Side {
+                bytes: group,
+                ahead,
                 scale: &ix.scale[cols.clone()],
                 norm: &ix.norm[cols.clone()],
                 err: &ix.err[cols],
@@ -492,7 +491,12 @@ impl Pass<'_> {
             };
             for r in 0..runs {
                 let (u0, u1) = (r * nq / runs, (r + 1) * nq / runs);
-                let masks = bounds(kernel, self.qz, u0..u1, group, &side, &need, &mut scratch);
+                // Prefetched once per group, by its first run.
+                let side = Side {
+                    ahead: if r == 0 { ahead } else { &[] },
+                    ..side
+                };
+                let masks = bounds(kernel, self.qz, u0..u1, &side, &need, &mut scratch);
                 let upper = &scratch.upper;
                 for u in u0..u1 {
                     let mut m = masks[u - u0];
@@ -525,9 +529,14 @@ impl Pass<'_> {
     }
 }
 
-/// The index side of one group: per row scale, norm, error, and which of
-/// the 64 rows are real.
+/// The index side of one group: its bytes, per row scale, norm, error, and
+/// which of the 64 rows are real.
+#[derive(Clone, Copy)]
 struct Side<'a> {
+    /// The group's packed bytes.
+    bytes: &'a [u8],
+    /// A later group's, asked into L2 while this one is summed (empty: none).
+    ahead: &'a [u8],
     scale: &'a [f32],
     norm: &'a [f32],
     err: &'a [f32],
@@ -570,11 +579,11 @@ fn bounds(
     kernel: Kernel,
     qz: &Quantized,
     us: std::ops::Range<usize>,
-    group: &[u8],
     side: &Side<'_>,
     need: &[f32],
     scratch: &mut Scratch<'_>,
 ) -> [u64; MAX_RUN] {
+    let (group, ahead) = (side.bytes, side.ahead);
     assert!(us.len() <= kernel.run());
     match kernel {
         #[cfg(target_arch = "x86_64")]
@@ -584,12 +593,12 @@ fn bounds(
             // AVX-512F/BW/VNNI.
             unsafe {
                 match us.len() {
-                    6 => sums_vnni::<6>(qz, f, group, sums),
-                    5 => sums_vnni::<5>(qz, f, group, sums),
-                    4 => sums_vnni::<4>(qz, f, group, sums),
-                    3 => sums_vnni::<3>(qz, f, group, sums),
-                    2 => sums_vnni::<2>(qz, f, group, sums),
-                    1 => sums_vnni::<1>(qz, f, group, sums),
+                    6 => sums_vnni::<6>(qz, f, group, ahead, sums),
+                    5 => sums_vnni::<5>(qz, f, group, ahead, sums),
+                    4 => sums_vnni::<4>(qz, f, group, ahead, sums),
+                    3 => sums_vnni::<3>(qz, f, group, ahead, sums),
+                    2 => sums_vnni::<2>(qz, f, group, ahead, sums),
+                    1 => sums_vnni::<1>(qz, f, group, ahead, sums),
                     _ => unreachable!("runs of 1 to {MR} queries"),
                 }
             }
@@ -606,10 +615,11 @@ fn bounds(
                     w,
                     w / CHUNK,
                     group,
+                    ahead,
                     &mut scratch.sums,
                 );
         }
-        _ => return bounds_portable(qz, us, group, side, need, &mut scratch.upper),
+        _ => return bounds_portable(qz, us, side, need, &mut scratch.upper),
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: both kernels above run only where AVX-512F is (Int8Index::build).
@@ -633,11 +643,11 @@ fn upper_bound(qz: &Quantized, u: usize, acc: i32, sj: f32, nj: f32, ej: f32) ->
 fn bounds_portable(
     qz: &Quantized,
     us: std::ops::Range<usize>,
-    group: &[u8],
     side: &Side<'_>,
     need: &[f32],
     upper: &mut [[f32; GROUP]; MAX_RUN],
 ) -> [u64; MAX_RUN] {
+    let group = side.bytes;
     let steps = qz.dim4 / 4;
     let mut masks = [0u64; MAX_RUN];
     for (r, u) in us.enumerate() {
@@ -661,27 +671,39 @@ fn bounds_portable(
     masks
 }
 
-/// The integer sums of queries `first..first + R` against one group.
+/// The integer sums of queries `first..first + R` against one group; each
+/// step's 256 bytes of `ahead` (empty, or a later group as long as `group`)
+/// are asked into L2 meanwhile, as [`Tiles::group_sums`] does.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn sums_vnni<const R: usize>(
     qz: &Quantized,
     first: usize,
     group: &[u8],
+    ahead: &[u8],
     sums: &mut [[i32; GROUP]; MAX_RUN],
 ) {
     use std::arch::x86_64::*;
     let steps = qz.dim4 / 4;
     assert!(group.len() >= steps * GROUP * 4 && (first + R) * qz.dim4 <= qz.q.len());
+    assert!(ahead.is_empty() || ahead.len() >= steps * GROUP * 4);
+    let prefetch = !ahead.is_empty();
     assert!(R <= MR);
     let a = qz.q[first * qz.dim4..].as_ptr();
     let b = group.as_ptr();
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
     for t in 0..steps {
-        // SAFETY: t < steps, so the four 64-byte loads lie in `group`, and query
-        // first + u < first + R lies in `qz.q` with 4·t + 4 ≤ dim4 (asserted above).
+        // SAFETY: t < steps, so the four 64-byte loads lie in `group` (and the
+        // prefetched lines in `ahead`), and query first + u < first + R lies
+        // in `qz.q` with 4·t + 4 ≤ dim4 (asserted above).
         unsafe {
             let bt = b.add(t * GROUP * 4);
+            if prefetch {
+                let p = ahead.as_ptr().add(t * GROUP * 4);
+                for line in 0..GROUP * 4 / 64 {
+                    _mm_prefetch::<_MM_HINT_T1>(p.add(line * 64) as *const i8);
+                }
+            }
             let b0 = _mm512_loadu_si512(bt as *const _);
             let b1 = _mm512_loadu_si512(bt.add(64) as *const _);
             let b2 = _mm512_loadu_si512(bt.add(128) as *const _);
@@ -925,6 +947,12 @@ mod tests {
             let mut all = Vec::new();
             for g in 0..2 {
                 let side = Side {
+                    bytes: &ix.packed[g * group_bytes..(g + 1) * group_bytes],
+                    // The first group prefetches the second (it changes nothing).
+                    ahead: ix
+                        .packed
+                        .get((g + 1) * group_bytes..(g + 2) * group_bytes)
+                        .unwrap_or(&[]),
                     scale: &ix.scale[g * GROUP..(g + 1) * GROUP],
                     norm: &ix.norm[g * GROUP..(g + 1) * GROUP],
                     err: &ix.err[g * GROUP..(g + 1) * GROUP],
@@ -937,7 +965,6 @@ mod tests {
                         kernel,
                         &qz,
                         us.clone(),
-                        &ix.packed[g * group_bytes..(g + 1) * group_bytes],
                         &side,
                         &[f32::NEG_INFINITY; MAX_RUN],
                         &mut scratch,
