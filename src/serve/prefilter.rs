@@ -15,14 +15,22 @@
 //! upper = (s_q·s_j)·(q_q·q_j) + κ·N_q·N_j + N_q·|e_j| + |e_q|·N_j + 2⁻¹²⁴ ≥ dot(x_j, q)
 //! ```
 //!
-//! evaluated in that order (three fused multiply-adds and an add). A row is
-//! re-scored for a query unless `upper <` the k-th best exact score that query
-//! already holds (in this part of the scan, or in any other part: they share
-//! that floor), so a row left out is strictly worse than the final k-th and
-//! never in the answer; a tie reaches the floor and is re-scored. A bound that
-//! is not a number is re-scored too. The proof needs the products not to
-//! overflow: [`Int8Index::build`] refuses rows (and [`Int8Index::accepts`]
-//! queries) with a norm over 2⁴⁰, and the caller scans those in float32.
+//! evaluated in that order (three fused multiply-adds and an add). The same
+//! bound for the query `−q`, negated, is a lower bound of the score
+//! (`lower_bound`: `−q`'s copy and score are `q`'s with the signs flipped).
+//! The k-th largest lower bound a query has met is its floor: k rows score
+//! at least that much, so the final k-th best does too. The scan keeps, per
+//! query, the rows whose upper bound reaches the floor when they are met
+//! (the parts share their floors); once the pass is over, those still at or
+//! above the floor of the whole pass are re-scored, highest bound first,
+//! until the next bound is below the k-th best exact score found. A row left
+//! out is strictly worse than the final k-th and never in the answer; a tie
+//! reaches the floor and is re-scored, as is a bound that is not a number.
+//! So a pass reads a few float32 rows per query (about k plus the bound's
+//! slack), not one per rise of a running k-th best. The proof needs the
+//! products not to overflow: [`Int8Index::build`] refuses rows (and
+//! [`Int8Index::accepts`] queries) with a norm over 2⁴⁰, and the caller
+//! scans those in float32.
 //!
 //! Layout: the index rows are packed once, in groups of 64 rows as
 //! `[d/4][64][4]` bytes offset by 128 (VNNI multiplies unsigned by signed
@@ -339,13 +347,12 @@ impl Int8Index {
         // More parts than threads, so a core slowed by another process does
         // not hold up the pass; each part keeps its own lists, merged below.
         let parts = (rayon::current_num_threads() * 4).clamp(1, groups);
-        let lists: Vec<Vec<Best>> = (0..parts)
+        let found: Vec<Found> = (0..parts)
             .into_par_iter()
             .map(|p| {
                 let pass = Pass {
                     index: self,
                     kernel,
-                    source,
                     queries,
                     qz: &qz,
                     padded: &padded,
@@ -355,15 +362,56 @@ impl Int8Index {
                 pass.groups(p * groups / parts..(p + 1) * groups / parts, &ks)
             })
             .collect();
-        (0..nq)
+        let answers: Vec<(Vec<(usize, f32)>, u64)> = (0..nq)
+            .into_par_iter()
             .map(|u| {
-                let mut all: Vec<(usize, f32)> = lists.iter().flat_map(|l| l[u].items()).collect();
-                all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                all.truncate(ks[u]);
-                all
+                // The floor of the whole pass: the k-th largest lower bound
+                // of all rows (each part kept its k largest).
+                let mut lower = Best::new(ks[u]);
+                for f in &found {
+                    for (j, lo) in f.lower[u].items() {
+                        lower.offer(lo, j);
+                    }
+                }
+                let floor = lower.worst();
+                // Not `up < floor`: a bound that is not a number is re-scored.
+                let mut cands: Vec<(usize, f32)> = found
+                    .iter()
+                    .flat_map(|f| f.cands[u].iter().copied())
+                    .filter(|&(_, up)| up.partial_cmp(&floor) != Some(Ordering::Less))
+                    .collect();
+                // Highest bound first (NaN before all): once a bound is below
+                // the k-th best exact score, so is every one after it.
+                let order = |up: f32| if up.is_nan() { f32::INFINITY } else { up };
+                cands
+                    .sort_unstable_by(|a, b| order(b.1).total_cmp(&order(a.1)).then(a.0.cmp(&b.0)));
+                let mut best = Best::new(ks[u]);
+                let mut row = vec![0f32; dim];
+                let mut rescored = 0;
+                for (j, up) in cands {
+                    if up < best.worst() {
+                        break;
+                    }
+                    source.read_row(j, &mut row);
+                    best.offer(dot(&row, queries[u]), j);
+                    rescored += 1;
+                }
+                (best.items().collect(), rescored)
             })
-            .collect()
+            .collect();
+        self.rescored
+            .fetch_add(answers.iter().map(|a| a.1).sum(), Atomic::Relaxed);
+        answers.into_iter().map(|a| a.0).collect()
     }
+}
+
+/// What one part of a pass found, per query: the k largest lower bounds of
+/// its rows, and the rows whose upper bound reached the floor when they were
+/// met (with that bound), to be re-scored once the floor of the whole pass
+/// is known.
+struct Found {
+    lower: Vec<Best>,
+    cands: Vec<Vec<(usize, f32)>>,
 }
 
 /// `f32` to a `u32` whose order is [`f32::total_cmp`]'s (for a shared floor).
@@ -434,35 +482,38 @@ struct Pass<'a> {
     index: &'a Int8Index,
     /// The index's kernel, or VNNI for a pass of few queries.
     kernel: Kernel,
-    source: &'a dyn VectorSource,
     queries: &'a [&'a [f32]],
     qz: &'a Quantized,
     /// The queries' bytes padded to the layout's width (AMX only).
     padded: &'a [i8],
     exclude: &'a [Option<usize>],
-    /// Per query: the best k-th score any part holds (as [`key`]).
+    /// Per query: the highest floor any part has reached (as [`key`]).
     floors: &'a [AtomicU32],
 }
 
 impl Pass<'_> {
-    fn groups(&self, groups: std::ops::Range<usize>, ks: &[usize]) -> Vec<Best> {
+    /// The lower-bound lists and candidates of `groups` (see [`Found`]). A
+    /// query's floor is the k-th largest lower bound it has met here or any
+    /// other part has (the shared `floors`): k rows score at least that
+    /// much, so the final k-th best does too, and a row whose upper bound
+    /// is below it is never in the answer. No row is read here: the floor
+    /// rises on the 8-bit sums alone.
+    fn groups(&self, groups: std::ops::Range<usize>, ks: &[usize]) -> Found {
         let ix = self.index;
         let nq = self.queries.len();
         let group_bytes = ix.padded_dim / 4 * GROUP * 4;
-        let mut best: Vec<Best> = ks.iter().map(|&k| Best::new(k)).collect();
+        let mut lower: Vec<Best> = ks.iter().map(|&k| Best::new(k)).collect();
+        let mut cands: Vec<Vec<(usize, f32)>> = vec![Vec::new(); nq];
         let mut need = vec![f32::NEG_INFINITY; nq];
         let kernel = self.kernel;
         let mut scratch = Scratch::new(ix, kernel, self.padded);
-        let mut rescored = 0u64;
-        // The row last read for re-scoring (several queries may want it).
-        let (mut row, mut row_read) = (vec![0f32; ix.dim], None);
         // Queries in near-equal runs of at most the kernel's (8 → 4 + 4, not 6 + 2).
         let runs = nq.div_ceil(kernel.run());
         let end = groups.end;
         for g in groups {
             for (u, need) in need.iter_mut().enumerate() {
                 let floor = unkey(self.floors[u].load(Atomic::Relaxed));
-                *need = best[u].worst().max(floor);
+                *need = lower[u].worst().max(floor);
             }
             let group = &ix.packed[g * group_bytes..(g + 1) * group_bytes];
             // The group the kernels ask into L2 while they sum this one
@@ -497,25 +548,26 @@ impl Pass<'_> {
                     ..side
                 };
                 let masks = bounds(kernel, self.qz, u0..u1, &side, &need, &mut scratch);
-                let upper = &scratch.upper;
                 for u in u0..u1 {
                     let mut m = masks[u - u0];
                     while m != 0 {
                         let col = m.trailing_zeros() as usize;
                         m &= m - 1;
                         let j = g * GROUP + col;
+                        let up = scratch.upper[u - u0][col];
                         // The floor may have risen since the mask was made.
-                        if upper[u - u0][col] < need[u] || self.exclude[u] == Some(j) {
+                        if up < need[u] || self.exclude[u] == Some(j) {
                             continue;
                         }
-                        if row_read != Some(j) {
-                            self.source.read_row(j, &mut row);
-                            row_read = Some(j);
+                        cands[u].push((j, up));
+                        let (sum, sj) = (scratch.sums[u - u0][col], side.scale[col]);
+                        let lo = lower_bound(self.qz, u, sum, sj, side.norm[col], side.err[col]);
+                        // Below the floor (or not a number) it cannot raise it.
+                        if lo.partial_cmp(&need[u]) != Some(Ordering::Greater) {
+                            continue;
                         }
-                        let s = dot(&row, self.queries[u]);
-                        rescored += 1;
-                        best[u].offer(s, j);
-                        let w = best[u].worst();
+                        lower[u].offer(lo, j);
+                        let w = lower[u].worst();
                         if w > need[u] {
                             need[u] = w;
                             self.floors[u].fetch_max(key(w), Atomic::Relaxed);
@@ -524,8 +576,7 @@ impl Pass<'_> {
                 }
             }
         }
-        ix.rescored.fetch_add(rescored, Atomic::Relaxed);
-        best
+        Found { lower, cands }
     }
 }
 
@@ -619,7 +670,9 @@ fn bounds(
                     &mut scratch.sums,
                 );
         }
-        _ => return bounds_portable(qz, us, side, need, &mut scratch.upper),
+        _ => {
+            return bounds_portable(qz, us, side, need, &mut scratch.sums, &mut scratch.upper);
+        }
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: both kernels above run only where AVX-512F is (Int8Index::build).
@@ -633,7 +686,24 @@ fn bounds(
 /// The bound of one pair from its integer dot product (offset included).
 #[inline(always)]
 fn upper_bound(qz: &Quantized, u: usize, acc: i32, sj: f32, nj: f32, ej: f32) -> f32 {
-    let v = (acc - qz.offset[u]) as f32;
+    bound_of_sum(qz, u, (acc - qz.offset[u]) as f32, sj, nj, ej)
+}
+
+/// A lower bound of the pair's score: the upper bound of the query `−q`,
+/// negated. `−q`'s copy is `q`'s with every sign flipped ([`Quantized::of`]
+/// rounds half away from zero: the same scale, norms and error, the
+/// integer sum negated), and [`dot`]`(x, −q) = −dot(x, q)` (products and
+/// sums round to nearest, which is symmetric in sign; only a zero's sign
+/// may differ), so `upper(−q) ≥ dot(x, −q)` — the proven bound — gives
+/// `dot(x, q) ≥ −upper(−q)`.
+#[inline(always)]
+fn lower_bound(qz: &Quantized, u: usize, acc: i32, sj: f32, nj: f32, ej: f32) -> f32 {
+    -bound_of_sum(qz, u, -((acc - qz.offset[u]) as f32), sj, nj, ej)
+}
+
+/// [`upper_bound`] from the integer sum `v` (offset taken off), as a float.
+#[inline(always)]
+fn bound_of_sum(qz: &Quantized, u: usize, v: f32, sj: f32, nj: f32, ej: f32) -> f32 {
     let a = (qz.scale[u] * sj) * v;
     let a = (qz.kappa * qz.norm[u]).mul_add(nj, a);
     let a = qz.norm[u].mul_add(ej, a);
@@ -645,6 +715,7 @@ fn bounds_portable(
     us: std::ops::Range<usize>,
     side: &Side<'_>,
     need: &[f32],
+    sums: &mut [[i32; GROUP]; MAX_RUN],
     upper: &mut [[f32; GROUP]; MAX_RUN],
 ) -> [u64; MAX_RUN] {
     let group = side.bytes;
@@ -660,6 +731,7 @@ fn bounds_portable(
                 }
             }
             let up = upper_bound(qz, u, acc, side.scale[col], side.norm[col], side.err[col]);
+            sums[r][col] = acc;
             upper[r][col] = up;
             // Not `up >= need`: a bound that is not a number is re-scored.
             if up.partial_cmp(&need[u]) != Some(Ordering::Less) {
@@ -930,7 +1002,7 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_is_never_below_the_score() {
+    fn the_bounds_hold_the_score_from_both_sides() {
         let mut rng = Rng(13);
         let dim = 512;
         let data: Vec<f32> = (0..GROUP * 2).flat_map(|_| rng.unit(dim)).collect();
@@ -938,6 +1010,15 @@ mod tests {
         let queries: Vec<Vec<f32>> = (0..MAX_RUN).map(|_| rng.unit(dim)).collect();
         let flat: Vec<f32> = queries.concat();
         let qz = Quantized::of(&flat, dim);
+        // The lower bound's argument: −q's copy mirrors q's exactly.
+        let neg: Vec<f32> = flat.iter().map(|x| -x).collect();
+        let nz = Quantized::of(&neg, dim);
+        assert!(nz.q.iter().zip(&qz.q).all(|(a, b)| *a == -*b));
+        assert_eq!(
+            (&nz.scale, &nz.norm, &nz.err),
+            (&qz.scale, &qz.norm, &qz.err)
+        );
+        assert!(nz.offset.iter().zip(&qz.offset).all(|(a, b)| *a == -*b));
         let mut per_kernel = Vec::new();
         for kernel in kernels() {
             let ix = index(&data, dim, kernel);
@@ -958,7 +1039,7 @@ mod tests {
                     err: &ix.err[g * GROUP..(g + 1) * GROUP],
                     valid: u64::MAX,
                 };
-                let mut upper = Vec::new();
+                let (mut upper, mut sums) = (Vec::new(), Vec::new());
                 for run in (0..MAX_RUN).collect::<Vec<_>>().chunks(kernel.run()) {
                     let us = run[0]..run[run.len() - 1] + 1;
                     let masks = bounds(
@@ -971,15 +1052,26 @@ mod tests {
                     );
                     assert!(masks[..us.len()].iter().all(|&m| m == u64::MAX));
                     upper.extend_from_slice(&scratch.upper[..us.len()]);
+                    sums.extend_from_slice(&scratch.sums[..us.len()]);
                 }
                 for (u, q) in queries.iter().enumerate() {
+                    let minus_q = &neg[u * dim..(u + 1) * dim];
                     for (c, &up) in upper[u].iter().enumerate() {
                         let j = g * GROUP + c;
-                        let s = dot(&data[j * dim..(j + 1) * dim], q);
+                        let x = &data[j * dim..(j + 1) * dim];
+                        let s = dot(x, q);
                         assert!(up >= s, "{kernel:?} {u} {j}");
                         // The bound is tight enough to prune: within 0.05 on unit vectors.
                         assert!(up - s < 0.05, "{kernel:?} {u} {j}");
+                        let (sj, nj, ej) = (side.scale[c], side.norm[c], side.err[c]);
+                        let lo = lower_bound(&qz, u, sums[u][c], sj, nj, ej);
+                        assert!(lo <= s && s - lo < 0.05, "{kernel:?} {u} {j}: {lo} {s}");
+                        // It is −q's upper bound, negated, and −q's score is −s.
+                        let minus = nz.offset[u] - (sums[u][c] - qz.offset[u]);
+                        assert_eq!(lo, -upper_bound(&nz, u, minus, sj, nj, ej));
+                        assert_eq!(dot(x, minus_q), -s);
                         all.push(up.to_bits());
+                        all.push(lo.to_bits());
                     }
                 }
             }
