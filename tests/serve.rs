@@ -1330,3 +1330,62 @@ fn concurrent_queries_batched_into_one_pass_answer_as_search_json() {
     );
     assert!(value("rmac_scan_passes_total") <= value("rmac_scan_searches_total"));
 }
+
+/// An index of another width than VGG16's 512 (100: not a whole number of the
+/// 8-bit layout's 64-dimension chunks, nor of the 16 float lanes), with a
+/// partial last group of rows: concurrent queries of every `k` up to all the
+/// rows answer as `search --json`, whatever shares their pass.
+#[test]
+fn an_index_of_another_width_answers_as_search_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dim, n) = (100, 3001);
+    let mut rng = common::Rng(31);
+    let data = common::unit_rows(&mut rng, n, dim);
+    let paths: Vec<String> = (0..n).map(|i| format!("w/{i:05}.jpg")).collect();
+    let npy = dir.path().join("w.npy");
+    rmac_native::store::npy::write_npy(&npy, &paths, &data, dim).unwrap();
+    let mut cases: Vec<(usize, Value, Value)> = Vec::new();
+    for (i, k) in [1usize, 10, 10, 64, 500, n].into_iter().enumerate() {
+        let q: Vec<f32> = if i == 2 {
+            data[1234 * dim..1235 * dim].to_vec()
+        } else {
+            common::unit_rows(&mut rng, 1, dim)
+        };
+        let file = dir.path().join(format!("q{i}.json"));
+        std::fs::write(&file, serde_json::to_string(&q).unwrap()).unwrap();
+        let at = format!("@{}", file.display());
+        let want = cli_search(&npy, &["--vector", &at, "-k", &k.to_string()])["results"].clone();
+        assert_eq!(want.as_array().unwrap().len(), k);
+        cases.push((k, json!({ "vector": q }), want));
+    }
+    assert_eq!(cases[2].2[0]["path"], json!("w/01234.jpg"));
+    let server = Server::start(&npy, &["--no-model", "--max-k", "5000"]);
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|c| {
+                let (server, cases) = (&server, &cases);
+                s.spawn(move || {
+                    let mut errors = Vec::new();
+                    for r in 0..cases.len() * 2 {
+                        let (k, body, want) = &cases[(c + r) % cases.len()];
+                        let (status, got) = server.search(&format!("k={k}"), body.clone());
+                        if status != 200 || got["results"] != *want {
+                            errors.push(format!("client {c}, k = {k}: {status} {got}"));
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        errors.is_empty(),
+        "{} wrong, the first: {}",
+        errors.len(),
+        errors[0]
+    );
+}
