@@ -44,21 +44,9 @@ fn list(name: &str, default: &str) -> Vec<usize> {
         .collect()
 }
 
-/// xorshift64*, in −1..1.
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn unit(&mut self) -> Vec<f32> {
-        let v: Vec<f64> = (0..DIM).map(|_| self.f() as f64).collect();
-        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        v.iter().map(|x| (x / n) as f32).collect()
-    }
-}
+#[path = "common/unit_vectors.rs"]
+mod unit_vectors;
+use unit_vectors::Rng;
 
 /// `n` synthetic unit vectors as an NPY index (kept when already there).
 fn index(dir: &Path, n: usize) -> PathBuf {
@@ -76,7 +64,7 @@ fn index(dir: &Path, n: usize) -> PathBuf {
     out.write_all(&header(n as u64, DIM)).unwrap();
     let mut rng = Rng(0x5EED);
     for _ in 0..n {
-        let v = rng.unit();
+        let v = rng.unit(DIM);
         out.write_all(bytemuck::cast_slice(&v)).unwrap();
     }
     out.flush().unwrap();
@@ -314,7 +302,7 @@ fn by_vector(dir: &Path) {
         .expect("RMAC_SERVE_SECONDS");
     let npy = index(dir, n);
     let mut rng = Rng(0xC0FFEE);
-    let queries: Vec<Vec<f32>> = (0..256).map(|_| rng.unit()).collect();
+    let queries: Vec<Vec<f32>> = (0..256).map(|_| rng.unit(DIM)).collect();
     let bodies: Vec<Vec<u8>> = queries
         .iter()
         .map(|q| serde_json::to_vec(&serde_json::json!({ "vector": q })).unwrap())

@@ -21,21 +21,9 @@ const DIM: usize = 512;
 const K: usize = 10;
 const WARM_UP: usize = 3;
 
-/// xorshift64*, in −1..1 (the serve benchmark's generator).
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn unit(&mut self) -> Vec<f32> {
-        let v: Vec<f64> = (0..DIM).map(|_| self.f() as f64).collect();
-        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        v.iter().map(|x| (x / n) as f32).collect()
-    }
-}
+#[path = "common/unit_vectors.rs"]
+mod unit_vectors;
+use unit_vectors::Rng;
 
 fn setting(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -73,7 +61,7 @@ fn main() {
     let mut rng = Rng(0x5EED);
     let mut data = Vec::with_capacity(n * DIM);
     for _ in 0..n {
-        data.extend(rng.unit());
+        data.extend(rng.unit(DIM));
     }
     let set = VectorSet {
         paths: vec![String::new(); n],
@@ -92,7 +80,7 @@ fn main() {
         for &nq in &counts {
             let (mut times, mut rescored) = (Vec::new(), 0);
             for rep in 0..reps {
-                let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.unit()).collect();
+                let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.unit(DIM)).collect();
                 let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
                 let before = ix.rescored();
                 let t = Instant::now();

@@ -235,6 +235,25 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Runs `client(c)` for the clients `0..n` on threads of their own, all at
+/// once, each returning what went wrong for it; fails with the first.
+fn all_clients_succeed(n: usize, client: impl Fn(usize) -> Vec<String> + Sync) {
+    let client = &client;
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|c| s.spawn(move || client(c))).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        errors.is_empty(),
+        "{} failed, the first: {}",
+        errors.len(),
+        errors[0]
+    );
+}
+
 /// `search INDEX ARGS --json --backend cpu`: its one answer.
 fn cli_search(index: &Path, args: &[&str]) -> Value {
     let o = run_ok(
@@ -1032,47 +1051,29 @@ fn thirty_two_clients_fifty_queries_each_all_answered_and_counted() {
     )["results"]
         .clone();
     let start = Instant::now();
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..32)
-            .map(|c| {
-                let (server, paths, want, image, image_want) =
-                    (&server, &paths, &want, &image, &image_want);
-                s.spawn(move || {
-                    let mut errors = Vec::new();
-                    for q in 0..50 {
-                        // Client c's first query is an image (32 through a queue of 4); the rest by path.
-                        let (status, got, expected) = if q == 0 {
-                            let (st, v) = server.json(
-                                "POST",
-                                "/api/search?k=3",
-                                &[("Content-Type", "image/png")],
-                                image,
-                            );
-                            (st, v, image_want.clone())
-                        } else {
-                            let i = (c * 7 + q) % paths.len();
-                            let (st, v) = server.search("k=3", json!({"path": paths[i]}));
-                            (st, v, want[i].clone())
-                        };
-                        if status != 200 || got["results"] != expected {
-                            errors.push(format!("client {c} query {q}: {status} {got}"));
-                        }
-                    }
-                    errors
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    all_clients_succeed(32, |c| {
+        let mut errors = Vec::new();
+        for q in 0..50 {
+            // Client c's first query is an image (32 through a queue of 4); the rest by path.
+            let (status, got, expected) = if q == 0 {
+                let (st, v) = server.json(
+                    "POST",
+                    "/api/search?k=3",
+                    &[("Content-Type", "image/png")],
+                    &image,
+                );
+                (st, v, image_want.clone())
+            } else {
+                let i = (c * 7 + q) % paths.len();
+                let (st, v) = server.search("k=3", json!({"path": paths[i]}));
+                (st, v, want[i].clone())
+            };
+            if status != 200 || got["results"] != expected {
+                errors.push(format!("client {c} query {q}: {status} {got}"));
+            }
+        }
+        errors
     });
-    assert!(
-        errors.is_empty(),
-        "{} failed, the first: {}",
-        errors.len(),
-        errors[0]
-    );
     eprintln!(
         "32 clients × 50 queries: {:.2} s",
         start.elapsed().as_secs_f64()
@@ -1278,37 +1279,20 @@ fn concurrent_queries_batched_into_one_pass_answer_as_search_json() {
     // The duplicates tie: the lowest rows come first, as search ranks them.
     assert_eq!(want[0][1]["path"], json!("v/00100.jpg"), "{}", want[0]);
     let server = Server::start(&npy, &["--no-model"]);
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..16)
-            .map(|c| {
-                let (server, cases, want) = (&server, &cases, &want);
-                s.spawn(move || {
-                    let mut errors = Vec::new();
-                    for n in 0..cases.len() * 3 {
-                        let i = (c + n) % cases.len();
-                        let (status, got) = server.search(&cases[i].0, cases[i].1.clone());
-                        if status != 200 || got["results"] != want[i] {
-                            errors.push(format!(
-                                "client {c}, case {i} ({}): {status} {got}",
-                                cases[i].0
-                            ));
-                        }
-                    }
-                    errors
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    all_clients_succeed(16, |c| {
+        let mut errors = Vec::new();
+        for n in 0..cases.len() * 3 {
+            let i = (c + n) % cases.len();
+            let (status, got) = server.search(&cases[i].0, cases[i].1.clone());
+            if status != 200 || got["results"] != want[i] {
+                errors.push(format!(
+                    "client {c}, case {i} ({}): {status} {got}",
+                    cases[i].0
+                ));
+            }
+        }
+        errors
     });
-    assert!(
-        errors.is_empty(),
-        "{} wrong, the first: {}",
-        errors.len(),
-        errors[0]
-    );
     let (_, info) = server.json("GET", "/api/info", &[], b"");
     eprintln!("scan: {}", info["scan"]);
     let (_, _, m) = server.request("GET", "/metrics", &[], b"");
@@ -1360,32 +1344,15 @@ fn an_index_of_another_width_answers_as_search_json() {
     }
     assert_eq!(cases[2].2[0]["path"], json!("w/01234.jpg"));
     let server = Server::start(&npy, &["--no-model", "--max-k", "5000"]);
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|c| {
-                let (server, cases) = (&server, &cases);
-                s.spawn(move || {
-                    let mut errors = Vec::new();
-                    for r in 0..cases.len() * 2 {
-                        let (k, body, want) = &cases[(c + r) % cases.len()];
-                        let (status, got) = server.search(&format!("k={k}"), body.clone());
-                        if status != 200 || got["results"] != *want {
-                            errors.push(format!("client {c}, k = {k}: {status} {got}"));
-                        }
-                    }
-                    errors
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    all_clients_succeed(8, |c| {
+        let mut errors = Vec::new();
+        for r in 0..cases.len() * 2 {
+            let (k, body, want) = &cases[(c + r) % cases.len()];
+            let (status, got) = server.search(&format!("k={k}"), body.clone());
+            if status != 200 || got["results"] != *want {
+                errors.push(format!("client {c}, k = {k}: {status} {got}"));
+            }
+        }
+        errors
     });
-    assert!(
-        errors.is_empty(),
-        "{} wrong, the first: {}",
-        errors.len(),
-        errors[0]
-    );
 }

@@ -18,6 +18,9 @@
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process):
 //! [`available`] makes it, and says no where the CPU or the kernel lacks AMX.
 
+#[cfg(target_arch = "x86_64")]
+use super::int8::prefetch_l2;
+
 /// Index rows per packed group.
 pub const GROUP: usize = 64;
 /// Query rows per tile.
@@ -125,8 +128,7 @@ impl Tiles {
             group.len() + sums.len()
         );
         // `Tiles` exists only where `available()` said yes; the asserts above
-        // keep every tile load inside `a` and `group` and every prefetched
-        // address inside `ahead` (a prefetch reads nothing), and the stores write
+        // keep every tile load inside `a` and `group`, and the stores write
         // `m ≤ 16` rows of 256 bytes into `sums`.
         #[cfg(target_arch = "x86_64")]
         {
@@ -151,8 +153,8 @@ impl Tiles {
                 unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly)) };
                 self.rows = m;
             }
-            let prefetch = !ahead.is_empty();
-            let (a, b, ahead) = (a.as_ptr(), group.as_ptr(), ahead.as_ptr());
+            let (a, b) = (a.as_ptr(), group.as_ptr());
+            let chunk_bytes = 16 * GROUP * 4;
             // SAFETY: see group_sums; the tiles are configured above.
             unsafe {
                 asm!(
@@ -163,14 +165,9 @@ impl Tiles {
                     options(nostack, nomem)
                 );
                 for c in 0..chunks {
-                    if prefetch {
-                        // The chunk's 4 KiB of the later group, a line at a time.
-                        let p = ahead.add(c * 16 * GROUP * 4);
-                        for line in 0..16 * GROUP * 4 / 64 {
-                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                                p.add(line * 64) as *const i8,
-                            );
-                        }
+                    if !ahead.is_empty() {
+                        // The chunk's 4 KiB of the later group.
+                        prefetch_l2(&ahead[c * chunk_bytes..(c + 1) * chunk_bytes]);
                     }
                     asm!(
                         "tileloadd tmm0, [{a} + {sa}*1]",

@@ -44,7 +44,7 @@
 //! the bounds from them are the same float operations in the same order.
 
 use crate::knn::amx::{self, Tiles};
-use crate::knn::int8::{Int8Kernel, MAX_DIM, Quantized};
+use crate::knn::int8::{Int8Kernel, MAX_DIM, Quantized, prefetch_l2};
 use crate::search::dot;
 use crate::store::VectorSource;
 use rayon::prelude::*;
@@ -759,23 +759,18 @@ fn sums_vnni<const R: usize>(
     let steps = qz.dim4 / 4;
     assert!(group.len() >= steps * GROUP * 4 && (first + R) * qz.dim4 <= qz.q.len());
     assert!(ahead.is_empty() || ahead.len() >= steps * GROUP * 4);
-    let prefetch = !ahead.is_empty();
     assert!(R <= MR);
     let a = qz.q[first * qz.dim4..].as_ptr();
     let b = group.as_ptr();
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
     for t in 0..steps {
-        // SAFETY: t < steps, so the four 64-byte loads lie in `group` (and the
-        // prefetched lines in `ahead`), and query first + u < first + R lies
-        // in `qz.q` with 4·t + 4 ≤ dim4 (asserted above).
+        if !ahead.is_empty() {
+            prefetch_l2(&ahead[t * GROUP * 4..(t + 1) * GROUP * 4]);
+        }
+        // SAFETY: t < steps, so the four 64-byte loads lie in `group`, and query
+        // first + u < first + R lies in `qz.q` with 4·t + 4 ≤ dim4 (asserted above).
         unsafe {
             let bt = b.add(t * GROUP * 4);
-            if prefetch {
-                let p = ahead.as_ptr().add(t * GROUP * 4);
-                for line in 0..GROUP * 4 / 64 {
-                    _mm_prefetch::<_MM_HINT_T1>(p.add(line * 64) as *const i8);
-                }
-            }
             let b0 = _mm512_loadu_si512(bt as *const _);
             let b1 = _mm512_loadu_si512(bt.add(64) as *const _);
             let b2 = _mm512_loadu_si512(bt.add(128) as *const _);
