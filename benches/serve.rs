@@ -29,20 +29,9 @@ use std::time::{Duration, Instant};
 const DIM: usize = 512;
 const K: usize = 10;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn list(name: &str, default: &str) -> Vec<usize> {
-    env_or(name, default)
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{name}: comma-separated numbers"))
-        })
-        .collect()
-}
+#[path = "common/settings.rs"]
+mod settings;
+use settings::{env_or, list};
 
 #[path = "common/unit_vectors.rs"]
 mod unit_vectors;

@@ -25,22 +25,14 @@ const WARM_UP: usize = 3;
 mod unit_vectors;
 use unit_vectors::Rng;
 
-fn setting(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{name}: comma-separated numbers"))
-        })
-        .collect()
-}
+#[path = "common/settings.rs"]
+mod settings;
+use settings::list;
 
 fn main() {
-    let n = setting("RMAC_PASS_N", "1000000")[0];
-    let counts = setting("RMAC_PASS_QUERIES", "1,2,4,8,16");
-    let reps = setting("RMAC_PASS_REPS", "15")[0].max(WARM_UP + 1);
+    let n = list("RMAC_PASS_N", "1000000")[0];
+    let counts = list("RMAC_PASS_QUERIES", "1,2,4,8,16");
+    let reps = list("RMAC_PASS_REPS", "15")[0].max(WARM_UP + 1);
     let kernels: Vec<Kernel> = Kernel::all_here()
         .into_iter()
         .filter(|&k| k != Kernel::Portable)
